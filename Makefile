@@ -1,0 +1,67 @@
+# jobqueue-operator: every entry point a user or CI needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEVENV := PYTHONPATH=devenv $(PY) -m jobqueue_devenv
+PYTEST_ARGS ?=
+
+.PHONY: help deps system-deps python-deps binaries cluster-up cluster-down cluster-status \
+        lint unit test demo bench constraints clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+demo: deps binaries ## the main job: a local cluster, shown, then torn down
+	@$(DEVENV) demo
+
+test: deps binaries lint ## install everything, then run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: python-deps ## only the fast tests that need no cluster
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: python-deps ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+cluster-up: deps binaries ## start the local cluster (or reuse it); last line: export KUBECONFIG=...
+	@$(DEVENV) up
+
+cluster-down: python-deps ## stop the local cluster; no process or port is left behind
+	@$(DEVENV) down
+
+cluster-status: python-deps ## is the local cluster running?
+	@$(DEVENV) status
+
+bench: deps binaries ## benchmarks: printed tables, JSON in bench/results/
+	$(PY) bench/cluster_startup.py
+
+deps: system-deps python-deps ## system packages (apt-get) and the Python virtualenv
+
+system-deps:
+	@bash devenv/install-system-deps.sh
+
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> installing Python packages into $(VENV)" >&2
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' >&2
+	@touch $@
+
+binaries: python-deps ## build (once, then cached) etcd, kube-apiserver & co., kubectl and helm
+	@$(DEVENV) binaries
+
+constraints: ## re-pin constraints.txt to the newest versions pyproject.toml allows
+	rm -rf $(VENV).pins && $(PYTHON) -m venv $(VENV).pins
+	$(VENV).pins/bin/pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions CI and 'make deps' install (pip install -c constraints.txt). Refresh: make constraints"; \
+	  $(VENV).pins/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf $(VENV).pins
+
+clean: ## remove the virtualenv (the binary cache in ~/.cache/jobqueue-operator stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

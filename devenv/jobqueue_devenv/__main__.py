@@ -1,0 +1,115 @@
+"""Command line of the local environment: `python -m jobqueue_devenv {binaries,up,down,status,demo}`.
+
+Progress goes to stderr; `up` prints shell `export` lines on stdout, KUBECONFIG last, so
+`eval "$(python -m jobqueue_devenv up)"` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv.errors import DevenvError
+from jobqueue_devenv.paths import default_cluster_dir
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def _timeout() -> float:
+    value = os.environ.get("JQ_CLUSTER_TIMEOUT", "90")
+    try:
+        return float(value)
+    except ValueError:
+        raise DevenvError(f"JQ_CLUSTER_TIMEOUT={value!r} is not a number of seconds", "set it to e.g. 120") from None
+
+
+def exports(state: cluster.ClusterState) -> str:
+    path = os.pathsep.join([*state.bin_dirs, "$PATH"])
+    return f'export PATH="{path}"\nexport KUBECONFIG={state.kubeconfig}'
+
+
+def cmd_binaries(_: argparse.Namespace) -> None:
+    found = binaries.ensure()
+    _say(f"binaries ready: {', '.join(str(d) for d in found.bin_dirs)}")
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    found = binaries.ensure()
+    state, reused = cluster.up(args.dir, found, timeout=_timeout())
+    if reused:
+        _say(f"cluster already running in {args.dir} (apiserver {state.apiserver_url}); not starting another")
+    else:
+        _say(f"cluster ready in {state.ready_seconds:.1f}s: apiserver {state.apiserver_url}, node {state.node_name}")
+        _say(f"logs in {args.dir}/logs; stop it with `make cluster-down`")
+    print(exports(state), flush=True)
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    stopped = cluster.down(args.dir)
+    _say(f"stopped {', '.join(stopped)}" if stopped else f"no cluster was running in {args.dir}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    state = cluster.ClusterState.load(args.dir)
+    if state is None:
+        _say(f"no cluster in {args.dir}")
+        sys.exit(1)
+    healthy = cluster.is_healthy(state)
+    _say(f"{'running' if healthy else 'NOT healthy'}: apiserver {state.apiserver_url}, logs in {args.dir}/logs")
+    print(exports(state))
+    sys.exit(0 if healthy else 1)
+
+
+def cmd_demo(_: argparse.Namespace) -> None:
+    """Until the operator exists: bring a cluster up, show it, take it down."""
+    found = binaries.ensure()
+    directory = Path(tempfile.mkdtemp(prefix="jobqueue-demo-"))
+    try:
+        state, _reused = cluster.up(directory, found, timeout=_timeout())
+        _say(f"local cluster ready in {state.ready_seconds:.1f}s")
+        env = dict(os.environ, KUBECONFIG=state.kubeconfig)
+        for command in (["version"], ["get", "nodes,namespaces", "-o", "wide"]):
+            _say(f"kubectl {' '.join(command)}")
+            subprocess.run([str(found.kubectl), *command], env=env, check=True)
+    finally:
+        cluster.down(directory)
+        _say("cluster stopped and removed")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jobqueue_devenv", description=__doc__)
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=default_cluster_dir(),
+        help="cluster folder (default: $JQ_CLUSTER_DIR or $TMPDIR/jobqueue-cluster-$UID)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, handler, text in (
+        ("binaries", cmd_binaries, "build (or find) etcd, the control plane, kubectl and helm"),
+        ("up", cmd_up, "start the local cluster, or reuse the running one"),
+        ("down", cmd_down, "stop the local cluster and delete its folder"),
+        ("status", cmd_status, "say whether the local cluster is running"),
+        ("demo", cmd_demo, "start a throw-away cluster, show it, stop it"),
+    ):
+        commands.add_parser(name, help=text).set_defaults(func=handler)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except DevenvError as exc:
+        print(f"error: {exc.cause}", file=sys.stderr)
+        print(f"  fix: {exc.remedy}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

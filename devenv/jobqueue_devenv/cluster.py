@@ -1,0 +1,370 @@
+"""Start and stop a local Kubernetes cluster made of real control-plane processes on 127.0.0.1.
+
+Components, in start order: etcd, kube-apiserver, then kube-controller-manager, kube-scheduler and
+the node agent side by side. Everything a cluster owns (data, certificates, logs, kubeconfig,
+`state.json`) lives in one folder; `down` stops every process and removes the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from jobqueue_devenv import pki as pki_module
+from jobqueue_devenv import processes
+from jobqueue_devenv.binaries import Binaries
+from jobqueue_devenv.errors import DevenvError
+from jobqueue_devenv.processes import ProcessRecord
+from jobqueue_devenv.waiting import TimedOut, wait_until
+
+NODE_NAME: Final = "jobqueue-local"
+SERVICE_CIDR: Final = "10.96.0.0/16"
+APISERVER_PORT_VARIABLE: Final = "JQ_APISERVER_PORT"
+START_ATTEMPTS: Final = 3
+"""Free ports are picked before the processes bind them; another program may win the race."""
+
+STATE_FILE: Final = "state.json"
+
+
+@dataclass
+class ClusterState:
+    """What `up` started, saved in the cluster folder so `down` (in another process) can stop it."""
+
+    directory: str
+    kubeconfig: str
+    ports: dict[str, int]
+    processes: list[ProcessRecord] = field(default_factory=list)
+    bin_dirs: list[str] = field(default_factory=list)
+    node_name: str = NODE_NAME
+    ready_seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds from the start until each component was ready, for the start-up benchmark."""
+
+    def save(self) -> None:
+        path = Path(self.directory) / STATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> ClusterState | None:
+        path = directory / STATE_FILE
+        try:
+            raw = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        raw["processes"] = [ProcessRecord(**p) for p in raw.get("processes", [])]
+        return cls(**raw)
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+
+
+class _Api:
+    """Just enough HTTPS to ask a component whether it is healthy, without a client library."""
+
+    def __init__(self, directory: Path) -> None:
+        tls = pki_module.Pki(directory / "pki")
+        self.admin = ssl.create_default_context(cafile=str(tls.ca_cert))
+        self.admin.load_cert_chain(str(tls.admin_cert), str(tls.admin_key))
+        # kube-controller-manager and kube-scheduler serve /healthz on a self-signed certificate.
+        self.anonymous = ssl.create_default_context()
+        self.anonymous.check_hostname = False
+        self.anonymous.verify_mode = ssl.CERT_NONE
+
+    def get(self, url: str, *, admin: bool = True, timeout: float = 2.0) -> tuple[int, str]:
+        context = self.admin if admin else self.anonymous
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+
+def is_healthy(state: ClusterState) -> bool:
+    """Every process alive and the apiserver answering /readyz with ok."""
+    if not state.processes or not all(processes.is_running(p) for p in state.processes):
+        return False
+    try:
+        status, body = _Api(Path(state.directory)).get(f"{state.apiserver_url}/readyz")
+    except (OSError, ssl.SSLError):
+        return False
+    return status == 200 and body.strip() == "ok"
+
+
+def up(directory: Path, binaries: Binaries, timeout: float = 90.0) -> tuple[ClusterState, bool]:
+    """Start a cluster in `directory`, or return the one already running there.
+
+    Returns the state and whether it was already running.
+    """
+    existing = ClusterState.load(directory)
+    if existing is not None:
+        if is_healthy(existing):
+            return existing, True
+        down(directory)  # leftovers of a cluster that died: stop what remains, start clean
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start(directory, binaries, timeout), False
+        except _PortRace:
+            down(directory)
+            if attempt == START_ATTEMPTS:
+                raise DevenvError(
+                    f"could not start the cluster: ports were taken by other programs {START_ATTEMPTS} times",
+                    "retry, or set JQ_APISERVER_PORT to a port you know is free",
+                ) from None
+    raise AssertionError("unreachable")
+
+
+def down(directory: Path) -> list[str]:
+    """Stop every process of the cluster in `directory` and delete the folder. Returns what was stopped."""
+    state = ClusterState.load(directory)
+    stopped: list[str] = []
+    if state is not None:
+        for record in reversed(state.processes):
+            if processes.is_running(record):
+                stopped.append(record.name)
+            processes.stop(record)
+    if directory.exists() and (state is not None or (directory / "pki").exists()):
+        shutil.rmtree(directory, ignore_errors=True)
+    return stopped
+
+
+class _PortRace(Exception):
+    """A component could not bind a port we had found free a moment earlier."""
+
+
+def _pick_ports() -> dict[str, int]:
+    ports: dict[str, int] = {}
+    explicit = os.environ.get(APISERVER_PORT_VARIABLE)
+    if explicit:
+        try:
+            port = int(explicit)
+        except ValueError:
+            raise DevenvError(
+                f"{APISERVER_PORT_VARIABLE}={explicit!r} is not a port number", "set it to a number like 6443"
+            ) from None
+        if processes.port_in_use(port):
+            raise DevenvError(
+                f"port 127.0.0.1:{port} ({APISERVER_PORT_VARIABLE}) is already in use",
+                f"stop what listens there (see `ss -ltnp 'sport = :{port}'`) or unset {APISERVER_PORT_VARIABLE}",
+            )
+        ports["kube-apiserver"] = port
+    for name in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        while name not in ports:
+            candidate = processes.free_port()
+            if candidate not in ports.values():
+                ports[name] = candidate
+    return ports
+
+
+def _write_kubeconfig(path: Path, server: str, tls: pki_module.Pki) -> None:
+    import base64
+
+    def b64(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "jobqueue-local", "cluster": {"server": server, "certificate-authority-data": b64(tls.ca_cert)}}
+        ],
+        "users": [
+            {
+                "name": "jobqueue-admin",
+                "user": {
+                    "client-certificate-data": b64(tls.admin_cert),
+                    "client-key-data": b64(tls.admin_key),
+                },
+            }
+        ],
+        "contexts": [{"name": "jobqueue-local", "context": {"cluster": "jobqueue-local", "user": "jobqueue-admin"}}],
+        "current-context": "jobqueue-local",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
+def _component_args(
+    binaries: Binaries, directory: Path, ports: dict[str, int], tls: pki_module.Pki, kubeconfig: Path
+) -> dict[str, list[str]]:
+    """Command lines of every component; flags follow envtest and kwokctl's binary runtime."""
+    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+    peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
+    client = [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+    ]
+    return {
+        "etcd": [
+            str(binaries.etcd),
+            "--name=jobqueue-local",
+            f"--data-dir={directory / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=jobqueue-local={peer_url}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+        "kube-apiserver": [
+            str(binaries.kube_apiserver),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            "--advertise-address=127.0.0.1",
+            # The apiserver cannot publish a loopback address as the `kubernetes` Service's endpoint.
+            "--endpoint-reconciler-type=none",
+            f"--tls-cert-file={tls.apiserver_cert}",
+            f"--tls-private-key-file={tls.apiserver_key}",
+            f"--client-ca-file={tls.ca_cert}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={tls.service_account_pub}",
+            f"--service-account-signing-key-file={tls.service_account_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+            f"--cert-dir={directory / 'apiserver-certs'}",
+        ],
+        "kube-controller-manager": [
+            str(binaries.kube_controller_manager),
+            *client,
+            f"--secure-port={ports['kube-controller-manager']}",
+            "--leader-elect=false",
+            f"--service-account-private-key-file={tls.service_account_key}",
+            f"--root-ca-file={tls.ca_cert}",
+            f"--cluster-signing-cert-file={tls.ca_cert}",
+            f"--cluster-signing-key-file={tls.ca_key}",
+            "--kube-api-qps=100",
+            "--kube-api-burst=200",
+            "--profiling=false",
+        ],
+        "kube-scheduler": [
+            str(binaries.kube_scheduler),
+            *client,
+            f"--secure-port={ports['kube-scheduler']}",
+            "--leader-elect=false",
+            "--kube-api-qps=100",
+            "--kube-api-burst=200",
+            "--profiling=false",
+        ],
+        "node-agent": [
+            sys.executable,
+            "-m",
+            "jobqueue_devenv.node_agent",
+            f"--kubeconfig={kubeconfig}",
+            f"--node-name={NODE_NAME}",
+        ],
+    }
+
+
+def _node_agent_env() -> dict[str, str]:
+    """The node agent is a Python module of this folder: make it importable in the child."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    return env
+
+
+def _start(directory: Path, binaries: Binaries, timeout: float) -> ClusterState:
+    started_at = time.monotonic()
+    ports = _pick_ports()  # first: a taken port must fail before anything is written
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "logs").mkdir(exist_ok=True)
+    tls = pki_module.generate(directory / "pki")
+    kubeconfig = directory / "kubeconfig"
+    _write_kubeconfig(kubeconfig, f"https://127.0.0.1:{ports['kube-apiserver']}", tls)
+    state = ClusterState(
+        directory=str(directory),
+        kubeconfig=str(kubeconfig),
+        ports=ports,
+        bin_dirs=[str(d) for d in binaries.bin_dirs],
+    )
+    args = _component_args(binaries, directory, ports, tls, kubeconfig)
+    api = _Api(directory)
+    deadline = started_at + timeout
+
+    def launch(name: str) -> None:
+        env = _node_agent_env() if name == "node-agent" else None
+        record, _ = processes.spawn(name, args[name], directory / "logs" / f"{name}.log", env)
+        state.processes.append(record)
+        state.save()  # saved after every spawn, so `down` finds everything even if we crash here
+
+    def wait_for(name: str, check: Any, what: str) -> None:
+        record = next(p for p in state.processes if p.name == name)
+        log = directory / "logs" / f"{name}.log"
+
+        def probe() -> bool:
+            if not processes.is_running(record):
+                raise _Exited()
+            return bool(check())
+
+        try:
+            wait_until(probe, timeout=max(deadline - time.monotonic(), 1.0), what=what, interval=0.05)
+            state.timings[what] = round(time.monotonic() - started_at, 2)
+        except _Exited:
+            tail = processes.log_tail(log)
+            if "address already in use" in tail:
+                raise _PortRace() from None
+            down(directory)
+            raise DevenvError(f"{name} exited while starting: {tail}", f"see {log}") from None
+        except TimedOut:
+            tail = processes.log_tail(log)
+            down(directory)
+            raise DevenvError(
+                f"{name} did not become ready within {timeout:g}s ({what}): {tail}",
+                f"see {log}; a slow machine may need JQ_CLUSTER_TIMEOUT={int(timeout * 2)}",
+            ) from None
+
+    def get_ok(url: str, admin: bool = True) -> bool:
+        status, body = api.get(url, admin=admin)
+        return status == 200 and body.strip() == "ok"
+
+    launch("etcd")
+    wait_for(
+        "etcd", lambda: '"health":"true"' in api.get(f"http://127.0.0.1:{ports['etcd']}/health")[1], "etcd /health"
+    )
+    launch("kube-apiserver")
+    wait_for("kube-apiserver", lambda: get_ok(f"{state.apiserver_url}/readyz"), "kube-apiserver /readyz")
+    for name in ("kube-controller-manager", "kube-scheduler", "node-agent"):
+        launch(name)
+    wait_for(
+        "kube-controller-manager",
+        lambda: get_ok(f"https://127.0.0.1:{ports['kube-controller-manager']}/healthz", admin=False),
+        "kube-controller-manager /healthz",
+    )
+    wait_for(
+        "kube-scheduler",
+        lambda: get_ok(f"https://127.0.0.1:{ports['kube-scheduler']}/healthz", admin=False),
+        "kube-scheduler /healthz",
+    )
+    wait_for("node-agent", lambda: _node_ready(api, state), f"node {NODE_NAME} Ready")
+    state.ready_seconds = round(time.monotonic() - started_at, 2)
+    state.save()
+    return state
+
+
+class _Exited(Exception):
+    """The component's process ended while we waited for it."""
+
+
+def _node_ready(api: _Api, state: ClusterState) -> bool:
+    status, body = api.get(f"{state.apiserver_url}/api/v1/nodes/{state.node_name}")
+    if status != 200:
+        return False
+    conditions = json.loads(body).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)

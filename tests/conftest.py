@@ -1,0 +1,101 @@
+"""Fixtures shared by every tier: the local cluster (one per test session) and a namespace per test.
+
+The cluster is the real thing: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
+node agent, started by `jobqueue_devenv`. When KUBECONFIG points at a cluster that `make cluster-up`
+started, the tests use it and leave it running; otherwise the session starts its own and stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv.waiting import wait_until
+
+
+def _cluster_from_kubeconfig() -> cluster.ClusterState | None:
+    """The running `make cluster-up` cluster KUBECONFIG points at, if it does."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        return None
+    state = cluster.ClusterState.load(Path(kubeconfig).parent)
+    if state is None or not cluster.is_healthy(state):
+        return None
+    return state
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ClusterState]:
+    """One running local cluster for the whole session."""
+    reused = _cluster_from_kubeconfig()
+    if reused is not None:
+        yield reused
+        return
+    directory = tmp_path_factory.mktemp("cluster")
+    state, _ = cluster.up(directory, binaries.find())
+    try:
+        yield state
+    finally:
+        cluster.down(directory)
+
+
+@pytest.fixture(scope="session")
+def api_client(local_cluster: cluster.ClusterState) -> client.ApiClient:
+    return config.new_client_from_config(config_file=local_cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def core(api_client: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def apps(api_client: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(api_client)
+
+
+def _slug(text: str, limit: int) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+
+
+@pytest.fixture
+def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, with its default ServiceAccount in place; deleted afterwards."""
+    name = f"t-{_slug(request.node.name, 40)}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"jobqueue.dev/test": "true"}}})
+    # Pods are refused until the controller-manager has created the namespace's default ServiceAccount.
+    wait_until(
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=30,
+        what=f"ServiceAccount {name}/default",
+    )
+    yield name
+    core.delete_namespace(name)
+
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def kubectl(local_cluster: cluster.ClusterState) -> Kubectl:
+    """Run the kubectl that matches the cluster's version; raises on a non-zero exit."""
+    path = binaries.find().kubectl
+    env = dict(os.environ, KUBECONFIG=local_cluster.kubeconfig)
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(path), *args], env=env, input=input, capture_output=True, text=True, check=check, **kwargs
+        )
+
+    return run

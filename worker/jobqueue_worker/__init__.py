@@ -1,0 +1,3 @@
+"""Celery worker bootstrap for queues managed by jobqueue-operator."""
+
+__version__ = "0.1.0"
