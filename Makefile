@@ -38,7 +38,7 @@ cluster-status: python-deps ## is the local cluster running?
 	@$(DEVENV) status
 
 bench: deps binaries ## benchmarks: printed tables, JSON in bench/results/
-	$(PY) bench/cluster_startup.py
+	PYTHONPATH=devenv $(PY) bench/cluster_startup.py
 
 deps: system-deps python-deps ## system packages (apt-get) and the Python virtualenv
 
