@@ -3,7 +3,7 @@
 # Go is not installed here: Debian's is older than the Kubernetes modules accept (see README).
 set -euo pipefail
 
-packages=(ca-certificates iproute2 procps git redis-server)
+packages=(ca-certificates iproute2 procps util-linux git redis-server redis-tools)
 
 missing=()
 for p in "${packages[@]}"; do

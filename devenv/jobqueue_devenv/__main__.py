@@ -1,4 +1,4 @@
-"""Command line of the local environment: `python -m jobqueue_devenv {binaries,up,down,status,demo}`.
+"""Command line of the local environment: `python -m jobqueue_devenv {binaries,up,down,status,demo,exec,logs}`.
 
 Progress goes to stderr; `up` prints shell `export` lines on stdout, KUBECONFIG last, so
 `eval "$(python -m jobqueue_devenv up)"` works.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.errors import DevenvError
+from jobqueue_devenv.nodeagent import cleanup as nodeagent_cleanup
 from jobqueue_devenv.paths import default_cluster_dir
 
 
@@ -83,6 +84,47 @@ def cmd_demo(_: argparse.Namespace) -> None:
         _say("cluster stopped and removed")
 
 
+def cmd_exec(args: argparse.Namespace) -> None:
+    """Run a host command that resolves Service names (`<svc>.<ns>.svc`) like a Pod of the local cluster.
+
+    The command gets a private mount namespace in which the node agent's hosts file (the real
+    /etc/hosts plus every Service) is bind-mounted over /etc/hosts, and KUBECONFIG of the cluster.
+    """
+    hosts = nodeagent_cleanup.agent_folder(args.dir) / "hosts"
+    state = cluster.ClusterState.load(args.dir)
+    if state is None or not hosts.exists():
+        raise DevenvError(
+            f"no running local cluster with a node agent in {args.dir}", "start one with `make cluster-up`"
+        )
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        raise DevenvError("no command given", "usage: python -m jobqueue_devenv exec -- COMMAND [ARGS...]")
+    env = dict(os.environ, KUBECONFIG=state.kubeconfig)
+    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    os.execvpe(
+        "unshare", ["unshare", "--mount", "--propagation", "slave", "sh", "-c", script, str(hosts), *command], env
+    )
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    """Print the log files of a Pod's containers (kept after the Pod is deleted, until `down`)."""
+    namespace, _, name = args.pod.rpartition("/")
+    folders = sorted(
+        (nodeagent_cleanup.agent_folder(args.dir) / "pods").glob(f"{namespace or 'default'}_{name}_*"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not folders:
+        raise DevenvError(
+            f"no logs of pod {args.pod} in {args.dir}", "name it as NAMESPACE/NAME (see kubectl get pods -A)"
+        )
+    logs = sorted(folders[-1].glob(f"{args.container or '*'}.log"))
+    for log in logs:
+        if len(logs) > 1:
+            print(f"==> {log.stem} <==", flush=True)
+        sys.stdout.write(log.read_text(errors="replace"))
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jobqueue_devenv", description=__doc__)
     parser.add_argument(
@@ -100,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
         ("demo", cmd_demo, "start a throw-away cluster, show it, stop it"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=handler)
+    run = commands.add_parser("exec", help="run a host command that resolves Service names like a Pod")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    run.set_defaults(func=cmd_exec)
+    logs = commands.add_parser("logs", help="print a Pod's container logs")
+    logs.add_argument("pod", help="NAMESPACE/NAME")
+    logs.add_argument("-c", "--container", help="only this container")
+    logs.set_defaults(func=cmd_logs)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -77,7 +77,7 @@ KUBERNETES: Final = GoBuild(
     binaries=_K8S_COMMANDS,
     ldflags=_version_ldflags(versions.K8S_VERSION),
     replace_staging=True,
-    expected_minutes="25-45",
+    expected_minutes="6-10",
 )
 ETCD: Final = GoBuild(
     name="etcd",
@@ -85,7 +85,7 @@ ETCD: Final = GoBuild(
     module="go.etcd.io/etcd/server/v3",
     packages=("go.etcd.io/etcd/server/v3",),
     binaries=("etcd",),
-    expected_minutes="2-5",
+    expected_minutes="1-2",
 )
 HELM: Final = GoBuild(
     name="helm",
@@ -94,7 +94,7 @@ HELM: Final = GoBuild(
     packages=("helm.sh/helm/v3/cmd/helm",),
     binaries=("helm",),
     ldflags=(f"-X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}",),
-    expected_minutes="3-6",
+    expected_minutes="2-4",
 )
 ALL_BUILDS: Final = (ETCD, KUBERNETES, HELM)
 

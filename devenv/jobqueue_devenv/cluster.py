@@ -25,6 +25,7 @@ from jobqueue_devenv import pki as pki_module
 from jobqueue_devenv import processes
 from jobqueue_devenv.binaries import Binaries
 from jobqueue_devenv.errors import DevenvError
+from jobqueue_devenv.nodeagent import cleanup as nodeagent_cleanup
 from jobqueue_devenv.processes import ProcessRecord
 from jobqueue_devenv.waiting import TimedOut, wait_until
 
@@ -134,6 +135,10 @@ def down(directory: Path) -> list[str]:
             if processes.is_running(record):
                 stopped.append(record.name)
             processes.stop(record)
+    # Pod processes and the Pod network outlive the node agent (as containers outlive a kubelet).
+    ended = nodeagent_cleanup.clean_up(directory)
+    if ended:
+        stopped.append(f"{len(ended)} pod processes")
     if directory.exists() and (state is not None or (directory / "pki").exists()):
         shutil.rmtree(directory, ignore_errors=True)
     return stopped

@@ -1,0 +1,176 @@
+"""The local node agent: registers one Node and runs the Pods bound to it as local processes.
+
+Run it as `python -m jobqueue_devenv.node_agent --kubeconfig PATH --node-name NAME`; the cluster
+starts it for you. See docs/local-cluster.md for what it does and does not do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from jobqueue_devenv.nodeagent import cleanup, network, node
+from jobqueue_devenv.nodeagent.backoff import BackOff
+from jobqueue_devenv.nodeagent.containers import MARKER
+from jobqueue_devenv.nodeagent.informer import Informer
+from jobqueue_devenv.nodeagent.pods import PodWorker, Runtime
+from jobqueue_devenv.nodeagent.services import Forwarder, HostsFiles, ServiceTable
+
+log = logging.getLogger("node-agent")
+
+HOST_IP = "127.0.0.1"
+LOOP_SECONDS = 0.5
+RESYNC_SECONDS = 5.0
+HOSTS_FILE = "hosts"
+"""In the agent's folder: /etc/hosts plus the Services, for `python -m jobqueue_devenv exec`."""
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def apiserver_port(kubeconfig: Path) -> int:
+    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    return urllib.parse.urlsplit(server).port or 443
+
+
+class Agent:
+    def __init__(self, api_client: client.ApiClient, node_name: str, folder: Path, kubeconfig: Path) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
+        self.node = node.NodeRegistration(api_client, node_name)
+        self.name = node_name
+        self.folder = folder
+        self.stopping = threading.Event()
+        self.workers: dict[str, PodWorker] = {}
+        self.lock = threading.Lock()
+        block = network.claim_block(folder)
+        log.info("pod network %s/24 on bridge %s", block.address(0), block.bridge)
+        self.network = network.PodNetwork(block)
+        self.hosts = HostsFiles(folder / HOSTS_FILE, Path("/etc/hosts").read_text())
+        self.services = ServiceTable(self.network, Forwarder(), self.hosts, apiserver_port(kubeconfig))
+        self.runtime = Runtime(
+            core=self.core,
+            network=self.network,
+            hosts=self.hosts,
+            directory=folder,
+            host_ip=HOST_IP,
+            backoff=BackOff(),
+            base_env=self.base_env,
+            secrets=self.secret_data,
+            config_maps=self.config_map_data,
+        )
+
+    def base_env(self, pod: Mapping[str, Any]) -> dict[str, str]:
+        """What every container gets before its own env: PATH with this Python first, as the brief asks."""
+        env = {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), DEFAULT_PATH]),
+            "HOSTNAME": pod["metadata"]["name"],
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            MARKER: str(self.folder.resolve()),
+        }
+        kubernetes = self.services.address_of("default", "kubernetes")
+        if kubernetes:
+            env.update(KUBERNETES_SERVICE_HOST=kubernetes, KUBERNETES_SERVICE_PORT="443")
+        return env
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        data.update(secret.string_data or {})
+        return data
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        try:
+            return dict(self.core.read_namespaced_config_map(name, namespace).data or {})
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        with self.lock:
+            worker = self.workers.get(uid)
+            if kind == "DELETED":
+                if worker is not None:
+                    worker.gone()
+                return
+            if worker is None:
+                worker = self.workers[uid] = PodWorker(pod, self.runtime, self.worker_ended)
+                worker.start()
+            else:
+                worker.update(pod)
+
+    def worker_ended(self, uid: str) -> None:
+        with self.lock:
+            self.workers.pop(uid, None)
+
+    def resync(self) -> None:
+        """Give every bound Pod a worker: one whose worker ended early (an API error) gets another."""
+        for pod in list(self.pods.cache.values()):
+            if pod["metadata"]["uid"] not in self.workers:
+                self.on_pod("MODIFIED", pod)
+
+    def run(self) -> None:
+        self.node.register()
+        Informer("services", self.core.list_service_for_all_namespaces, self.services.on_service, self.stopping).start()
+        Informer(
+            "endpointslices",
+            self.discovery.list_endpoint_slice_for_all_namespaces,
+            self.services.on_slice,
+            self.stopping,
+        ).start()
+        self.pods = Informer(
+            "pods",
+            self.core.list_pod_for_all_namespaces,
+            self.on_pod,
+            self.stopping,
+            field_selector=f"spec.nodeName={self.name}",
+        )
+        self.pods.start()
+        duties = [*self.node.duties(), node.Duty(self.resync, RESYNC_SECONDS)]
+        while not self.stopping.is_set():
+            for duty in duties:
+                duty.run_if_due()
+            self.stopping.wait(LOOP_SECONDS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--kubeconfig", required=True, type=Path)
+    parser.add_argument("--node-name", required=True)
+    parser.add_argument(
+        "--folder", type=Path, help="pod logs, hosts file and network record (default: node-agent/ next to kubeconfig)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    folder: Path = args.folder or cleanup.agent_folder(args.kubeconfig.resolve().parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    leftovers = cleanup.end_pod_processes(folder)  # of an earlier agent of this cluster that died
+    if leftovers:
+        log.warning("ended %d processes an earlier agent left running", len(leftovers))
+    agent = Agent(
+        config.new_client_from_config(config_file=str(args.kubeconfig)), args.node_name, folder, args.kubeconfig
+    )
+    signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())
+    agent.run()
+    log.info("stopped; Pod processes keep running until `down` (as with a kubelet)")

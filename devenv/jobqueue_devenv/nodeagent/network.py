@@ -1,0 +1,202 @@
+"""The Pod network of one local cluster: a Linux bridge on the host and a network namespace per Pod.
+
+Each cluster claims one block 10.213.N.0/24 (N from 0 to 63) by creating the bridge `jqbrN`
+(creation is atomic, so two clusters on one machine never share a block). The host side owns
+10.213.N.1 on the bridge; Pods get .2 to .127 on their own `eth0` (one end of a veth pair whose
+other end is a port of the bridge); Service addresses are .128 to .254, added to the bridge as /32,
+so the agent's forwarder can listen on them and both the host and every Pod reach them. All traffic
+stays on this machine: between the host and network namespaces this code created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from jobqueue_devenv.nodeagent import names
+
+BLOCKS = 64
+FIRST_POD, LAST_POD = 2, 127
+FIRST_SERVICE, LAST_SERVICE = 128, 254
+NETNS_ETC = Path("/etc/netns")
+NETNS_RUN = Path("/run/netns")
+RECORD_FILE = "network.json"
+
+
+def ip_binary() -> str:
+    found = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if found is None:
+        raise RuntimeError("the `ip` command (Debian package iproute2) is missing")
+    return found
+
+
+class NetworkError(Exception):
+    """An `ip` command failed."""
+
+
+def _ip(*args: str, batch: str | None = None) -> None:
+    command = [ip_binary(), *args] + (["-batch", "-"] if batch is not None else [])
+    done = subprocess.run(command, input=batch, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise NetworkError(f"{' '.join(command)}: {done.stderr.strip()}\n{batch or ''}")
+
+
+def bridge_owner(bridge: str) -> str | None:
+    """The cluster folder a bridge belongs to (kept as the bridge's alias), or None if there is no such bridge."""
+    try:
+        return Path(f"/sys/class/net/{bridge}/ifalias").read_text().strip()
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Block:
+    """The address block and interface names of one cluster; saved in the cluster folder for `down`."""
+
+    index: int
+
+    @property
+    def bridge(self) -> str:
+        return f"jqbr{self.index}"
+
+    @property
+    def gateway(self) -> str:
+        return self.address(1)
+
+    def address(self, host: int) -> str:
+        return f"10.213.{self.index}.{host}"
+
+    def netns(self, host: int) -> str:
+        return f"jq{self.index}p{host}"
+
+    def host_veth(self, host: int) -> str:
+        return f"jq{self.index}v{host}"
+
+    def owns_netns(self, name: str) -> bool:
+        prefix = f"jq{self.index}p"
+        return name.startswith(prefix) and name[len(prefix) :].isdigit()
+
+    def save(self, directory: Path) -> None:
+        (directory / RECORD_FILE).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, directory: Path) -> Block | None:
+        try:
+            return cls(**json.loads((directory / RECORD_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def claim_block(directory: Path) -> Block:
+    """Create the bridge of the first free block; a bridge whose cluster folder is gone is reused."""
+    owner = str(directory.resolve())
+    for index in range(BLOCKS):
+        block = Block(index)
+        current = bridge_owner(block.bridge)
+        if current is not None and current != owner and Path(current).exists():
+            continue
+        if current is not None:
+            remove_block(block)
+        try:
+            _ip("link", "add", block.bridge, "type", "bridge")
+        except NetworkError:
+            continue  # taken a moment ago by another cluster
+        _ip(
+            batch=f"link set {block.bridge} alias {owner}\n"
+            f"addr add {block.gateway}/24 dev {block.bridge}\n"
+            f"link set {block.bridge} up\n"
+        )
+        block.save(directory)
+        return block
+    raise NetworkError(f"all {BLOCKS} address blocks 10.213.N.0/24 are taken by other local clusters")
+
+
+def existing_netns() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_RUN))
+    except OSError:
+        return []
+
+
+def remove_block(block: Block) -> None:
+    """Delete every Pod namespace of the block and its bridge (which takes the Service addresses along)."""
+    for name in existing_netns():
+        if block.owns_netns(name):
+            remove_sandbox(name)
+    subprocess.run([ip_binary(), "link", "del", block.bridge], capture_output=True, check=False)
+
+
+def remove_sandbox(netns: str, host_veth: str | None = None) -> None:
+    """Delete a Pod's namespace; and its host-side veth, which a process still in the namespace would keep."""
+    subprocess.run([ip_binary(), "netns", "del", netns], capture_output=True, check=False)
+    if host_veth is not None:
+        subprocess.run([ip_binary(), "link", "del", host_veth], capture_output=True, check=False)
+    shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
+
+
+class PodNetwork:
+    """Hands out Pod and Service addresses of the block and builds each Pod's network namespace."""
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+        self._lock = threading.Lock()
+        self._pods: set[int] = set()
+        self._services: set[int] = set()
+
+    def _take(self, used: set[int], first: int, last: int, what: str) -> int:
+        with self._lock:
+            for host in range(first, last + 1):
+                if host not in used:
+                    used.add(host)
+                    return host
+        raise NetworkError(f"no free {what} address left in {self.block.address(0)}/24")
+
+    def create_sandbox(self, hosts_text: str) -> tuple[int, str, str]:
+        """A network namespace with its own loopback and `eth0`; returns (host number, namespace, Pod IP)."""
+        host = self._take(self._pods, FIRST_POD, LAST_POD, "Pod")
+        netns, ip = self.block.netns(host), self.block.address(host)
+        remove_sandbox(netns, self.block.host_veth(host))  # a leftover of an agent that died
+        etc = NETNS_ETC / netns
+        etc.mkdir(parents=True, exist_ok=True)
+        names.rewrite_in_place(str(etc / "hosts"), hosts_text)
+        (etc / "resolv.conf").write_text(names.RESOLV_CONF)
+        veth = self.block.host_veth(host)
+        try:
+            _ip(
+                batch=f"netns add {netns}\n"
+                f"link add {veth} type veth peer name eth0 netns {netns}\n"
+                f"link set {veth} master {self.block.bridge} up\n"
+            )
+            _ip(
+                "-n",
+                netns,
+                batch=f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n"
+                f"route add default via {self.block.gateway}\n",
+            )
+        except NetworkError:
+            self.delete_sandbox(host)
+            raise
+        return host, netns, ip
+
+    def delete_sandbox(self, host: int) -> None:
+        remove_sandbox(self.block.netns(host), self.block.host_veth(host))
+        with self._lock:
+            self._pods.discard(host)
+
+    def add_service_address(self) -> str:
+        host = self._take(self._services, FIRST_SERVICE, LAST_SERVICE, "Service")
+        address = self.block.address(host)
+        _ip("addr", "add", f"{address}/32", "dev", self.block.bridge)
+        return address
+
+    def remove_service_address(self, address: str) -> None:
+        subprocess.run(
+            [ip_binary(), "addr", "del", f"{address}/32", "dev", self.block.bridge], capture_output=True, check=False
+        )
+        with self._lock:
+            self._services.discard(int(address.rsplit(".", 1)[1]))

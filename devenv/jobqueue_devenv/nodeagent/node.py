@@ -1,0 +1,165 @@
+"""The Node object and its lease: what the control plane needs before it schedules anything here.
+
+A Node with capacity and a Ready condition, and a Lease in `kube-node-lease` renewed every few
+seconds so the node lifecycle controller does not mark the node unreachable.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from jobqueue_devenv import versions
+
+LEASE_SECONDS: Final = 40
+RENEW_SECONDS: Final = 10
+STATUS_SECONDS: Final = 60
+MAX_PODS: Final = 110
+
+log = logging.getLogger("node-agent.node")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def node_manifest(name: str) -> dict[str, Any]:
+    """The Node object this agent registers (labels as a kubelet sets them)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64" if platform.machine() == "x86_64" else platform.machine(),
+                "node.kubernetes.io/instance-type": "jobqueue-local",
+            },
+            "annotations": {"jobqueue.dev/node-agent": "process"},
+        },
+        "spec": {},
+    }
+
+
+def node_status(name: str, now: datetime.datetime) -> dict[str, Any]:
+    """Capacity of this machine, the Ready condition and the node's address."""
+    capacity = {
+        "cpu": str(os.cpu_count() or 1),
+        "memory": f"{_memory_bytes() // 1024}Ki",
+        "pods": str(MAX_PODS),
+        "ephemeral-storage": "100Gi",
+    }
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+
+    return {
+        "capacity": capacity,
+        "allocatable": capacity,
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "node agent has sufficient memory"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "node agent has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "node agent has sufficient PID"),
+            condition("Ready", "True", "KubeletReady", "jobqueue node agent is posting ready status"),
+        ],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "nodeInfo": {
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+            "kernelVersion": platform.release(),
+            "osImage": "jobqueue local node agent",
+            "containerRuntimeVersion": "process://0.1",
+            "kubeletVersion": versions.K8S_VERSION,
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
+    }
+
+
+class NodeRegistration:
+    """Registers the node, then renews its lease and status."""
+
+    def __init__(self, api_client: client.ApiClient, node_name: str) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self.name = node_name
+
+    def register(self) -> None:
+        try:
+            self.core.create_node(node_manifest(self.name))
+            log.info("registered node %s", self.name)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.patch_node(self.name, node_manifest(self.name))
+        self.post_status()
+
+    def post_status(self) -> None:
+        self.core.patch_node_status(self.name, {"status": node_status(self.name, _now())})
+
+    def renew_lease(self) -> None:
+        node = self.core.read_node(self.name)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": "kube-node-lease",
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": node.metadata.uid}],
+            },
+            "spec": {
+                "holderIdentity": self.name,
+                "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        }
+        try:
+            self.coordination.patch_namespaced_lease(self.name, "kube-node-lease", {"spec": body["spec"]})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.coordination.create_namespaced_lease("kube-node-lease", body)
+
+    def duties(self) -> list[Duty]:
+        return [Duty(self.renew_lease, RENEW_SECONDS), Duty(self.post_status, STATUS_SECONDS)]
+
+
+class Duty:
+    """A periodic job of the agent; one failing (say, a passing API error) never stops the others."""
+
+    def __init__(self, job: Callable[[], None], every: float) -> None:
+        self.job, self.every, self.last = job, every, float("-inf")
+
+    def run_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        try:
+            self.job()
+            self.last = now
+        except Exception:
+            log.exception("%s failed; retrying", self.job.__name__)

@@ -1,0 +1,373 @@
+"""One worker thread per Pod: start its containers, watch them, report status, stop them on deletion."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from kubernetes.client.rest import ApiException
+
+from jobqueue_devenv.nodeagent import envvars, memory, probes, status
+from jobqueue_devenv.nodeagent.backoff import BackOff, should_restart
+from jobqueue_devenv.nodeagent.containers import ContainerProcess, find_executable, in_netns
+from jobqueue_devenv.nodeagent.network import PodNetwork
+
+log = logging.getLogger("node-agent.pods")
+
+TICK = 0.2
+MEMORY_PERIOD = 0.5
+RETRY_START = 2.0
+MINIMUM_GRACE = 2.0
+"""Seconds a container always gets after SIGTERM, even when a preStop hook used the grace period up."""
+
+
+def now_stamp() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class HostsBook(Protocol):
+    def register(self, path: str, namespace: str, name: str, ip: str) -> None: ...
+    def unregister(self, path: str) -> None: ...
+    def pod_hosts(self, namespace: str, name: str, ip: str) -> str: ...
+
+
+@dataclass
+class Runtime:
+    """What every Pod worker shares."""
+
+    core: Any  # kubernetes.client.CoreV1Api
+    network: PodNetwork
+    hosts: HostsBook
+    directory: Path
+    host_ip: str
+    backoff: BackOff
+    base_env: Callable[[Mapping[str, Any]], dict[str, str]]
+    secrets: envvars.SourceLookup
+    config_maps: envvars.SourceLookup
+
+
+@dataclass
+class Container:
+    """The life of one container of the Pod across its restarts."""
+
+    spec: dict[str, Any]
+    process: ContainerProcess | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    runs: int = 0
+    started_at: str = ""
+    waiting_reason: str = "ContainerCreating"
+    waiting_message: str = ""
+    terminated: status.Terminated | None = None
+    last_terminated: status.Terminated | None = None
+    next_start: float = 0.0
+    delay: float | None = None
+    done: bool = False
+    ready: bool = False
+    oom_killed: bool = False
+    readiness: probes.ProbeTracker | None = None
+    liveness: probes.ProbeTracker | None = None
+    last_memory_check: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return str(self.spec["name"])
+
+    def view(self) -> status.ContainerView:
+        waiting = status.ContainerView(
+            name=self.name,
+            state="waiting",
+            restart_count=max(self.runs - 1, 0),
+            last_terminated=self.last_terminated,
+            reason=self.waiting_reason,
+            message=self.waiting_message,
+        )
+        if self.process is not None:
+            return replace(waiting, state="running", ready=self.ready, started_at=self.started_at, reason="")
+        if self.done and self.terminated is not None:
+            return replace(waiting, state="terminated", terminated=self.terminated, reason="")
+        return waiting
+
+
+class PodWorker(threading.Thread):
+    def __init__(self, pod: dict[str, Any], runtime: Runtime, on_exit: Callable[[str], None]) -> None:
+        meta = pod["metadata"]
+        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.pod = pod
+        self.uid: str = meta["uid"]
+        self.runtime = runtime
+        self.on_exit = on_exit
+        self.wake = threading.Event()
+        self.vanished = False
+        self.containers = [Container(spec=c) for c in pod["spec"]["containers"]]
+        self.folder = runtime.directory / "pods" / f"{meta['namespace']}_{meta['name']}_{self.uid}"
+        self.sandbox: tuple[int, str, str] | None = None
+        self.start_time = now_stamp()
+        self.last_status: dict[str, Any] | None = None
+        self.finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        """A Pod that ended before this agent started (a restart of the agent): never run it again."""
+
+    # Called from the informer thread.
+    def update(self, pod: dict[str, Any]) -> None:
+        self.pod = pod
+        self.wake.set()
+
+    def gone(self) -> None:
+        self.vanished = True
+        self.wake.set()
+
+    def run(self) -> None:
+        try:
+            while True:
+                if self.vanished:
+                    self._kill_now()
+                    return
+                if self.pod["metadata"].get("deletionTimestamp"):
+                    self._terminate()
+                    return
+                try:
+                    self._sync()
+                except Exception:
+                    log.exception("%s: sync failed", self.name)
+                self.wake.wait(TICK)
+                self.wake.clear()
+        except Exception:
+            log.exception("%s: worker failed", self.name)
+            self._kill_now()
+        finally:
+            self.on_exit(self.uid)
+
+    # -- running --------------------------------------------------------------------------------------
+
+    @property
+    def netns(self) -> str:
+        assert self.sandbox is not None
+        return self.sandbox[1]
+
+    @property
+    def pod_ip(self) -> str:
+        return self.sandbox[2] if self.sandbox else ""
+
+    def _sync(self) -> None:
+        if self.finished:
+            return
+        if self.sandbox is None:
+            meta = self.pod["metadata"]
+            self.folder.mkdir(parents=True, exist_ok=True)
+            placeholder = self.runtime.hosts.pod_hosts(meta["namespace"], meta["name"], "")
+            self.sandbox = self.runtime.network.create_sandbox(placeholder)
+            self.runtime.hosts.register(f"/etc/netns/{self.netns}/hosts", meta["namespace"], meta["name"], self.pod_ip)
+            log.info("%s: sandbox %s, IP %s", self.name, self.netns, self.pod_ip)
+        children = memory.children_map()
+        for container in self.containers:
+            self._step(container, children)
+        self._report()
+
+    def _pod_with_ip(self) -> dict[str, Any]:
+        pod = dict(self.pod)
+        pod["status"] = dict(pod.get("status") or {}, podIP=self.pod_ip, hostIP=self.runtime.host_ip)
+        return pod
+
+    def _step(self, container: Container, children: dict[int, list[int]]) -> None:
+        now = time.monotonic()
+        if container.process is None:
+            if not container.done and now >= container.next_start:
+                self._start(container)
+            return
+        code = container.process.poll()
+        if code is None:
+            code = self._check_memory(container, now, children)
+        if code is None:
+            code = self._probe(container, now)
+        if code is not None:
+            self._ended(container, code)
+
+    def _start(self, container: Container) -> None:
+        pod = self._pod_with_ip()
+        try:
+            env = envvars.container_env(
+                pod,
+                container.spec,
+                self.runtime.secrets,
+                self.runtime.config_maps,
+                self.runtime.base_env(pod),
+            )
+            argv = envvars.command_line(container.spec, env)
+        except envvars.ConfigError as exc:
+            self._wait(container, "CreateContainerConfigError", str(exc))
+            return
+        if find_executable(argv[0], env.get("PATH", "")) is None:
+            self._wait(container, "CreateContainerError", f'executable "{argv[0]}" not found in PATH {env.get("PATH")}')
+            return
+        cwd = container.spec.get("workingDir") or str(self.folder)
+        try:
+            container.process = ContainerProcess(argv, env, cwd, self.folder / f"{container.name}.log", self.netns)
+        except OSError as exc:
+            self._wait(container, "RunContainerError", str(exc))
+            return
+        container.env = env
+        container.runs += 1
+        container.started_at = now_stamp()
+        container.waiting_reason = container.waiting_message = ""
+        container.oom_killed = False
+        readiness, liveness = container.spec.get("readinessProbe"), container.spec.get("livenessProbe")
+        container.readiness = probes.ProbeTracker(probes.ProbeSpec.from_api(readiness), False) if readiness else None
+        container.liveness = probes.ProbeTracker(probes.ProbeSpec.from_api(liveness), True) if liveness else None
+        container.ready = readiness is None
+        log.info("%s: started %s (pid %d): %s", self.name, container.name, container.process.pid, argv)
+
+    def _wait(self, container: Container, reason: str, message: str) -> None:
+        if (container.waiting_reason, container.waiting_message) != (reason, message):
+            log.warning("%s: %s cannot start: %s: %s", self.name, container.name, reason, message)
+        container.waiting_reason, container.waiting_message = reason, message
+        container.next_start = time.monotonic() + RETRY_START
+
+    def _check_memory(self, container: Container, now: float, children: dict[int, list[int]]) -> int | None:
+        limit = ((container.spec.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit is None or container.process is None or now - container.last_memory_check < MEMORY_PERIOD:
+            return None
+        container.last_memory_check = now
+        used = memory.tree_pss_bytes(container.process.pid, children)
+        if used <= memory.parse_quantity(limit):
+            return None
+        log.warning("%s: %s uses %d bytes > limit %s: OOM kill", self.name, container.name, used, limit)
+        container.oom_killed = True
+        container.process.kill_group()
+        return container.process.wait(5)
+
+    def _probe(self, container: Container, now: float) -> int | None:
+        assert container.process is not None
+        started = container.process.started
+        if container.liveness and container.liveness.due(now, started):
+            alive = container.liveness.record(self._run_probe(container, "livenessProbe"), time.monotonic())
+            if not alive:
+                log.warning("%s: %s failed its liveness probe: restarting", self.name, container.name)
+                return container.process.stop(self._grace())
+        if container.readiness and container.readiness.due(now, started):
+            container.ready = container.readiness.record(self._run_probe(container, "readinessProbe"), time.monotonic())
+        return None
+
+    def _run_probe(self, container: Container, kind: str) -> bool:
+        probe = container.spec[kind]
+        timeout = float(probe.get("timeoutSeconds") or 1)
+        try:
+            if "exec" in probe:
+                argv = in_netns(self.netns, probe["exec"]["command"])
+                return probes.run_exec(argv, container.env, str(self.folder), timeout)
+            if "httpGet" in probe:
+                get = probe["httpGet"]
+                port = probes.resolve_port(get["port"], container.spec)
+                return probes.http_get(self.pod_ip, port, get.get("path", "/"), timeout, get.get("httpHeaders") or ())
+            if "tcpSocket" in probe:
+                return probes.tcp_connect(
+                    self.pod_ip, probes.resolve_port(probe["tcpSocket"]["port"], container.spec), timeout
+                )
+        except ValueError as exc:
+            log.warning("%s: %s %s: %s", self.name, container.name, kind, exc)
+            return False
+        log.warning("%s: %s %s has no supported handler (exec, httpGet, tcpSocket)", self.name, container.name, kind)
+        return False
+
+    def _ended(self, container: Container, returncode: int) -> None:
+        process = container.process
+        assert process is not None
+        process.kill_group()  # the container ends with its main process
+        code = status.exit_code_of(returncode)
+        ended = status.Terminated(
+            exit_code=code,
+            reason=status.termination_reason(code, container.oom_killed),
+            started_at=container.started_at,
+            finished_at=now_stamp(),
+        )
+        log.info("%s: %s exited with %d (%s)", self.name, container.name, code, ended.reason)
+        container.process, container.ready = None, False
+        if should_restart(self.pod["spec"].get("restartPolicy", "Always"), code):
+            container.last_terminated = ended
+            container.delay = self.runtime.backoff.next_delay(container.delay, time.monotonic() - process.started)
+            container.next_start = time.monotonic() + container.delay
+            container.waiting_reason = "CrashLoopBackOff"
+            container.waiting_message = (
+                f"back-off {container.delay:g}s restarting failed container={container.name} pod={self.name}"
+            )
+        else:
+            container.terminated, container.done = ended, True
+
+    def _report(self) -> None:
+        body = status.pod_status(
+            self._pod_with_ip(),
+            [c.view() for c in self.containers],
+            self.pod_ip,
+            self.runtime.host_ip,
+            self.start_time,
+            now_stamp(),
+        )
+        if body == self.last_status:
+            return
+        meta = self.pod["metadata"]
+        try:
+            self.runtime.core.patch_namespaced_pod_status(meta["name"], meta["namespace"], {"status": body})
+            self.last_status = body
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- stopping -------------------------------------------------------------------------------------
+
+    def _grace(self) -> float:
+        meta, spec = self.pod["metadata"], self.pod["spec"]
+        for value in (meta.get("deletionGracePeriodSeconds"), spec.get("terminationGracePeriodSeconds")):
+            if value is not None:
+                return float(value)
+        return 30.0
+
+    def _stop_container(self, container: Container, deadline: float) -> None:
+        process = container.process
+        if process is None:
+            return
+        hook = ((container.spec.get("lifecycle") or {}).get("preStop") or {}).get("exec")
+        if hook and process.poll() is None:
+            argv = in_netns(self.netns, hook["command"])
+            ok = probes.run_exec(argv, container.env, str(self.folder), max(deadline - time.monotonic(), 0.1))
+            log.info("%s: preStop hook of %s %s", self.name, container.name, "succeeded" if ok else "failed")
+        code = process.stop(max(deadline - time.monotonic(), MINIMUM_GRACE))
+        log.info("%s: %s stopped with %d", self.name, container.name, status.exit_code_of(code))
+        container.process = None
+
+    def _terminate(self) -> None:
+        """The kubelet's graceful deletion: preStop, SIGTERM, grace period, SIGKILL, then remove the Pod."""
+        grace = self._grace()
+        log.info("%s: deleting with a grace period of %gs", self.name, grace)
+        deadline = time.monotonic() + grace
+        running = [c for c in self.containers if c.process is not None]
+        if running:
+            with concurrent.futures.ThreadPoolExecutor(len(running)) as pool:
+                list(pool.map(lambda c: self._stop_container(c, deadline), running))
+        self._remove_sandbox()
+        meta = self.pod["metadata"]
+        try:
+            self.runtime.core.delete_namespaced_pod(
+                meta["name"], meta["namespace"], body={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    def _kill_now(self) -> None:
+        for container in self.containers:
+            if container.process is not None:
+                container.process.kill_group()
+                container.process.wait(5)
+                container.process = None
+        self._remove_sandbox()
+
+    def _remove_sandbox(self) -> None:
+        if self.sandbox is not None:
+            self.runtime.hosts.unregister(f"/etc/netns/{self.netns}/hosts")
+            self.runtime.network.delete_sandbox(self.sandbox[0])
+            self.sandbox = None

@@ -1,0 +1,205 @@
+"""Services for Pods and host commands: an address per Service, names in hosts files, a TCP forwarder.
+
+A ClusterIP is only a string in the API here: nothing routes it. Instead each Service gets an
+address of the cluster's block on the bridge (see `network`), its names go into every Pod's hosts
+file (and into one for host commands, see `python -m jobqueue_devenv exec`), and the forwarder
+listens on that address and the Service's ports and connects each client to a ready endpoint from
+the EndpointSlices the controller-manager writes (round robin). Only TCP is forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jobqueue_devenv.nodeagent import names
+from jobqueue_devenv.nodeagent.network import PodNetwork
+
+log = logging.getLogger("node-agent.services")
+
+ServiceKey = tuple[str, str]
+Endpoints = dict[str, list[tuple[str, int]]]
+"""Service port name -> ready (IP, port) pairs."""
+
+CONNECT_SECONDS = 3.0
+
+
+class Forwarder:
+    """Listens on (Service address, port) and splices each connection to one ready endpoint."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.servers: dict[tuple[ServiceKey, str, int], asyncio.Server] = {}
+        self.endpoints: dict[ServiceKey, Endpoints] = {}
+        self.turn = itertools.count()
+        threading.Thread(target=self.loop.run_forever, name="forwarder", daemon=True).start()
+
+    def serve(self, key: ServiceKey, address: str, ports: Mapping[str, int]) -> None:
+        """Listen on exactly `ports` (name -> port) of `address` for the Service `key`."""
+        asyncio.run_coroutine_threadsafe(self._serve(key, address, dict(ports)), self.loop).result(10)
+
+    def set_endpoints(self, key: ServiceKey, endpoints: Endpoints) -> None:
+        self.endpoints[key] = endpoints
+
+    async def _serve(self, key: ServiceKey, address: str, ports: dict[str, int]) -> None:
+        wanted = {(key, name, port) for name, port in ports.items()}
+        for server_key in [k for k in self.servers if k[0] == key and k not in wanted]:
+            self.servers.pop(server_key).close()
+        for server_key in wanted - self.servers.keys():
+            _, name, port = server_key
+
+            async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str = name) -> None:
+                await self._connect(key, name, reader, writer)
+
+            try:
+                self.servers[server_key] = await asyncio.start_server(accept, address, port, reuse_address=True)
+            except OSError as exc:
+                log.error("service %s/%s: cannot listen on %s:%d: %s", *key, address, port, exc)
+
+    async def _connect(
+        self, key: ServiceKey, port_name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        targets = list(self.endpoints.get(key, {}).get(port_name, []))
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        if targets:
+            first = next(self.turn) % len(targets)
+            for ip, port in targets[first:] + targets[:first]:
+                try:
+                    upstream = await asyncio.wait_for(asyncio.open_connection(ip, port), CONNECT_SECONDS)
+                    break
+                except (TimeoutError, OSError):
+                    continue
+        if upstream is None:
+            writer.close()  # no ready endpoint: the client sees the connection closed
+            return
+        try:
+            await asyncio.gather(_pipe(reader, upstream[1]), _pipe(upstream[0], writer))
+        finally:
+            for side in (writer, upstream[1]):
+                with contextlib.suppress(OSError, RuntimeError):
+                    side.close()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """Copy one direction until end of file, then half-close; on an error, close the other side too."""
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+        if sink.can_write_eof():
+            sink.write_eof()
+    except (OSError, RuntimeError):
+        sink.close()
+
+
+class HostsFiles:
+    """The hosts files of every Pod and the one for host commands, rewritten when Services change."""
+
+    def __init__(self, host_file: Path, host_base: str) -> None:
+        self.lock = threading.Lock()
+        self.services: list[names.ServiceAddress] = []
+        self.pods: dict[str, tuple[str, str, str]] = {}
+        self.host_file, self.host_base = host_file, host_base
+        self._write_all()
+
+    def pod_hosts(self, namespace: str, name: str, ip: str) -> str:
+        return names.hosts_file(self.services, namespace, name, ip)
+
+    def register(self, path: str, namespace: str, name: str, ip: str) -> None:
+        with self.lock:
+            self.pods[path] = (namespace, name, ip)
+            names.rewrite_in_place(path, self.pod_hosts(namespace, name, ip))
+
+    def unregister(self, path: str) -> None:
+        with self.lock:
+            self.pods.pop(path, None)
+
+    def set_services(self, services: list[names.ServiceAddress]) -> None:
+        with self.lock:
+            self.services = sorted(services)
+            self._write_all()
+
+    def _write_all(self) -> None:
+        names.rewrite_in_place(str(self.host_file), names.hosts_file(self.services, None, base=self.host_base))
+        for path, (namespace, name, ip) in self.pods.items():
+            with contextlib.suppress(OSError):  # the Pod is being torn down
+                names.rewrite_in_place(path, self.pod_hosts(namespace, name, ip))
+
+
+def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> Endpoints:
+    """Port name -> (address, port) of every ready endpoint in a Service's EndpointSlices (pure)."""
+    found: Endpoints = {}
+    for piece in slices:
+        for port in piece.get("ports") or []:
+            if port.get("protocol", "TCP") != "TCP" or port.get("port") is None:
+                continue
+            targets = found.setdefault(port.get("name") or "", [])
+            for endpoint in piece.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready") is False:
+                    continue
+                targets.extend((address, int(port["port"])) for address in endpoint.get("addresses") or [])
+    return {name: sorted(set(targets)) for name, targets in found.items()}
+
+
+class ServiceTable:
+    """Follows Services and EndpointSlices (fed by two informers) and keeps the rest in line."""
+
+    def __init__(self, network: PodNetwork, forwarder: Forwarder, hosts: HostsFiles, apiserver_port: int) -> None:
+        self.network, self.forwarder, self.hosts = network, forwarder, hosts
+        self.apiserver_port = apiserver_port
+        self.lock = threading.Lock()
+        self.addresses: dict[ServiceKey, str] = {}
+        self.slices: dict[str, dict[str, Any]] = {}
+
+    def address_of(self, namespace: str, name: str) -> str | None:
+        return self.addresses.get((namespace, name))
+
+    def on_service(self, kind: str, service: dict[str, Any]) -> None:
+        meta, spec = service["metadata"], service.get("spec") or {}
+        key = (meta["namespace"], meta["name"])
+        served = kind != "DELETED" and spec.get("clusterIP") not in (None, "", "None")
+        with self.lock:
+            if not served:
+                address = self.addresses.pop(key, None)
+                self.forwarder.serve(key, address or "", {})
+                if address:
+                    self.network.remove_service_address(address)
+            else:
+                if key not in self.addresses:
+                    self.addresses[key] = self.network.add_service_address()
+                ports = {
+                    p.get("name") or "": int(p["port"])
+                    for p in spec.get("ports") or []
+                    if p.get("protocol", "TCP") == "TCP"
+                }
+                self.forwarder.serve(key, self.addresses[key], ports)
+                if key == ("default", "kubernetes"):
+                    self.forwarder.set_endpoints(key, {name: [("127.0.0.1", self.apiserver_port)] for name in ports})
+            self.hosts.set_services([names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()])
+
+    def on_slice(self, kind: str, piece: dict[str, Any]) -> None:
+        meta = piece["metadata"]
+        service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+        if not service:
+            return
+        with self.lock:
+            if kind == "DELETED":
+                self.slices.pop(meta["uid"], None)
+            else:
+                self.slices[meta["uid"]] = piece
+            key = (meta["namespace"], service)
+            if key == ("default", "kubernetes"):
+                return
+            mine = [
+                s
+                for s in self.slices.values()
+                if s["metadata"]["namespace"] == key[0]
+                and (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == key[1]
+            ]
+            self.forwarder.set_endpoints(key, ready_endpoints(mine))

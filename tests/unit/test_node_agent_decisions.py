@@ -1,0 +1,100 @@
+"""Pure decisions of the node agent: back-off, probe verdicts, memory quantities, names, endpoints."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobqueue_devenv.nodeagent import memory
+from jobqueue_devenv.nodeagent.backoff import BackOff, should_restart
+from jobqueue_devenv.nodeagent.names import ServiceAddress, hosts_file
+from jobqueue_devenv.nodeagent.probes import ProbeSpec, ProbeTracker, resolve_port
+from jobqueue_devenv.nodeagent.services import ready_endpoints
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "expected"),
+    [("Always", 0, True), ("Always", 1, True), ("OnFailure", 0, False), ("OnFailure", 2, True), ("Never", 1, False)],
+)
+def test_should_restart(policy: str, code: int, expected: bool) -> None:
+    assert should_restart(policy, code) is expected
+
+
+def test_back_off_doubles_to_the_cap_and_resets_after_a_long_run() -> None:
+    backoff = BackOff(base=1, cap=5, reset_after=60)
+    delays, delay = [], None
+    for _ in range(5):
+        delay = backoff.next_delay(delay, ran_for=0.1)
+        delays.append(delay)
+    assert delays == [1, 2, 4, 5, 5]
+    assert backoff.next_delay(5, ran_for=61) == 1
+
+
+def test_readiness_needs_success_threshold_and_fails_after_failure_threshold() -> None:
+    tracker = ProbeTracker(ProbeSpec(success_threshold=2, failure_threshold=2), passing=False)
+    assert tracker.record(True, 1) is False
+    assert tracker.record(True, 2) is True
+    assert tracker.record(False, 3) is True
+    assert tracker.record(True, 4) is True
+    assert tracker.record(False, 5) is True
+    assert tracker.record(False, 6) is False
+
+
+def test_probe_timing_honours_initial_delay_and_period() -> None:
+    tracker = ProbeTracker(ProbeSpec(initial_delay=5, period=2), passing=True)
+    assert not tracker.due(now=104, started_at=100)
+    assert tracker.due(now=105, started_at=100)
+    tracker.record(True, 105)
+    assert not tracker.due(now=106.5, started_at=100)
+    assert tracker.due(now=107, started_at=100)
+
+
+def test_probe_ports_by_number_or_name() -> None:
+    container = {"ports": [{"name": "metrics", "containerPort": 9808}]}
+    assert resolve_port(8080, container) == 8080
+    assert resolve_port("8080", container) == 8080
+    assert resolve_port("metrics", container) == 9808
+    with pytest.raises(ValueError, match="no port named"):
+        resolve_port("http", container)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("64Mi", 64 * 2**20), ("1G", 10**9), ("500000", 500000), ("1.5Ki", 1536), ("1e3", 1000)]
+)
+def test_memory_quantities(text: str, expected: int) -> None:
+    assert memory.parse_quantity(text) == expected
+
+
+def test_tree_pss_counts_this_process() -> None:
+    import os
+
+    assert memory.tree_pss_bytes(os.getpid()) > 1_000_000
+    assert memory.tree(1, {1: [2, 3], 3: [4]}) == [1, 3, 4, 2]
+
+
+def test_hosts_file_short_names_only_in_the_own_namespace() -> None:
+    services = [ServiceAddress("shop", "redis", "10.213.0.130"), ServiceAddress("ops", "web", "10.213.0.131")]
+    text = hosts_file(services, "shop", "worker-1", "10.213.0.5")
+    assert "10.213.0.5\tworker-1" in text
+    assert "10.213.0.130\tredis.shop.svc.cluster.local redis.shop.svc redis.shop redis\n" in text
+    assert "10.213.0.131\tweb.ops.svc.cluster.local web.ops.svc web.ops\n" in text
+    assert text.startswith("127.0.0.1\tlocalhost")
+    host_view = hosts_file(services, None, base="127.0.0.1 localhost\n")
+    assert " redis\n" not in host_view
+    assert "redis.shop.svc" in host_view
+
+
+def test_ready_endpoints_skip_unready_and_group_by_port_name() -> None:
+    slices = [
+        {
+            "ports": [
+                {"name": "http", "port": 8080, "protocol": "TCP"},
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+            ],
+            "endpoints": [
+                {"addresses": ["10.213.0.3"], "conditions": {"ready": True}},
+                {"addresses": ["10.213.0.2"], "conditions": {"ready": False}},
+                {"addresses": ["10.213.0.4"], "conditions": {}},
+            ],
+        }
+    ]
+    assert ready_endpoints(slices) == {"http": [("10.213.0.3", 8080), ("10.213.0.4", 8080)]}
