@@ -1,0 +1,67 @@
+{{- define "jobqueue-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jobqueue-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "jobqueue-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "jobqueue-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "jobqueue-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "jobqueue-operator.labels" -}}
+helm.sh/chart: {{ include "jobqueue-operator.chart" . }}
+{{ include "jobqueue-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: jobqueue
+{{- end }}
+
+{{- define "jobqueue-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "jobqueue-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The rules of the operator's own resources: JobQueues and the children it makes. */}}
+{{- define "jobqueue-operator.applicationRules" -}}
+# Application: the JobQueues ...
+- apiGroups: [jobqueue.dev]
+  resources: [jobqueues]
+  verbs: [get, list, watch, patch]
+- apiGroups: [jobqueue.dev]
+  resources: [jobqueues/status]
+  verbs: [get, patch, update]
+# ... and their children (server-side apply is "patch"; pruning is "delete").
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch, update, delete]
+# Secrets: the managed broker's password (created once) and the external broker URL (read).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, create, delete]
+# Framework: kopf posts Events on the JobQueues.
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create]
+{{- end }}

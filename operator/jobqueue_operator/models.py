@@ -1,0 +1,266 @@
+"""Pydantic models of the JobQueue resource: the one Python view of the CRD.
+
+Field names, defaults and ranges mirror `charts/jobqueue-operator/crds/jobqueues.jobqueue.dev.yaml`;
+tests/unit/operator/test_crd.py fails when the two disagree. The API server has already validated and
+defaulted what the operator reads, so these models mostly give it types; the checks the schema cannot
+express (a Secret that does not exist, an unreachable broker) live in the reconciler.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP: Final = "jobqueue.dev"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "jobqueues"
+KIND: Final = "JobQueue"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+Quantity = int | str
+"""A Kubernetes quantity as the API server stores it: 512Mi, 0.5, 100m, or an integer."""
+
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIXES: Final = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+    "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60),
+}
+
+
+def parse_quantity(quantity: Quantity) -> Decimal:
+    """The value of a Kubernetes quantity in base units (bytes, cores)."""
+    match = _QUANTITY.match(str(quantity).strip())
+    if match is None:
+        raise ValueError(f"not a quantity: {quantity!r}")
+    number, suffix = match.group(1), match.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return Decimal(number) * Decimal(10) ** int(suffix[1:])
+    return Decimal(number) * _SUFFIXES[suffix]
+
+
+class Model(BaseModel):
+    """Base of every model: camelCase on the wire, snake_case in Python, unknown fields kept out."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class Resources(Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class Persistence(Model):
+    enabled: bool = False
+    size: Quantity = "1Gi"
+    storage_class_name: str | None = None
+    keep_on_delete: bool = True
+
+
+class ManagedBroker(Model):
+    image: str = Field(default="redis:7.4", min_length=1)
+    persistence: Persistence = Persistence()
+    resources: Resources | None = None
+
+
+class ExternalBroker(Model):
+    url_secret_ref: SecretKeyRef
+
+
+class Broker(Model):
+    managed: ManagedBroker | None = None
+    external: ExternalBroker | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Broker:
+        if (self.managed is None) == (self.external is None):
+            raise ValueError("set exactly one of broker.managed and broker.external")
+        return self
+
+
+class Autoscaling(Model):
+    enabled: bool = True
+    min_replicas: int = Field(default=0, ge=0, le=1000)
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+    target_tasks_per_worker: int | None = Field(default=None, ge=1, le=100000)
+    target_wait_seconds: int | None = Field(default=None, ge=1, le=86400)
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=86400)
+    idle_seconds_before_zero: int = Field(default=300, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+        return self
+
+
+Pool = Literal["prefork", "threads", "solo", "gevent", "eventlet"]
+QueueName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+
+
+class Queue(Model):
+    name: QueueName
+    concurrency: int = Field(default=1, ge=1, le=256)
+    pool: Pool = "prefork"
+    resources: Resources | None = None
+    max_memory_per_child: Quantity | None = None
+    max_tasks_per_child: int = Field(default=0, ge=0, le=1_000_000)
+    prefetch_multiplier: int = Field(default=1, ge=1, le=128)
+    soft_time_limit_seconds: int | None = Field(default=None, ge=0, le=604800)
+    time_limit_seconds: int | None = Field(default=None, ge=0, le=604800)
+    visibility_timeout_seconds: int | None = Field(default=None, ge=1, le=2592000)
+    priority_levels: int = Field(default=4, ge=1, le=10)
+    replicas: int | None = Field(default=None, ge=0, le=1000)
+    autoscaling: Autoscaling | None = None
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.autoscaling is not None and self.autoscaling.enabled
+
+
+class EnvVar(Model):
+    name: str = Field(min_length=1, max_length=253)
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+class ConfigMapEnvSource(Model):
+    name: str
+    optional: bool | None = None
+
+
+class EnvFromSource(Model):
+    prefix: str | None = None
+    config_map_ref: ConfigMapEnvSource | None = None
+    secret_ref: ConfigMapEnvSource | None = None
+
+
+class LocalObjectReference(Model):
+    name: str = Field(min_length=1)
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Beat(Model):
+    enabled: bool = False
+    resources: dict[str, Any] | None = None
+
+
+class Flower(Model):
+    enabled: bool = False
+    image: str = Field(default="mher/flower:2.0", min_length=1)
+
+
+class Results(Model):
+    backend_secret_ref: SecretKeyRef | None = None
+    expires_seconds: int = Field(default=86400, ge=0, le=31536000)
+
+
+class JobQueueSpec(Model):
+    image: str = Field(min_length=1, max_length=512)
+    app: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_.]*)?$")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list, max_length=16)
+    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    env_from: list[EnvFromSource] = Field(default_factory=list, max_length=32)
+    service_account_name: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    affinity: dict[str, Any] | None = None
+    broker: Broker = Broker(managed=ManagedBroker())
+    queues: list[Queue] = Field(min_length=1, max_length=50)
+    beat: Beat = Beat()
+    flower: Flower = Flower()
+    results: Results = Results()
+
+    @model_validator(mode="after")
+    def _unique_queue_names(self) -> JobQueueSpec:
+        names = [queue.name for queue in self.queues]
+        if len(names) != len(set(names)):
+            raise ValueError("queue names must be unique")
+        return self
+
+
+class JobQueue(Model):
+    """A JobQueue as the operator needs it: identity plus the spec."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    namespace: str
+    uid: str = ""
+    generation: int = 0
+    spec: JobQueueSpec
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> JobQueue:
+        """Parse a JobQueue object as the API server returns it."""
+        metadata = body.get("metadata", {})
+        return cls(
+            name=metadata["name"],
+            namespace=metadata["namespace"],
+            uid=metadata.get("uid", ""),
+            generation=metadata.get("generation", 0),
+            spec=JobQueueSpec.model_validate(body.get("spec", {})),
+        )
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    observed_generation: int | None = None
+    last_transition_time: str | None = None
+
+
+class QueueStatus(Model):
+    name: str
+    deployment: str | None = None
+    ready: int | None = None
+    in_flight: int | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    desired_replicas: int = 0
+    last_scale_time: str | None = None
+
+
+class JobQueueStatus(Model):
+    observed_generation: int | None = None
+    queue_count: int | None = None
+    backlog: int | None = None
+    workers: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    queues: list[QueueStatus] = Field(default_factory=list)
+
+    def to_body(self) -> dict[str, Any]:
+        """The status as the API server stores it (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True)

@@ -1,0 +1,140 @@
+"""The Helm chart: lint, both RBAC modes, manifests/ in sync, and a real install into the local cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv.waiting import wait_until
+from tests.conftest import Kubectl
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "jobqueue-operator"
+CRD = CHART / "crds" / "jobqueues.jobqueue.dev.yaml"
+
+
+def helm(*args: str, kubeconfig: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {"KUBECONFIG": kubeconfig} if kubeconfig else None
+    command = [str(binaries.find().helm), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=check, env=env, cwd=REPO)
+
+
+def render(*sets: str) -> list[dict[str, Any]]:
+    flags = [flag for value in sets for flag in ("--set", value)]
+    output = helm("template", "jq", str(CHART), "-n", "jobqueue-system", "--kube-version", "1.36.3", *flags).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def test_lint() -> None:
+    result = helm("lint", str(CHART), "--strict", "--kube-version", "1.36.3", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_values_schema_refuses_a_typo() -> None:
+    result = helm("template", "jq", str(CHART), "--kube-version", "1.36.3", "--set", "resyncSeconds=0", check=False)
+    assert result.returncode != 0
+    assert "resyncSeconds" in result.stderr
+
+
+def test_operator_deployment_is_a_hardened_singleton() -> None:
+    (deployment,) = [d for d in render() if d["kind"] == "Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "--all-namespaces" in container["args"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_cluster_wide_rbac() -> None:
+    kinds = sorted(d["kind"] for d in render() if "rbac" in d["apiVersion"])
+    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding"]
+
+
+def test_single_namespace_rbac_grants_nothing_cluster_wide_but_crds() -> None:
+    documents = render("watch.namespaces={apps,media}")
+    roles = {(d["kind"], d["metadata"].get("namespace")) for d in documents if "rbac" in d["apiVersion"]}
+    assert roles == {
+        ("ClusterRole", None),
+        ("ClusterRoleBinding", None),
+        ("Role", "apps"),
+        ("Role", "media"),
+        ("RoleBinding", "apps"),
+        ("RoleBinding", "media"),
+    }
+    (cluster_role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+    assert [rule["resources"] for rule in cluster_role["rules"]] == [["customresourcedefinitions"]]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2] == [
+        "--namespace=apps",
+        "--namespace=media",
+    ]
+
+
+def test_manifests_are_generated_from_the_chart() -> None:
+    """manifests/ is `make manifests`' output: regenerate it when this fails."""
+    assert (REPO / "manifests" / "crds" / CRD.name).read_text() == CRD.read_text()
+    rendered = helm(
+        "template",
+        "jobqueue-operator",
+        str(CHART),
+        "--namespace",
+        "jobqueue-system",
+        "--kube-version",
+        "1.36.3",
+        "--include-crds",
+    ).stdout
+    assert (REPO / "manifests" / "install.yaml").read_text() == rendered
+
+
+@pytest.mark.cluster
+def test_helm_install_into_the_local_cluster(
+    local_cluster: cluster.ClusterState, kubectl: Kubectl, core: client.CoreV1Api, apps: client.AppsV1Api
+) -> None:
+    namespace = f"jqhelm-{uuid.uuid4().hex[:6]}"
+    release = f"jq-{uuid.uuid4().hex[:6]}"
+    kubeconfig = local_cluster.kubeconfig
+    installed = helm(
+        "install", release, str(CHART), "-n", namespace, "--create-namespace", "--wait=false", kubeconfig=kubeconfig
+    )
+    try:
+        assert "STATUS: deployed" in installed.stdout
+        assert "It watches every namespace." in installed.stdout
+        wait_until(lambda: kubectl("get", "jq", "-A", check=False).returncode == 0, timeout=30, what="jq served")
+        deployment = apps.read_namespaced_deployment(f"{release}-jobqueue-operator", namespace)
+        assert deployment.spec.strategy.type == "Recreate"
+        can = kubectl(
+            "auth",
+            "can-i",
+            "patch",
+            "deployments",
+            "-n",
+            "default",
+            f"--as=system:serviceaccount:{namespace}:{release}-jobqueue-operator",
+            check=False,
+        )
+        assert can.stdout.strip() == "yes"
+        cannot = kubectl(
+            "auth",
+            "can-i",
+            "delete",
+            "pods",
+            "-n",
+            "default",
+            f"--as=system:serviceaccount:{namespace}:{release}-jobqueue-operator",
+            check=False,
+        )
+        assert cannot.stdout.strip() == "no"
+    finally:
+        helm("uninstall", release, "-n", namespace, kubeconfig=kubeconfig)
+        core.delete_namespace(namespace)

@@ -1,0 +1,171 @@
+"""Every builder against a golden file, plus the derived worker settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobqueue_operator import naming
+from jobqueue_operator.build import beat, children, flower, redis, workers
+from jobqueue_operator.models import JobQueue, Queue
+from tests.unit.operator.conftest import Golden, samples, schema
+from tests.unit.operator.test_crd import _defaulted
+
+
+def _sample(stem: str) -> JobQueue:
+    path = next(p for p in samples() if p.stem == stem)
+    document: dict[str, Any] = _defaulted(schema(), yaml.safe_load(path.read_text()))
+    document["metadata"].update(namespace="apps", uid="0000-uid", generation=1)
+    return JobQueue.from_body(document)
+
+
+@pytest.mark.parametrize("stem", [p.stem for p in samples()])
+def test_children_of_each_sample(stem: str, golden: Golden) -> None:
+    golden(f"children-{stem}", children.desired(_sample(stem)))
+
+
+def test_redis_secret(golden: Golden) -> None:
+    golden("redis-secret", redis.secret(_sample("media"), "not-a-real-password"))
+
+
+def test_redis_without_persistence_uses_an_empty_dir_and_no_aof() -> None:
+    statefulset = redis.statefulset(_sample("scheduled"))
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    assert statefulset["spec"]["template"]["spec"]["volumes"] == [{"name": "data", "emptyDir": {}}]
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "no"
+    assert "--dir" not in args
+
+
+def test_redis_with_persistence_keeps_the_claim_unless_asked() -> None:
+    jq = _sample("media")
+    spec = redis.statefulset(jq)["spec"]
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendfsync") + 1] == "everysec"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    managed = jq.spec.broker.managed
+    assert managed is not None
+    deleting = jq.model_copy(
+        update={
+            "spec": jq.spec.model_copy(
+                update={
+                    "broker": jq.spec.broker.model_copy(
+                        update={
+                            "managed": managed.model_copy(
+                                update={"persistence": managed.persistence.model_copy(update={"keep_on_delete": False})}
+                            )
+                        }
+                    )
+                }
+            )
+        }
+    )
+    assert redis.statefulset(deleting)["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+
+
+def test_external_broker_creates_no_redis_and_reads_the_users_secret() -> None:
+    objects = children.desired(_sample("external-broker"))
+    assert {o["kind"] for o in objects} == {"Deployment"}
+    env = objects[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0] == {"name": "JOBQUEUE_BROKER_URL", "valueFrom": {"secretKeyRef": {"name": "redis-url", "key": "url"}}}
+
+
+def test_beat_is_a_singleton_and_flower_has_a_service(golden: Golden) -> None:
+    jq = _sample("scheduled")
+    deployment = beat.deployment(jq)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    golden("beat", deployment)
+    golden("flower", [flower.deployment(jq), flower.service(jq)])
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", "<ref>") for e in container["env"]}
+
+
+def test_worker_follows_the_contract() -> None:
+    jq = _sample("media")
+    deployment = workers.deployment(jq, jq.spec.queues[0])
+    contract = (Path(__file__).resolve().parents[3] / "docs" / "worker-contract.md").read_text()
+    documented = {line.split("`")[1] for line in contract.splitlines() if line.startswith("| `JOBQUEUE_")}
+    env = _env(deployment)
+    assert {name for name in env if name.startswith("JOBQUEUE_")} <= documented
+    assert env["JOBQUEUE_QUEUE"] == "high"
+    assert env["JOBQUEUE_CONCURRENCY"] == "4"
+    assert env["JOBQUEUE_TIME_LIMIT_SECONDS"] == "300"
+    assert env["JOBQUEUE_SOFT_TIME_LIMIT_SECONDS"] == "270"
+    assert env["POD_NAME"] == "<ref>"
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] > 300
+    container = spec["containers"][0]
+    assert container["command"] == ["jobqueue-worker"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9808, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+@pytest.mark.parametrize(("levels", "steps"), [(1, [0]), (2, [0, 9]), (4, [0, 3, 6, 9]), (10, list(range(10)))])
+def test_priority_steps(levels: int, steps: list[int]) -> None:
+    assert workers.priority_steps(levels) == steps
+
+
+@pytest.mark.parametrize(
+    ("queue", "kib"),
+    [
+        ({"name": "q"}, 0),
+        ({"name": "q", "resources": {"limits": {"memory": "1Gi"}}, "concurrency": 4}, 209715),
+        ({"name": "q", "resources": {"limits": {"memory": "1Gi"}}, "pool": "threads"}, 0),
+        ({"name": "q", "maxMemoryPerChild": "200Mi", "resources": {"limits": {"memory": "1Gi"}}}, 204800),
+        ({"name": "q", "maxMemoryPerChild": 1048576}, 1024),
+    ],
+)
+def test_max_memory_per_child(queue: dict[str, Any], kib: int) -> None:
+    assert workers.max_memory_per_child_kib(Queue.model_validate(queue)) == kib
+
+
+@pytest.mark.parametrize(
+    ("queue", "visibility", "grace"),
+    [
+        ({"name": "q"}, 3600, 300),
+        ({"name": "q", "timeLimitSeconds": 300}, 3600, 330),
+        ({"name": "q", "timeLimitSeconds": 7200}, 14400, 7230),
+        ({"name": "q", "timeLimitSeconds": 60, "visibilityTimeoutSeconds": 90}, 90, 90),
+    ],
+)
+def test_time_limits_drive_visibility_and_grace(queue: dict[str, Any], visibility: int, grace: int) -> None:
+    parsed = Queue.model_validate(queue)
+    assert workers.visibility_timeout(parsed) == visibility
+    assert workers.termination_grace(parsed) == grace
+    assert workers.visibility_timeout(parsed) > (parsed.time_limit_seconds or 0)
+
+
+def test_replicas_belong_to_the_autoscaler_once_the_deployment_exists() -> None:
+    scaled = Queue.model_validate({"name": "q", "autoscaling": {"minReplicas": 2, "maxReplicas": 9}})
+    fixed = Queue.model_validate({"name": "q", "replicas": 3})
+    assert workers.replicas(scaled, None) == 2
+    assert workers.replicas(scaled, 7) == 7
+    assert workers.replicas(fixed, 7) == 3
+    assert workers.replicas(Queue.model_validate({"name": "q"}), None) == 1
+    off = Queue.model_validate({"name": "q", "replicas": 4, "autoscaling": {"enabled": False}})
+    assert workers.replicas(off, 9) == 4
+
+
+def test_owned_by_sets_a_controller_reference() -> None:
+    owned = children.owned_by({"metadata": {"name": "x"}}, "jobqueue.dev/v1alpha1", "JobQueue", "media", "uid-1")
+    (reference,) = owned["metadata"]["ownerReferences"]
+    assert reference["controller"] is True
+    assert reference["uid"] == "uid-1"
+
+
+def test_every_child_has_the_labels_and_a_short_name() -> None:
+    jq = _sample("scheduled")
+    for manifest in children.desired(jq):
+        labels = manifest["metadata"]["labels"]
+        assert labels[naming.JOBQUEUE_LABEL] == "nightly"
+        assert labels[naming.MANAGED_BY_LABEL] == "jobqueue-operator"
+        assert len(manifest["metadata"]["name"]) <= 63

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from jobqueue_operator import models
+
+
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [("512Mi", 512 * 2**20), ("1Gi", 2**30), ("100m", Decimal("0.1")), (3, 3), ("1.5G", 1_500_000_000), ("1e3", 1000)],
+)
+def test_parse_quantity(quantity: models.Quantity, value: Decimal) -> None:
+    assert models.parse_quantity(quantity) == value
+
+
+def test_parse_quantity_refuses_garbage() -> None:
+    with pytest.raises(ValueError, match="not a quantity"):
+        models.parse_quantity("lots")
+
+
+def test_spec_defaults_to_a_managed_broker() -> None:
+    spec = models.JobQueueSpec.model_validate({"image": "i", "app": "a", "queues": [{"name": "q"}]})
+    assert spec.broker.managed is not None
+    assert spec.broker.external is None
+    assert spec.queues[0].prefetch_multiplier == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"queues": [{"name": "q"}, {"name": "q"}]}, "unique"),
+        ({"queues": [{"name": "Q"}]}, "pattern"),
+        ({"queues": [{"name": "q", "autoscaling": {"minReplicas": 3, "maxReplicas": 2}}]}, "minReplicas"),
+        ({"queues": [{"name": "q"}], "broker": {}}, "exactly one"),
+        ({"queues": []}, "at least 1"),
+    ],
+)
+def test_invalid_specs(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        models.JobQueueSpec.model_validate({"image": "i", "app": "a", **spec})
+
+
+def test_from_body_and_status_body() -> None:
+    jq = models.JobQueue.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "n", "uid": "u", "generation": 4},
+            "spec": {"image": "i", "app": "a", "queues": [{"name": "q"}]},
+        }
+    )
+    assert (jq.name, jq.namespace, jq.uid, jq.generation) == ("m", "n", "u", 4)
+    status = models.JobQueueStatus(observed_generation=4, queue_count=1)
+    assert status.to_body() == {"observedGeneration": 4, "queueCount": 1, "conditions": [], "queues": []}
