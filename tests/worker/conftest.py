@@ -1,0 +1,166 @@
+"""Real Redis servers and real `jobqueue-worker` processes for the worker tests.
+
+Every process a fixture starts runs in its own session and is stopped (its whole process group) when
+the test ends, so no Redis, worker or pool child outlives the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from jobqueue_devenv.waiting import wait_until
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+WORKER = str(Path(sys.executable).with_name("jobqueue-worker"))
+DEMO_APP = "jobqueue_worker.demo:app"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))  # free on every interface: the worker listens on 0.0.0.0
+        return int(sock.getsockname()[1])
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
+    """SIGTERM the process group, then SIGKILL it if it outlives `grace` (children included)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers (pool children) of a leader already gone
+    proc.wait(5)
+
+
+@dataclass
+class RedisServer:
+    """One password-protected redis-server on 127.0.0.1, no persistence, in its own directory."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password]
+        args += ["--dir", str(self.directory), "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        with (self.directory / "redis.log").open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: self.client().ping(), timeout=10, what=f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The Redis all worker tests share; each test uses its own queue names."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class WorkerProcess:
+    """A running `jobqueue-worker` and its HTTP endpoints."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"http://127.0.0.1:{self.port}{path}", timeout=5)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics, keyed by (sample name, sorted labels)."""
+        text = self.get("/metrics").text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def sample(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
+        wanted = set(labels.items())
+        return sum(value for (sample, got), value in self.metrics().items() if sample == name and wanted <= set(got))
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_until(lambda: self.get("/readyz").status_code == 200, timeout=timeout, what=f"worker ready ({self.log})")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def worker_env(redis_url: str, queue: str, port: int, **overrides: str) -> dict[str, str]:
+    """The environment the operator would set, for the demo app."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("JOBQUEUE_", "PROMETHEUS_"))}
+    env.update(
+        JOBQUEUE_APP=DEMO_APP,
+        JOBQUEUE_NAME="media",
+        JOBQUEUE_QUEUE=queue,
+        JOBQUEUE_BROKER_URL=redis_url,
+        JOBQUEUE_CONCURRENCY="1",
+        JOBQUEUE_METRICS_PORT=str(port),
+        POD_NAME=f"worker-{queue}-{port}",
+    )
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, redis_server: RedisServer) -> Iterator[StartWorker]:
+    """Start workers (demo app, one queue, concurrency 1 unless overridden); all stopped at test end."""
+    started: list[WorkerProcess] = []
+
+    def start(queue: str, redis_url: str | None = None, wait: bool = True, **overrides: str) -> WorkerProcess:
+        port = free_port()
+        log = tmp_path / f"worker-{queue}-{port}.log"
+        env = worker_env(redis_url or redis_server.url, queue, port, **overrides)
+        with log.open("ab") as sink:
+            proc = subprocess.Popen([WORKER], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = WorkerProcess(proc, port, log)
+        started.append(worker)
+        if wait:
+            worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        stop_group(worker.proc)

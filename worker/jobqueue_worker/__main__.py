@@ -1,0 +1,86 @@
+"""`jobqueue-worker`: start a Celery worker for one queue from the environment the operator sets.
+
+`jobqueue-worker` runs the worker (the container's command); `jobqueue-worker send ...` is the small
+producer of built-in tasks (see `jobqueue_worker.producer`). Configuration errors print one line and
+exit 2. The worker runs in this process (no child `celery` command), so SIGTERM reaches Celery's
+warm-shutdown handler directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from jobqueue_worker.settings import Pool, SettingsError, WorkerSettings, load_settings
+
+EXIT_CONFIG = 2
+METRICS_ADDRESS = "0.0.0.0"  # every interface of the Pod: the kubelet probes the Pod IP, port-forward uses localhost
+PROG = "jobqueue-worker"
+
+
+def _patch_concurrency(pool: Pool) -> None:
+    """gevent/eventlet must monkey-patch before anything else imports sockets, as `celery worker` does."""
+    if pool not in (Pool.GEVENT, Pool.EVENTLET):
+        return
+    import celery
+
+    try:
+        celery.maybe_patch_concurrency(["-P", pool.value])
+    except ImportError as exc:
+        raise SettingsError(
+            f"JOBQUEUE_POOL={pool.value!r}: the {pool.value} package is not installed ({exc})"
+        ) from None
+
+
+def run_worker(settings: WorkerSettings) -> int:
+    """Configure the app, start the HTTP server, run the worker until it shuts down; return its exit code."""
+    _patch_concurrency(settings.pool)
+    metrics_dir = tempfile.mkdtemp(prefix="jobqueue-worker-metrics-")
+    # prometheus-client picks its multiprocess mode when first imported: set the directory before that.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        from jobqueue_worker import app as app_module
+        from jobqueue_worker import metrics, probes, server
+
+        app = app_module.load_app(settings.app)
+        app_module.configure(app, settings)
+        probes.install(app)
+        registry = metrics.install(settings)
+        try:
+            http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
+        except OSError as exc:
+            where = f"{METRICS_ADDRESS}:{settings.metrics_port}"
+            message = f"JOBQUEUE_METRICS_PORT={settings.metrics_port}: cannot listen on {where}: {exc}"
+            raise SettingsError(message) from None
+        try:
+            worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")
+            worker.start()
+            return int(worker.exitcode or 0)
+        finally:
+            http.shutdown()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["send"]:
+        from jobqueue_worker import producer
+
+        return producer.main(args[1:])
+    if args:
+        print(f"{PROG}: takes no arguments (configure it with JOBQUEUE_* variables), or: {PROG} send --help")
+        return EXIT_CONFIG
+    try:
+        return run_worker(load_settings(os.environ))
+    except SettingsError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Send built-in tasks to a queue: `jobqueue-worker send`, and the functions the tests and demo use.
+
+    jobqueue-worker send --queue high --task sleep --arg seconds=0.5 --count 100 --priorities 0,9 --wait 60
+
+The broker URL, key prefix and priority steps default to the same JOBQUEUE_* variables the worker
+reads, so a producer next to a worker needs only the queue. Values of `--arg` are JSON (`seconds=0.5`,
+`message='"boom"'`), or taken as plain strings when they are not JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+
+import jobqueue_worker.sent_time  # noqa: F401  # stamps the send time, for the queue-wait histogram
+from jobqueue_worker import records, tasks
+from jobqueue_worker.app import transport_options
+
+KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky")
+
+
+def producer_app(
+    broker_url: str,
+    result_backend: str | None = None,
+    key_prefix: str = "",
+    priority_steps: Sequence[int] = (0, 3, 6, 9),
+) -> Celery:
+    """A Celery app configured like the workers' (same key prefix and priority steps), for sending."""
+    app = Celery("jobqueue-producer", set_as_current=False)
+    options = transport_options(3600, priority_steps, key_prefix)
+    app.conf.update(
+        broker_url=broker_url,
+        result_backend=result_backend or broker_url,
+        broker_transport_options=options,
+        result_backend_transport_options=options,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_send_sent_event=True,
+    )
+    return app
+
+
+def send(
+    app: Celery,
+    queue: str,
+    kind: str,
+    count: int,
+    *,
+    priorities: Sequence[int | None] = (None,),
+    run_id: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> list[AsyncResult]:
+    """Send `count` tasks of one built-in kind, cycling through `priorities`; returns their results."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown task kind {kind!r}; one of {', '.join(KINDS)}")
+    name = f"{tasks.__name__}.{kind}"
+    arguments = {**(kwargs or {}), **({"run_id": run_id} if run_id else {})}
+    cycle = itertools.cycle(priorities)
+    with app.producer_or_acquire() as producer:
+        return [
+            app.send_task(name, kwargs=arguments, queue=queue, priority=next(cycle), producer=producer)
+            for _ in range(count)
+        ]
+
+
+def done_count(app: Celery, run_id: str, key_prefix: str = "") -> int:
+    """How many distinct tasks of a run have finished successfully so far."""
+    return len(records.read(app.backend.client, run_id, records.DONE, key_prefix))
+
+
+def _parse_arg(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def _parse_priorities(text: str) -> list[int | None]:
+    return [int(part) for part in text.split(",")] if text else [None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`jobqueue-worker send`: send a burst, optionally wait until every task is done."""
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="jobqueue-worker send", description=__doc__.splitlines()[0])
+    parser.add_argument("--broker-url", default=env.get("JOBQUEUE_BROKER_URL"), help="default: $JOBQUEUE_BROKER_URL")
+    parser.add_argument("--result-backend", default=env.get("JOBQUEUE_RESULT_BACKEND") or None)
+    parser.add_argument("--key-prefix", default=env.get("JOBQUEUE_KEY_PREFIX", ""))
+    parser.add_argument("--priority-steps", default=env.get("JOBQUEUE_PRIORITY_STEPS") or "0,3,6,9")
+    parser.add_argument("--queue", default=env.get("JOBQUEUE_QUEUE"), help="default: $JOBQUEUE_QUEUE")
+    parser.add_argument("--task", choices=KINDS, default="noop")
+    parser.add_argument("--arg", action="append", type=_parse_arg, default=[], help="task keyword argument NAME=VALUE")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--priorities", type=_parse_priorities, default=[None], help="e.g. 0,9: cycled over the tasks")
+    parser.add_argument("--run-id", default=None, help="default: a new one, printed")
+    parser.add_argument("--wait", type=float, default=0, help="seconds to wait for every task to be done")
+    args = parser.parse_args(argv)
+    if not args.broker_url or not args.queue:
+        parser.error("--broker-url and --queue are required (or JOBQUEUE_BROKER_URL and JOBQUEUE_QUEUE)")
+    run_id = args.run_id or uuid.uuid4().hex
+    steps = [int(step) for step in args.priority_steps.split(",")]
+    app = producer_app(args.broker_url, args.result_backend, args.key_prefix, steps)
+    started = time.monotonic()
+    send(app, args.queue, args.task, args.count, priorities=args.priorities, run_id=run_id, kwargs=dict(args.arg))
+    print(f"sent {args.count} {args.task} tasks to {args.queue} (run {run_id})")
+    if not args.wait:
+        return 0
+    deadline = started + args.wait
+    while (done := done_count(app, run_id, args.key_prefix)) < args.count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    print(f"{done}/{args.count} done in {elapsed:.1f}s ({done / elapsed:.1f} tasks/s)")
+    return 0 if done >= args.count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

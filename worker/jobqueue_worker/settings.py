@@ -1,0 +1,125 @@
+"""The worker's settings: the environment the operator sets (docs/worker-contract.md), validated once.
+
+Everything else in the package takes a `WorkerSettings`, never `os.environ`, so a bad value is caught
+at start with a message naming the variable instead of surfacing later as a Celery traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections.abc import Mapping
+from typing import Annotated, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+
+class SettingsError(Exception):
+    """The environment is not a valid worker configuration; the message is one line naming the variable."""
+
+
+class Pool(enum.StrEnum):
+    """Celery execution pools the worker accepts (`--pool`)."""
+
+    PREFORK = "prefork"
+    THREADS = "threads"
+    SOLO = "solo"
+    GEVENT = "gevent"
+    EVENTLET = "eventlet"
+
+
+def _split_steps(value: object) -> object:
+    """`"0,3,6,9"` -> `["0", "3", "6", "9"]`; pydantic then checks each is an integer."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",")]
+    return value
+
+
+BROKER_SCHEMES = ("redis://", "rediss://", "sentinel://")
+PrioritySteps = Annotated[tuple[Annotated[int, Field(ge=0, le=255)], ...], BeforeValidator(_split_steps)]
+# Values never echoed back in error messages: URLs carry passwords.
+_SECRET_VARIABLES = frozenset({"JOBQUEUE_BROKER_URL", "JOBQUEUE_RESULT_BACKEND"})
+
+
+class WorkerSettings(BaseModel):
+    """One worker process's configuration; field aliases are the environment variable names."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    app: str = Field(alias="JOBQUEUE_APP", pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+    name: str = Field("", alias="JOBQUEUE_NAME")
+    queue: str = Field(alias="JOBQUEUE_QUEUE", pattern=r"^[^\s\x00-\x1f]+$")
+    broker_url: str = Field(alias="JOBQUEUE_BROKER_URL")
+    result_backend: str | None = Field(None, alias="JOBQUEUE_RESULT_BACKEND")
+    result_expires_seconds: int = Field(86400, alias="JOBQUEUE_RESULT_EXPIRES_SECONDS", ge=0)
+    concurrency: int = Field(1, alias="JOBQUEUE_CONCURRENCY", ge=1)
+    pool: Pool = Field(Pool.PREFORK, alias="JOBQUEUE_POOL")
+    prefetch_multiplier: int = Field(1, alias="JOBQUEUE_PREFETCH_MULTIPLIER", ge=1)
+    max_tasks_per_child: int = Field(0, alias="JOBQUEUE_MAX_TASKS_PER_CHILD", ge=0)
+    max_memory_per_child_kb: int = Field(0, alias="JOBQUEUE_MAX_MEMORY_PER_CHILD_KB", ge=0)
+    soft_time_limit_seconds: float = Field(0, alias="JOBQUEUE_SOFT_TIME_LIMIT_SECONDS", ge=0)
+    time_limit_seconds: float = Field(0, alias="JOBQUEUE_TIME_LIMIT_SECONDS", ge=0)
+    visibility_timeout_seconds: int = Field(3600, alias="JOBQUEUE_VISIBILITY_TIMEOUT_SECONDS", ge=1)
+    priority_steps: PrioritySteps = Field((0, 3, 6, 9), alias="JOBQUEUE_PRIORITY_STEPS", min_length=1)
+    key_prefix: str = Field("", alias="JOBQUEUE_KEY_PREFIX")
+    soft_shutdown_timeout_seconds: float = Field(30, alias="JOBQUEUE_SOFT_SHUTDOWN_TIMEOUT_SECONDS", ge=0)
+    metrics_port: int = Field(9808, alias="JOBQUEUE_METRICS_PORT", ge=1, le=65535)
+    pod_name: str = Field("", alias="POD_NAME")
+    pod_namespace: str = Field("", alias="POD_NAMESPACE")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        """Cross-field rules; each message names the variables involved."""
+        if not self.broker_url.startswith(BROKER_SCHEMES):
+            raise ValueError(f"JOBQUEUE_BROKER_URL must start with one of {', '.join(BROKER_SCHEMES)}")
+        if list(self.priority_steps) != sorted(set(self.priority_steps)):
+            raise ValueError("JOBQUEUE_PRIORITY_STEPS must be distinct integers in ascending order, e.g. 0,3,6,9")
+        hard, soft = self.time_limit_seconds, self.soft_time_limit_seconds
+        if hard and soft and soft >= hard:
+            raise ValueError(
+                f"JOBQUEUE_SOFT_TIME_LIMIT_SECONDS ({soft:g}) must be less than JOBQUEUE_TIME_LIMIT_SECONDS ({hard:g})"
+            )
+        longest = hard or soft
+        if longest and self.visibility_timeout_seconds <= longest:
+            limit = "JOBQUEUE_TIME_LIMIT_SECONDS" if hard else "JOBQUEUE_SOFT_TIME_LIMIT_SECONDS"
+            raise ValueError(
+                f"JOBQUEUE_VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds}) must be greater than "
+                f"{limit} ({longest:g}), or Redis redelivers tasks that are still running"
+            )
+        return self
+
+    @property
+    def result_backend_url(self) -> str:
+        """The result backend: its own URL if given, else the broker's Redis."""
+        return self.result_backend or self.broker_url
+
+    @property
+    def nodename(self) -> str:
+        """Celery's `-n`: the queue and the Pod, so `celery inspect` output says which Pod is which."""
+        return f"{self.queue}@{self.pod_name or socket.gethostname()}"
+
+
+def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
+    """Validate the environment; raise SettingsError with one line per the contract otherwise.
+
+    Empty values count as unset, so an operator can always render every variable.
+    """
+    present = {key: value for key, value in environ.items() if value != ""}
+    try:
+        return WorkerSettings.model_validate(present)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _describe(error: Mapping[str, object]) -> str:
+    """One pydantic error as `VARIABLE=value: what is wrong` (never echoing secrets)."""
+    location = error.get("loc") or ()
+    variable = str(location[0]) if isinstance(location, tuple) and location else ""
+    message = str(error.get("msg", "")).removeprefix("Value error, ")
+    if not variable:
+        return message
+    if error.get("type") == "missing":
+        return f"{variable} is required"
+    if variable in _SECRET_VARIABLES:
+        return f"{variable}: {message}"
+    return f"{variable}={error.get('input')!r}: {message}"
