@@ -9,7 +9,7 @@ DEVENV := PYTHONPATH=devenv $(PY) -m jobqueue_devenv
 PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps python-deps binaries cluster-up cluster-down cluster-status \
-        lint unit test demo bench constraints clean
+        lint unit test demo bench constraints clean manifests logs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -23,10 +23,11 @@ test: deps binaries lint ## install everything, then run the whole test suite
 unit: python-deps ## only the fast tests that need no cluster
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: python-deps ## ruff and mypy
+lint: python-deps ## ruff, mypy and the import contracts (pure modules stay pure)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 cluster-up: deps binaries ## start the local cluster (or reuse it); last line: export KUBECONFIG=...
 	@$(DEVENV) up
@@ -37,8 +38,23 @@ cluster-down: python-deps ## stop the local cluster; no process or port is left 
 cluster-status: python-deps ## is the local cluster running?
 	@$(DEVENV) status
 
+logs: python-deps ## a Pod's container logs: make logs POD=<namespace>/<name> [CONTAINER=<name>]
+	@test -n "$(POD)" || { echo "usage: make logs POD=<namespace>/<name> [CONTAINER=<name>]" >&2; exit 2; }
+	@$(DEVENV) logs $(POD) $(if $(CONTAINER),-c $(CONTAINER))
+
 bench: deps binaries ## benchmarks: printed tables, JSON in bench/results/
 	PYTHONPATH=devenv $(PY) bench/cluster_startup.py
+	PYTHONPATH=devenv $(PY) bench/pod_startup.py
+	$(PY) -m bench.autoscale.suite
+
+HELM ?= $(shell PYTHONPATH=devenv $(PY) -c 'from jobqueue_devenv import binaries; print(binaries.find().helm)' 2>/dev/null)
+CHART := charts/jobqueue-operator
+
+manifests: python-deps ## regenerate manifests/ from the chart (tests/chart fails when they drift)
+	@mkdir -p manifests/crds
+	cp $(CHART)/crds/jobqueues.jobqueue.dev.yaml manifests/crds/
+	$(HELM) template jobqueue-operator $(CHART) --namespace jobqueue-system --kube-version 1.36.3 --include-crds \
+	  > manifests/install.yaml
 
 deps: system-deps python-deps ## system packages (apt-get) and the Python virtualenv
 
