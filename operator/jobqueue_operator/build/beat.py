@@ -1,0 +1,76 @@
+"""Celery beat: one singleton scheduler Deployment. Two schedulers would send every task twice, so
+the strategy is Recreate and replicas is 1."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from jobqueue_operator import naming
+from jobqueue_operator.build.common import (
+    RESTRICTED_CONTAINER,
+    Manifest,
+    broker_url_ref,
+    field_env,
+    metadata,
+    placement,
+    secret_env,
+    user_env,
+    user_env_from,
+)
+from jobqueue_operator.models import JobQueue
+
+SCHEDULE_DIR: Final = "/var/run/beat"
+
+
+def deployment(jq: JobQueue) -> Manifest:
+    secret, key = broker_url_ref(jq)
+    container: Manifest = {
+        "name": "beat",
+        "image": jq.spec.image,
+        "imagePullPolicy": jq.spec.image_pull_policy,
+        "command": ["celery"],
+        "args": [
+            "--app",
+            jq.spec.app,
+            "--broker",
+            "$(JOBQUEUE_BROKER_URL)",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            f"{SCHEDULE_DIR}/celerybeat-schedule",
+        ],
+        "env": [
+            secret_env("JOBQUEUE_BROKER_URL", secret, key),
+            {"name": "JOBQUEUE_APP", "value": jq.spec.app},
+            {"name": "JOBQUEUE_NAME", "value": jq.name},
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            *user_env(jq),
+        ],
+        "resources": dict(jq.spec.beat.resources or {}),
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "schedule", "mountPath": SCHEDULE_DIR}],
+    }
+    env_from = user_env_from(jq)
+    if env_from:
+        container["envFrom"] = env_from
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(jq, naming.beat(jq.name), naming.BEAT),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": naming.selector_labels(jq, naming.BEAT)},
+            "template": {
+                "metadata": {"labels": naming.labels(jq, naming.BEAT)},
+                "spec": {
+                    **placement(jq),
+                    "containers": [container],
+                    "securityContext": {"runAsNonRoot": True},
+                    "volumes": [{"name": "schedule", "emptyDir": {}}],
+                },
+            },
+        },
+    }

@@ -1,0 +1,130 @@
+"""The managed broker: a password Secret, a StatefulSet of one Redis, and its Service."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from jobqueue_operator import naming
+from jobqueue_operator.build.common import RESTRICTED_CONTAINER, Manifest, metadata, resources, secret_env
+from jobqueue_operator.models import JobQueue, ManagedBroker
+
+PORT: Final = 6379
+DATA_DIR: Final = "/data"
+REDIS_UID: Final = 999
+"""The redis user of the official image."""
+
+
+def _managed(jq: JobQueue) -> ManagedBroker:
+    managed = jq.spec.broker.managed
+    if managed is None:
+        raise ValueError(f"JobQueue {jq.namespace}/{jq.name} has no managed broker")
+    return managed
+
+
+def host(jq: JobQueue) -> str:
+    """The DNS name of the managed broker's Service."""
+    return f"{naming.redis(jq.name)}.{jq.namespace}.svc"
+
+
+def url(jq: JobQueue, password: str) -> str:
+    return f"redis://:{password}@{host(jq)}:{PORT}/0"
+
+
+def secret(jq: JobQueue, password: str) -> Manifest:
+    """The broker's credentials. Created once; the reconciler never rewrites an existing one."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(jq, naming.redis_secret(jq.name), naming.BROKER),
+        "type": "Opaque",
+        "stringData": {naming.PASSWORD_KEY: password, naming.URL_KEY: url(jq, password)},
+    }
+
+
+def args(managed: ManagedBroker) -> list[str]:
+    """redis-server's arguments. The working directory (/data) is where the append-only file goes."""
+    persistence = (
+        ["--appendonly", "yes", "--appendfsync", "everysec"]
+        if managed.persistence.enabled
+        else ["--appendonly", "no", "--save", ""]
+    )
+    return [
+        "--port",
+        str(PORT),
+        "--requirepass",
+        "$(REDIS_PASSWORD)",
+        "--maxmemory-policy",
+        "noeviction",
+        *persistence,
+    ]
+
+
+def statefulset(jq: JobQueue) -> Manifest:
+    managed = _managed(jq)
+    name = naming.redis(jq.name)
+    ping = ["sh", "-c", 'redis-cli -p 6379 -a "$REDIS_PASSWORD" --no-auth-warning ping | grep -q PONG']
+    container: Manifest = {
+        "name": "redis",
+        "image": managed.image,
+        "command": ["redis-server"],
+        "args": args(managed),
+        "workingDir": DATA_DIR,
+        "env": [secret_env("REDIS_PASSWORD", naming.redis_secret(jq.name), naming.PASSWORD_KEY)],
+        "ports": [{"name": "redis", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {"exec": {"command": ping}, "periodSeconds": 5, "timeoutSeconds": 3},
+        "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "failureThreshold": 6},
+        "resources": resources(managed.resources),
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
+    }
+    spec: Manifest = {
+        "replicas": 1,
+        "serviceName": name,
+        "selector": {"matchLabels": naming.selector_labels(jq, naming.BROKER)},
+        "template": {
+            "metadata": {"labels": naming.labels(jq, naming.BROKER)},
+            "spec": {
+                "containers": [container],
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": REDIS_UID,
+                    "runAsGroup": REDIS_UID,
+                    "fsGroup": REDIS_UID,
+                },
+                "terminationGracePeriodSeconds": 30,
+            },
+        },
+    }
+    persistence = managed.persistence
+    if persistence.enabled:
+        claim: Manifest = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": persistence.size}},
+        }
+        if persistence.storage_class_name:
+            claim["storageClassName"] = persistence.storage_class_name
+        spec["volumeClaimTemplates"] = [
+            {"metadata": {"name": "data", "labels": naming.labels(jq, naming.BROKER)}, "spec": claim}
+        ]
+        retained = "Retain" if persistence.keep_on_delete else "Delete"
+        spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": retained, "whenScaled": "Retain"}
+    else:
+        spec["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(jq, name, naming.BROKER),
+        "spec": spec,
+    }
+
+
+def service(jq: JobQueue) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(jq, naming.redis(jq.name), naming.BROKER),
+        "spec": {
+            "selector": naming.selector_labels(jq, naming.BROKER),
+            "ports": [{"name": "redis", "port": PORT, "targetPort": "redis", "protocol": "TCP"}],
+        },
+    }
