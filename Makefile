@@ -45,6 +45,9 @@ logs: python-deps ## a Pod's container logs: make logs POD=<namespace>/<name> [C
 bench: deps binaries ## benchmarks: printed tables, JSON in bench/results/
 	PYTHONPATH=devenv $(PY) bench/cluster_startup.py
 	PYTHONPATH=devenv $(PY) bench/pod_startup.py
+	PYTHONPATH=devenv $(PY) bench/operator_reconcile.py
+	PYTHONPATH=devenv $(PY) bench/operator_tick.py
+	PYTHONPATH=devenv $(PY) bench/worker_throughput.py
 	$(PY) -m bench.autoscale.suite
 
 HELM ?= $(shell PYTHONPATH=devenv $(PY) -c 'from jobqueue_devenv import binaries; print(binaries.find().helm)' 2>/dev/null)

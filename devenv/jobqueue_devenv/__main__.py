@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from jobqueue_devenv import binaries, cluster
@@ -69,19 +67,10 @@ def cmd_status(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(_: argparse.Namespace) -> None:
-    """Until the operator exists: bring a cluster up, show it, take it down."""
-    found = binaries.ensure()
-    directory = Path(tempfile.mkdtemp(prefix="jobqueue-demo-"))
-    try:
-        state, _reused = cluster.up(directory, found, timeout=_timeout())
-        _say(f"local cluster ready in {state.ready_seconds:.1f}s")
-        env = dict(os.environ, KUBECONFIG=state.kubeconfig)
-        for command in (["version"], ["get", "nodes,namespaces", "-o", "wide"]):
-            _say(f"kubectl {' '.join(command)}")
-            subprocess.run([str(found.kubectl), *command], env=env, check=True)
-    finally:
-        cluster.down(directory)
-        _say("cluster stopped and removed")
+    """A throw-away cluster, the operator, examples/demo.yaml and a burst of tasks shown live (see demo.py)."""
+    from jobqueue_devenv import demo
+
+    demo.run(timeout=_timeout())
 
 
 def cmd_exec(args: argparse.Namespace) -> None:
@@ -139,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         ("up", cmd_up, "start the local cluster, or reuse the running one"),
         ("down", cmd_down, "stop the local cluster and delete its folder"),
         ("status", cmd_status, "say whether the local cluster is running"),
-        ("demo", cmd_demo, "start a throw-away cluster, show it, stop it"),
+        ("demo", cmd_demo, "a throw-away cluster running the operator and a burst of tasks, shown live"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=handler)
     run = commands.add_parser("exec", help="run a host command that resolves Service names like a Pod")

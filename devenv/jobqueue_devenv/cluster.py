@@ -26,6 +26,7 @@ from jobqueue_devenv import processes
 from jobqueue_devenv.binaries import Binaries
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.nodeagent import cleanup as nodeagent_cleanup
+from jobqueue_devenv.nodeagent import network as nodeagent_network
 from jobqueue_devenv.processes import ProcessRecord
 from jobqueue_devenv.waiting import TimedOut, wait_until
 
@@ -290,7 +291,8 @@ def _start(directory: Path, binaries: Binaries, timeout: float) -> ClusterState:
     ports = _pick_ports()  # first: a taken port must fail before anything is written
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "logs").mkdir(exist_ok=True)
-    tls = pki_module.generate(directory / "pki")
+    # In-cluster clients reach the apiserver at the `kubernetes` Service's address on the Pod network.
+    tls = pki_module.generate(directory / "pki", extra_ips=tuple(nodeagent_network.kubernetes_service_addresses()))
     kubeconfig = directory / "kubeconfig"
     _write_kubeconfig(kubeconfig, f"https://127.0.0.1:{ports['kube-apiserver']}", tls)
     state = ClusterState(

@@ -247,6 +247,7 @@ class QueueStatus(Model):
     deployment: str | None = None
     ready: int | None = None
     in_flight: int | None = None
+    oldest_task_age_seconds: int | None = None
     replicas: int = 0
     ready_replicas: int = 0
     desired_replicas: int = 0

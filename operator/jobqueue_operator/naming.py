@@ -25,6 +25,10 @@ PART_OF_LABEL: Final = "app.kubernetes.io/part-of"
 JOBQUEUE_LABEL: Final = "jobqueue.dev/jobqueue"
 QUEUE_LABEL: Final = "jobqueue.dev/queue"
 
+# Annotation keys.
+APPLIED_HASH_ANNOTATION: Final = "jobqueue.dev/applied-hash"
+"""On each child: the hash of the manifest last applied, so an unchanged child is not applied again."""
+
 # Component values.
 WORKER: Final = "worker"
 BROKER: Final = "broker"

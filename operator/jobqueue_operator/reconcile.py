@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from jobqueue_operator import broker, kube, models, naming, status
-from jobqueue_operator.build import children, redis
+from jobqueue_operator.build import children, drift, redis
 from jobqueue_operator.models import Condition, JobQueue, JobQueueStatus
 
 Manifest = dict[str, Any]
@@ -150,19 +150,25 @@ def reconcile(client: kube.Kube, body: Mapping[str, Any], now: str) -> Outcome:
 
     replicas = {name: int(obj["spec"]["replicas"]) for (kind, name), obj in existing.items() if kind == "Deployment"}
     desired = children.desired(jq, replicas)
+    owned = [drift.stamped(children.owned_by(m, models.API_VERSION, models.KIND, jq.name, jq.uid)) for m in desired]
     applied: dict[kube.Key, Manifest] = {}
-    for manifest in desired:
+    changed = []
+    for manifest in owned:
         key = (manifest["kind"], manifest["metadata"]["name"])
-        owned = children.owned_by(manifest, models.API_VERSION, models.KIND, jq.name, jq.uid)
-        try:
-            applied[key] = client.apply(owned)
-        except kube.KubeError as exc:
-            problems.append(status.Problem("ApplyFailed", str(exc)))
+        if drift.up_to_date(manifest, existing.get(key)):
+            applied[key] = existing[key]
+        else:
+            changed.append(manifest)
+    for manifest, result in zip(changed, client.apply_many(changed), strict=True):
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        if isinstance(result, kube.KubeError):
+            problems.append(status.Problem("ApplyFailed", str(result)))
             continue
+        applied[key] = result
         before = existing.get(key)
         if before is None:
             events.append(Event("Normal", "Created", f"Created {key[0]} {key[1]}"))
-        elif before["metadata"]["resourceVersion"] != applied[key]["metadata"]["resourceVersion"]:
+        elif before["metadata"]["resourceVersion"] != result["metadata"]["resourceVersion"]:
             events.append(Event("Normal", "Updated", f"Updated {key[0]} {key[1]}"))
 
     keep = kube.keys(desired)

@@ -6,7 +6,7 @@ only when the condition's status changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -149,3 +149,42 @@ def compute(observation: Observation, previous: Sequence[Condition], now: str) -
         conditions=conditions,
         queues=queues,
     )
+
+
+@dataclass(frozen=True)
+class QueueBacklog:
+    """What the autoscaler's last tick saw of one queue (None: the broker could not be read)."""
+
+    ready: int | None
+    in_flight: int | None
+    oldest_age_seconds: float | None = None
+    last_scale_time: str | None = None
+    workers: tuple[int, int, int] | None = None
+    """(desired, current, ready) worker Pods, when the tick listed the Deployment."""
+
+
+def with_backlog(computed: JobQueueStatus, backlog: Mapping[str, QueueBacklog]) -> JobQueueStatus:
+    """`computed` with each queue's backlog fields and the total (blank unless every queue was read).
+
+    Both writers of the status (the reconciler and the autoscaler's tick) pass it through this, so neither
+    undoes what the other wrote."""
+    queues = []
+    for queue in computed.queues:
+        seen = backlog.get(queue.name)
+        if seen is None:
+            queues.append(queue)
+            continue
+        update: dict[str, object] = {
+            "ready": seen.ready,
+            "in_flight": seen.in_flight,
+            "oldest_task_age_seconds": None if seen.oldest_age_seconds is None else int(seen.oldest_age_seconds),
+            "last_scale_time": seen.last_scale_time or queue.last_scale_time,
+        }
+        if seen.workers is not None:
+            desired, current, ready = seen.workers
+            update.update(desired_replicas=desired, replicas=current, ready_replicas=ready)
+        queues.append(queue.model_copy(update=update))
+    known = [q for q in queues if q.ready is not None and q.in_flight is not None]
+    total = sum((q.ready or 0) + (q.in_flight or 0) for q in known) if queues and len(known) == len(queues) else None
+    workers = f"{sum(q.ready_replicas for q in queues)}/{sum(q.desired_replicas for q in queues)}"
+    return computed.model_copy(update={"queues": queues, "backlog": total, "workers": workers})

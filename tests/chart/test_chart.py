@@ -61,7 +61,7 @@ def test_cluster_wide_rbac() -> None:
     assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding"]
 
 
-def test_single_namespace_rbac_grants_nothing_cluster_wide_but_crds() -> None:
+def test_single_namespace_rbac_grants_only_reads_of_crds_and_namespaces_cluster_wide() -> None:
     documents = render("watch.namespaces={apps,media}")
     roles = {(d["kind"], d["metadata"].get("namespace")) for d in documents if "rbac" in d["apiVersion"]}
     assert roles == {
@@ -73,11 +73,33 @@ def test_single_namespace_rbac_grants_nothing_cluster_wide_but_crds() -> None:
         ("RoleBinding", "media"),
     }
     (cluster_role,) = [d for d in documents if d["kind"] == "ClusterRole"]
-    assert [rule["resources"] for rule in cluster_role["rules"]] == [["customresourcedefinitions"]]
+    assert [rule["resources"] for rule in cluster_role["rules"]] == [["customresourcedefinitions"], ["namespaces"]]
+    assert all(rule["verbs"] == ["get", "list", "watch"] for rule in cluster_role["rules"])
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2] == [
         "--namespace=apps",
         "--namespace=media",
+    ]
+
+
+def test_a_namespace_pattern_gets_cluster_wide_rbac_and_is_passed_to_the_operator() -> None:
+    """A Role cannot live in a namespace named `e2e-*`: any pattern makes the application rules cluster-wide."""
+    documents = render("watch.namespaces={apps,e2e-*}")
+    roles = sorted((d["kind"], d["metadata"]["name"]) for d in documents if "rbac" in d["apiVersion"])
+    assert roles == [
+        ("ClusterRole", "jq-jobqueue-operator"),
+        ("ClusterRole", "jq-jobqueue-operator-framework"),
+        ("ClusterRoleBinding", "jq-jobqueue-operator"),
+        ("ClusterRoleBinding", "jq-jobqueue-operator-framework"),
+    ]
+    (application,) = [
+        d for d in documents if d["metadata"]["name"] == "jq-jobqueue-operator" and d["kind"] == "ClusterRole"
+    ]
+    assert ["jobqueues"] in [rule["resources"] for rule in application["rules"]]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2] == [
+        "--namespace=apps",
+        "--namespace=e2e-*",
     ]
 
 

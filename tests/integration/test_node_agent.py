@@ -162,7 +162,7 @@ def test_scaling_down_terminates_gracefully_and_scaling_up_again_works(
     pods = wait_until(lambda: ready_pods(core, namespace, "app=web", 3), timeout=30, what="3 ready web pods")
 
     def slow_request(ip: str) -> str:
-        with urllib.request.urlopen(f"http://{ip}:8080/slow", timeout=15) as response:
+        with urllib.request.urlopen(f"http://{ip}:8080/slow", timeout=30) as response:
             return response.read().decode()
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
@@ -304,10 +304,15 @@ def test_redis_with_a_password_from_a_secret_is_reached_by_service_name(
     core.create_namespaced_service(namespace, service("redis", 6379, 6379, {"app": "redis"}))
     wait_until(lambda: ready_pods(core, namespace, "app=redis", 2), timeout=30, what="2 ready redis pods")
 
+    # A real client retries while a new Service's endpoints appear; so does this one (up to 20 s).
     script = (
-        "import os, redis\n"
-        "good = redis.Redis(host='redis', port=6379, password=os.environ['REDIS_PASSWORD'])\n"
-        "print('ping', good.ping(), flush=True)\n"
+        "import os, time, redis\n"
+        "good = redis.Redis(host='redis', port=6379, password=os.environ['REDIS_PASSWORD'], socket_timeout=5)\n"
+        "for attempt in range(40):\n"
+        "    try:\n        answer = good.ping(); break\n"
+        "    except (redis.ConnectionError, redis.TimeoutError) as exc:\n"
+        "        print('retrying:', exc, flush=True); time.sleep(0.5)\n"
+        "print('ping', answer, flush=True)\n"
         f"bad = redis.Redis(host='redis.{namespace}.svc', port=6379, password='wrong')\n"
         "try:\n    bad.ping()\nexcept redis.AuthenticationError:\n    print('wrong password refused', flush=True)\n"
     )

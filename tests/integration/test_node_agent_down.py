@@ -47,5 +47,8 @@ def test_down_ends_pod_processes_and_the_pod_network_after_the_agent_was_killed(
         cluster.down(directory)
 
     assert cleanup.pod_processes(folder) == []
+    # Volumes (every Pod has its ServiceAccount token) were mounted only inside the Pods' namespaces.
+    assert str(directory) not in Path("/proc/self/mountinfo").read_text()
+    assert not directory.exists()
     assert not any(name.startswith(f"jq{block.index}p") for name in network.existing_netns())
     assert network.bridge_owner(block.bridge) != str(folder.resolve())

@@ -36,6 +36,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextlib.contextmanager
+def blackhole(port: int) -> Iterator[None]:
+    """Make connections to 127.0.0.1:`port` hang instead of being refused, as they do to a Service whose
+    Redis Pod is gone: a listener with a full backlog (one connection never accepted) drops new SYNs."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen(0)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            yield
+
+
 def stop_group(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
     """SIGTERM the process group, then SIGKILL it if it outlives `grace` (children included)."""
     if proc.poll() is None:

@@ -60,11 +60,15 @@ def test_limits_and_transport_options_come_from_the_environment() -> None:
         "visibility_timeout": 900,
         "priority_steps": [0, 9],
         "queue_order_strategy": "priority",
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,
+        "socket_keepalive": True,
         "global_keyprefix": "media:",
     }
     assert config["broker_transport_options"] == expected
     assert config["result_backend_transport_options"] == expected
     assert config["worker_enable_soft_shutdown_on_idle"] is False
+    assert (config["redis_socket_connect_timeout"], config["redis_socket_timeout"]) == (5, 10)
 
 
 def test_the_users_transport_options_are_kept_but_ours_win() -> None:

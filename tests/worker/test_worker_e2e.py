@@ -268,3 +268,25 @@ def test_the_hard_time_limit_fails_the_task_and_counts_it(
     assert producer.send(sender, queue_name, "noop", 1)[0].get(timeout=30) is None  # a new child took over
     # Counted once, though Celery signals this failure twice.
     assert worker.sample("jobqueue_worker_tasks_total", task=SLEEP, state="failed") == 1
+
+
+def test_finished_tasks_are_counted_in_the_brokers_stats_hash(
+    start_worker: StartWorker, redis_server: RedisServer, queue_name: str
+) -> None:
+    """What the operator's autoscaler reads (docs/worker-contract.md), written within about a second."""
+    prefix = "jq-stats:"
+    start_worker(queue_name, JOBQUEUE_KEY_PREFIX=prefix, JOBQUEUE_CONCURRENCY="2")
+    prefixed_sender = producer.producer_app(redis_server.url, key_prefix=prefix)
+    try:
+        sent = producer.send(prefixed_sender, queue_name, "sleep", 5, kwargs={"seconds": 0.1})
+        sent += producer.send(prefixed_sender, queue_name, "fail", 2, kwargs={"message": "counted too"})
+        wait_until(lambda: all(result.ready() for result in sent), timeout=30, what="7 tasks finished")
+    finally:
+        prefixed_sender.close()
+    client = redis_server.client()
+    stats_key = f"{prefix}jobqueue:stats:{queue_name}"
+    wait_until(lambda: client.hget(stats_key, "completed") == b"7", timeout=10, what="7 completions recorded")
+    run_seconds = float(client.hget(stats_key, "run_seconds") or 0)
+    run_seconds_sq = float(client.hget(stats_key, "run_seconds_sq") or 0)
+    assert 5 * 0.1 <= run_seconds < 5
+    assert 5 * 0.1 * 0.1 <= run_seconds_sq < run_seconds

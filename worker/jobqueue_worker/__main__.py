@@ -43,12 +43,14 @@ def run_worker(settings: WorkerSettings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         from jobqueue_worker import app as app_module
-        from jobqueue_worker import metrics, probes, server
+        from jobqueue_worker import completions, heartbeat, metrics, probes, server
 
         app = app_module.load_app(settings.app)
         app_module.configure(app, settings)
         probes.install(app)
+        heartbeat.install()
         registry = metrics.install(settings)
+        completions.Completions(settings.queue, settings.key_prefix).connect()
         try:
             http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
         except OSError as exc:

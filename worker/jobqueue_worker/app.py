@@ -32,12 +32,23 @@ def load_app(spec: str) -> Celery:
     return found
 
 
+# Connecting to a Service whose Redis Pod is not running is not refused, it hangs until the kernel gives
+# up (about two minutes): bound each attempt so the retry loop goes on and a shutdown is noticed.
+CONNECT_TIMEOUT_SECONDS = 5
+# A command on a connection whose peer vanished without closing it would wait forever. Must stay well
+# above the transport's BRPOP timeout (1 s), or an idle consumer would time out its own BRPOP.
+SOCKET_TIMEOUT_SECONDS = 10
+
+
 def transport_options(visibility_timeout: int, priority_steps: Sequence[int], key_prefix: str) -> dict[str, Any]:
     """Redis transport options shared by broker and result backend (visibility timeout must be on both)."""
     options: dict[str, Any] = {
         "visibility_timeout": visibility_timeout,
         "priority_steps": list(priority_steps),
         "queue_order_strategy": "priority",
+        "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_keepalive": True,
     }
     if key_prefix:
         options["global_keyprefix"] = key_prefix
@@ -53,6 +64,9 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
         "broker_transport_options": {**(current.get("broker_transport_options") or {}), **ours},
         "broker_connection_retry_on_startup": True,
         "result_backend": settings.result_backend_url,
+        "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "redis_socket_keepalive": True,
         "result_backend_transport_options": {**(current.get("result_backend_transport_options") or {}), **ours},
         "result_expires": settings.result_expires_seconds,
         "task_acks_late": True,

@@ -60,6 +60,13 @@ app.kubernetes.io/part-of: jobqueue
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, create, delete]
+# Autoscaler: worker replicas through the scale subresource; pod-deletion-cost on worker Pods.
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [get, patch, update]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, patch]
 # Framework: kopf posts Events on the JobQueues.
 - apiGroups: ["", events.k8s.io]
   resources: [events]

@@ -5,6 +5,8 @@ Test and demo infrastructure only. Modules, each with one job:
 `status` (Pod status from container states), `probes` (probe bookkeeping and probing), `backoff`
 (restart decisions), `memory` (memory use of a process tree), `network` (bridge, a network namespace
 per Pod), `names` (hosts files), `services` (Service addresses and the TCP forwarder), `containers`
-(one container's process), `pods` (one Pod's worker), `informer` (list+watch into a cache),
+(one container's process), `volumes` (a Pod's volumes on the host), `mounter` (a container's
+mounts, run inside its mount namespace), `storage` (the local-path StorageClass and provisioner),
+`pods` (one Pod's worker), `informer` (list+watch into a cache),
 `cleanup` (end everything a dead agent left), `agent` (wires it together).
 """

@@ -22,7 +22,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from jobqueue_devenv.nodeagent import cleanup, network, node
+from jobqueue_devenv.nodeagent import cleanup, network, node, storage
 from jobqueue_devenv.nodeagent.backoff import BackOff
 from jobqueue_devenv.nodeagent.containers import MARKER
 from jobqueue_devenv.nodeagent.informer import Informer
@@ -70,7 +70,9 @@ class Agent:
             base_env=self.base_env,
             secrets=self.secret_data,
             config_maps=self.config_map_data,
+            volume_sources=ApiSources(self.core),
         )
+        self.provisioner = storage.Provisioner(api_client, folder, node_name)
 
     def base_env(self, pod: Mapping[str, Any]) -> dict[str, str]:
         """What every container gets before its own env: PATH with this Python first, as the brief asks."""
@@ -131,6 +133,16 @@ class Agent:
 
     def run(self) -> None:
         self.node.register()
+        self.provisioner.ensure_class()
+        Informer(
+            "persistentvolumes", self.core.list_persistent_volume, self.provisioner.on_volume, self.stopping
+        ).start()
+        Informer(
+            "persistentvolumeclaims",
+            self.core.list_persistent_volume_claim_for_all_namespaces,
+            self.provisioner.on_claim,
+            self.stopping,
+        ).start()
         Informer("services", self.core.list_service_for_all_namespaces, self.services.on_service, self.stopping).start()
         Informer(
             "endpointslices",
@@ -146,11 +158,68 @@ class Agent:
             field_selector=f"spec.nodeName={self.name}",
         )
         self.pods.start()
-        duties = [*self.node.duties(), node.Duty(self.resync, RESYNC_SECONDS)]
+        duties = [
+            *self.node.duties(),
+            node.Duty(self.resync, RESYNC_SECONDS),
+            node.Duty(self.provisioner.resync, RESYNC_SECONDS),
+        ]
         while not self.stopping.is_set():
             for duty in duties:
                 duty.run_if_due()
             self.stopping.wait(LOOP_SECONDS)
+
+
+class ApiSources:
+    """What Pod volumes are made of, read from the API server (`volumes.Sources`)."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self.core = core
+        self.serialize = core.api_client.sanitize_for_serialization
+
+    @staticmethod
+    def _absent(call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        found = self._absent(self.core.read_namespaced_secret, name, namespace)
+        if found is None:
+            return None
+        return {key: base64.b64decode(value) for key, value in (found.data or {}).items()}
+
+    def config_map(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        found = self._absent(self.core.read_namespaced_config_map, name, namespace)
+        if found is None:
+            return None
+        data = {key: value.encode() for key, value in (found.data or {}).items()}
+        data.update({key: base64.b64decode(value) for key, value in (found.binary_data or {}).items()})
+        return data
+
+    def claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self._absent(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+        return None if found is None else dict(self.serialize(found))
+
+    def persistent_volume(self, name: str) -> dict[str, Any] | None:
+        found = self._absent(self.core.read_persistent_volume, name)
+        return None if found is None else dict(self.serialize(found))
+
+    def token(self, namespace: str, service_account: str, audience: str, seconds: int, pod: str, uid: str) -> str:
+        """A TokenRequest for the Pod's ServiceAccount, bound to the Pod (invalid once the Pod is gone)."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else [],  # empty: the apiserver's own audiences
+                "expirationSeconds": seconds,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid},
+            },
+        }
+        response = self.core.create_namespaced_service_account_token(service_account, namespace, body)
+        return str(response.status.token)
 
 
 def main(argv: list[str] | None = None) -> None:

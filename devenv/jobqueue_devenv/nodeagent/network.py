@@ -23,6 +23,8 @@ from jobqueue_devenv.nodeagent import names
 BLOCKS = 64
 FIRST_POD, LAST_POD = 2, 127
 FIRST_SERVICE, LAST_SERVICE = 128, 254
+KUBERNETES_SERVICE = FIRST_SERVICE
+"""The `kubernetes` Service always gets .128 of its block: the apiserver's certificate names all of them."""
 NETNS_ETC = Path("/etc/netns")
 NETNS_RUN = Path("/run/netns")
 RECORD_FILE = "network.json"
@@ -90,6 +92,11 @@ class Block:
             return cls(**json.loads((directory / RECORD_FILE).read_text()))
         except (OSError, ValueError, TypeError):
             return None
+
+
+def kubernetes_service_addresses() -> list[str]:
+    """Every address the `kubernetes` Service can have, one per block: SANs of the apiserver's certificate."""
+    return [Block(index).address(KUBERNETES_SERVICE) for index in range(BLOCKS)]
 
 
 def claim_block(directory: Path) -> Block:
@@ -188,8 +195,9 @@ class PodNetwork:
         with self._lock:
             self._pods.discard(host)
 
-    def add_service_address(self) -> str:
-        host = self._take(self._services, FIRST_SERVICE, LAST_SERVICE, "Service")
+    def add_service_address(self, kubernetes: bool = False) -> str:
+        first, last = (KUBERNETES_SERVICE, KUBERNETES_SERVICE) if kubernetes else (FIRST_SERVICE + 1, LAST_SERVICE)
+        host = self._take(self._services, first, last, "Service")
         address = self.block.address(host)
         _ip("addr", "add", f"{address}/32", "dev", self.block.bridge)
         return address

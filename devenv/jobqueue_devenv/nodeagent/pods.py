@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.rest import ApiException
 
-from jobqueue_devenv.nodeagent import envvars, memory, probes, status
+from jobqueue_devenv.nodeagent import envvars, memory, probes, status, volumes
 from jobqueue_devenv.nodeagent.backoff import BackOff, should_restart
 from jobqueue_devenv.nodeagent.containers import ContainerProcess, find_executable, in_netns
 from jobqueue_devenv.nodeagent.network import PodNetwork
@@ -51,6 +51,7 @@ class Runtime:
     base_env: Callable[[Mapping[str, Any]], dict[str, str]]
     secrets: envvars.SourceLookup
     config_maps: envvars.SourceLookup
+    volume_sources: volumes.Sources
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Container:
 
     spec: dict[str, Any]
     process: ContainerProcess | None = None
+    plan: Path | None = None
+    """The mounter's plan of the current run, when the container has volumes (see `volumes`)."""
     env: dict[str, str] = field(default_factory=dict)
     runs: int = 0
     started_at: str = ""
@@ -78,6 +81,10 @@ class Container:
     @property
     def name(self) -> str:
         return str(self.spec["name"])
+
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` as run in the container's mount view (its volumes), for the process, probes and hooks."""
+        return volumes.mounter_command(self.plan, argv) if self.plan is not None else argv
 
     def view(self) -> status.ContainerView:
         waiting = status.ContainerView(
@@ -108,6 +115,9 @@ class PodWorker(threading.Thread):
         self.containers = [Container(spec=c) for c in pod["spec"]["containers"]]
         self.folder = runtime.directory / "pods" / f"{meta['namespace']}_{meta['name']}_{self.uid}"
         self.sandbox: tuple[int, str, str] | None = None
+        self.volumes = volumes.PodVolumes(pod, self.folder, runtime.volume_sources)
+        self.volumes_ready = False
+        self.next_volume_try = 0.0
         self.start_time = now_stamp()
         self.last_status: dict[str, Any] | None = None
         self.finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
@@ -116,6 +126,7 @@ class PodWorker(threading.Thread):
     # Called from the informer thread.
     def update(self, pod: dict[str, Any]) -> None:
         self.pod = pod
+        self.volumes.pod = pod
         self.wake.set()
 
     def gone(self) -> None:
@@ -164,10 +175,36 @@ class PodWorker(threading.Thread):
             self.sandbox = self.runtime.network.create_sandbox(placeholder)
             self.runtime.hosts.register(f"/etc/netns/{self.netns}/hosts", meta["namespace"], meta["name"], self.pod_ip)
             log.info("%s: sandbox %s, IP %s", self.name, self.netns, self.pod_ip)
+        if not self._mount_volumes():
+            self._report()
+            return
         children = memory.children_map()
         for container in self.containers:
             self._step(container, children)
         self._report()
+
+    def _mount_volumes(self) -> bool:
+        """Volumes come first, as with the kubelet: no container starts before all of them are set up."""
+        if self.volumes_ready:
+            self.volumes.refresh()
+            return True
+        if time.monotonic() < self.next_volume_try:
+            return False
+        self.next_volume_try = time.monotonic() + RETRY_START
+        try:
+            self.volumes.prepare()
+        except (volumes.VolumeError, OSError) as exc:
+            for container in self.containers:
+                if container.process is None and not container.done:
+                    self._wait(container, "ContainerCreating", f"MountVolume.SetUp failed: {exc}")
+            return False
+        except Exception as exc:  # an API error: try again on the next tick
+            log.warning("%s: volumes not ready: %s", self.name, exc)
+            return False
+        self.volumes_ready = True
+        for container in self.containers:
+            container.next_start = 0.0 if container.runs == 0 else container.next_start
+        return True
 
     def _pod_with_ip(self) -> dict[str, Any]:
         pod = dict(self.pod)
@@ -206,8 +243,18 @@ class PodWorker(threading.Thread):
             self._wait(container, "CreateContainerError", f'executable "{argv[0]}" not found in PATH {env.get("PATH")}')
             return
         cwd = container.spec.get("workingDir") or str(self.folder)
+        container.plan = None
         try:
-            container.process = ContainerProcess(argv, env, cwd, self.folder / f"{container.name}.log", self.netns)
+            if volumes.needs_mounter(container.spec):
+                container.plan = self.volumes.write_plan(container.spec, env)
+                cwd = str(self.folder)  # the mounter changes to workingDir once the volumes are mounted
+        except (volumes.VolumeError, OSError) as exc:
+            self._wait(container, "CreateContainerConfigError", str(exc))
+            return
+        try:
+            container.process = ContainerProcess(
+                container.command(argv), env, cwd, self.folder / f"{container.name}.log", self.netns
+            )
         except OSError as exc:
             self._wait(container, "RunContainerError", str(exc))
             return
@@ -258,7 +305,7 @@ class PodWorker(threading.Thread):
         timeout = float(probe.get("timeoutSeconds") or 1)
         try:
             if "exec" in probe:
-                argv = in_netns(self.netns, probe["exec"]["command"])
+                argv = in_netns(self.netns, container.command(probe["exec"]["command"]))
                 return probes.run_exec(argv, container.env, str(self.folder), timeout)
             if "httpGet" in probe:
                 get = probe["httpGet"]
@@ -332,7 +379,7 @@ class PodWorker(threading.Thread):
             return
         hook = ((container.spec.get("lifecycle") or {}).get("preStop") or {}).get("exec")
         if hook and process.poll() is None:
-            argv = in_netns(self.netns, hook["command"])
+            argv = in_netns(self.netns, container.command(hook["command"]))
             ok = probes.run_exec(argv, container.env, str(self.folder), max(deadline - time.monotonic(), 0.1))
             log.info("%s: preStop hook of %s %s", self.name, container.name, "succeeded" if ok else "failed")
         code = process.stop(max(deadline - time.monotonic(), MINIMUM_GRACE))
@@ -371,3 +418,4 @@ class PodWorker(threading.Thread):
             self.runtime.hosts.unregister(f"/etc/netns/{self.netns}/hosts")
             self.runtime.network.delete_sandbox(self.sandbox[0])
             self.sandbox = None
+        self.volumes.remove()  # mounts lived in the containers' own mount namespaces: gone with them

@@ -28,6 +28,7 @@ Endpoints = dict[str, list[tuple[str, int]]]
 """Service port name -> ready (IP, port) pairs."""
 
 CONNECT_SECONDS = 3.0
+KUBERNETES: ServiceKey = ("default", "kubernetes")
 
 
 class Forwarder:
@@ -172,14 +173,14 @@ class ServiceTable:
                     self.network.remove_service_address(address)
             else:
                 if key not in self.addresses:
-                    self.addresses[key] = self.network.add_service_address()
+                    self.addresses[key] = self.network.add_service_address(kubernetes=key == KUBERNETES)
                 ports = {
                     p.get("name") or "": int(p["port"])
                     for p in spec.get("ports") or []
                     if p.get("protocol", "TCP") == "TCP"
                 }
                 self.forwarder.serve(key, self.addresses[key], ports)
-                if key == ("default", "kubernetes"):
+                if key == KUBERNETES:
                     self.forwarder.set_endpoints(key, {name: [("127.0.0.1", self.apiserver_port)] for name in ports})
             self.hosts.set_services([names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()])
 
@@ -194,7 +195,7 @@ class ServiceTable:
             else:
                 self.slices[meta["uid"]] = piece
             key = (meta["namespace"], service)
-            if key == ("default", "kubernetes"):
+            if key == KUBERNETES:
                 return
             mine = [
                 s

@@ -15,11 +15,16 @@ import threading
 import time
 import urllib.request
 
+TERMINATING = threading.Event()
+"""Set on SIGTERM. A /slow request is still in flight then by construction, however slowly the
+scale-down reaches the Pod on a loaded machine: it waits for SIGTERM (at most 10 s), then works 2 s."""
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.startswith("/slow"):
             print(f"started {self.path}", flush=True)
+            TERMINATING.wait(10)
             time.sleep(2)
         body = f"{os.environ.get('POD_NAME', '?')} {os.environ.get('POD_IP', '?')}\n".encode()
         self.send_response(200)
@@ -44,6 +49,7 @@ def serve(port: str) -> None:
 
     def on_term(*_: object) -> None:
         print("got SIGTERM", flush=True)
+        TERMINATING.set()
         threading.Thread(target=server.shutdown).start()
 
     signal.signal(signal.SIGTERM, on_term)

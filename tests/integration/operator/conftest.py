@@ -62,9 +62,11 @@ def operator(
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     executable = Path(sys.executable).parent / "jobqueue-operator"
     env = dict(os.environ, KUBECONFIG=local_cluster.kubeconfig, JOBQUEUE_RESYNC_SECONDS="3")
+    command = [str(executable), "--namespace", operator_namespace, "--liveness", f"http://127.0.0.1:{port}/healthz"]
+    command += ["--metrics-port", str(free_port())]  # its own: other operators may run beside it
     with log.open("w") as output:
         process = subprocess.Popen(
-            [str(executable), "--namespace", operator_namespace, "--liveness", f"http://127.0.0.1:{port}/healthz"],
+            command,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

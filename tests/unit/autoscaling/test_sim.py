@@ -8,7 +8,6 @@ from bench.autoscale.policies import Jobqueue, Keda
 from bench.autoscale.report import summarize
 from bench.autoscale.sim import Config, Simulation, View
 from bench.autoscale.trace import TaskSpec
-
 from jobqueue_operator.autoscaling import Policy
 
 
