@@ -26,14 +26,12 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,7 +42,7 @@ import urllib3
 from kubernetes import client, config, watch
 
 from jobqueue_devenv import binaries, cluster, versions
-from jobqueue_devenv.waiting import wait_until
+from jobqueue_devenv.operator_process import host_operator
 from jobqueue_operator import naming
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,35 +170,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def operator_process(kubeconfig: str, namespace: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`jobqueue-operator` watching `namespace`, up and serving its liveness endpoint."""
-    port = free_port()
-    executable = Path(sys.executable).parent / "jobqueue-operator"
-    argv = [str(executable), "--namespace", namespace, "--liveness", f"http://127.0.0.1:{port}/healthz"]
-    argv += ["--metrics-port", str(free_port())]  # its own: other operators may run on this machine
-    with log.open("w") as output:
-        process = subprocess.Popen(argv, env=dict(os.environ, KUBECONFIG=kubeconfig), stdout=output, stderr=output)
-    try:
-        wait_until(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200,
-            timeout=60,
-            what="the operator's liveness endpoint",
-        )
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with host_operator(kubeconfig, namespace, log, timeout=60) as running:
+        yield running.process
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,18 +14,14 @@ import pytest
 from kubernetes import client
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.operator_process import host_operator
+from jobqueue_devenv.processes import free_port
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILE = REPO / "charts" / "jobqueue-operator" / "crds" / "jobqueues.jobqueue.dev.yaml"
 GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -58,34 +51,12 @@ def operator(
     local_cluster: cluster.ClusterState, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
     """`jobqueue-operator` running as a subprocess, watching the module's namespace; yields its log file."""
-    port = free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    executable = Path(sys.executable).parent / "jobqueue-operator"
-    env = dict(os.environ, KUBECONFIG=local_cluster.kubeconfig, JOBQUEUE_RESYNC_SECONDS="3")
-    command = [str(executable), "--namespace", operator_namespace, "--liveness", f"http://127.0.0.1:{port}/healthz"]
-    command += ["--metrics-port", str(free_port())]  # its own: other operators may run beside it
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_until(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200,
-            timeout=30,
-            what="the operator's liveness endpoint",
-        )
+    with host_operator(
+        local_cluster.kubeconfig, operator_namespace, log, env={"JOBQUEUE_RESYNC_SECONDS": "3"}
+    ) as running:
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert process.returncode in (0, -15), log.read_text()[-3000:]
+    assert running.process.returncode in (0, -15), log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
-import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -25,10 +22,11 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, REPO, VERSION, free_port
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -69,31 +67,18 @@ def operator(
     local_cluster: cluster.ClusterState, namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     """`jobqueue-operator` with a 1 s autoscaler tick and its own metrics port, through devenv exec."""
-    health, metrics_port = free_port(), free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    bin_dir = Path(sys.executable).parent
-    env = dict(
-        os.environ,
-        KUBECONFIG=local_cluster.kubeconfig,
-        PYTHONPATH=str(REPO / "devenv"),
-        JOBQUEUE_RESYNC_SECONDS="3",
-    )
-    command = [sys.executable, "-m", "jobqueue_devenv", "--dir", local_cluster.directory, "exec", "--"]
-    command += [str(bin_dir / "jobqueue-operator"), "--namespace", namespace, "--autoscale-seconds", "1"]
-    command += ["--liveness", f"http://127.0.0.1:{health}/healthz", "--metrics-port", str(metrics_port)]
-    with log.open("w") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    running = Operator(metrics_port, log)
-    try:
-        wait_until(lambda: running.samples() is not None, timeout=30, what="the operator's /metrics")
-        yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with host_operator(
+        local_cluster.kubeconfig,
+        namespace,
+        log,
+        cluster_dir=local_cluster.directory,
+        args=["--autoscale-seconds", "1"],
+        env={"JOBQUEUE_RESYNC_SECONDS": "3"},
+    ) as running:
+        operator = Operator(running.metrics_port, log)
+        wait_until(lambda: operator.samples() is not None, timeout=30, what="the operator's /metrics")
+        yield operator
 
 
 def _jobqueue(name: str, autoscaling: dict[str, Any], broker: dict[str, Any] | None = None) -> dict[str, Any]:

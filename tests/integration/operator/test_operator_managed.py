@@ -7,10 +7,6 @@ names, so it reaches `<jq>-redis.<ns>.svc` as it would in a cluster.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +15,9 @@ import pytest
 from kubernetes import client
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
-from tests.integration.operator.conftest import GROUP, PLURAL, REPO, VERSION, condition, free_port
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
 
 pytestmark = pytest.mark.cluster
 
@@ -30,30 +27,16 @@ def hosted_operator(
     local_cluster: cluster.ClusterState, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
     """`jobqueue-operator` on the host, resolving Service names like a Pod; yields its log file."""
-    port = free_port()
     log = tmp_path_factory.mktemp("hosted-operator") / "operator.log"
-    operator = Path(sys.executable).parent / "jobqueue-operator"
-    command = [sys.executable, "-m", "jobqueue_devenv", "--dir", local_cluster.directory, "exec", "--"]
-    command += [str(operator), "--namespace", operator_namespace, "--liveness", f"http://127.0.0.1:{port}/healthz"]
-    command += ["--metrics-port", str(free_port())]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "devenv"), JOBQUEUE_RESYNC_SECONDS="3")
-    with log.open("w") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        wait_until(
-            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200,
-            timeout=30,
-            what="the hosted operator's liveness endpoint",
-        )
+    with host_operator(
+        local_cluster.kubeconfig,
+        operator_namespace,
+        log,
+        cluster_dir=local_cluster.directory,
+        env={"JOBQUEUE_RESYNC_SECONDS": "3"},
+    ) as running:
         yield log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert process.returncode in (0, -15), log.read_text()[-3000:]
+    assert running.process.returncode in (0, -15), log.read_text()[-3000:]
 
 
 SHORT = {"timeLimitSeconds": 10}
