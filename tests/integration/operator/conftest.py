@@ -42,6 +42,8 @@ def operator_namespace(core: client.CoreV1Api, crd: None) -> Iterator[str]:
     """A namespace of this module's own, which the operator process of the module watches."""
     name = f"jqop-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"jobqueue.dev/test": "true"}}})
+    # Pods (managed Redis, workers) are refused until the namespace's default ServiceAccount exists.
+    wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=30, what="default SA")
     yield name
     core.delete_namespace(name)
 

@@ -54,12 +54,9 @@ class Operator:
 
 
 @pytest.fixture(scope="module")
-def namespace(core: client.CoreV1Api, crd: None) -> Iterator[str]:
-    name = f"jqas-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": name, "labels": {"jobqueue.dev/test": "true"}}})
-    wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=30, what="default SA")
-    yield name
-    core.delete_namespace(name)
+def namespace(operator_namespace: str) -> str:
+    """The tests of this module share the namespace their operator watches."""
+    return operator_namespace
 
 
 @pytest.fixture(scope="module")
