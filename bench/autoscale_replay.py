@@ -213,6 +213,15 @@ def wakes(samples: Sequence[Sample]) -> list[float]:
     return [after.at for here, after in itertools.pairwise(samples) if here.pods == 0 < after.pods]
 
 
+def first_tick(measured: Measured, tick_s: float) -> float:
+    """The operator's timer phase against the trace: when, modulo the tick, it first changed the replicas
+    after the first arrival (midway between the two Pod samples around the change); 0 if it never did."""
+    for here, after in itertools.pairwise(measured.samples):
+        if after.at > measured.t0 and after.replicas != here.replicas:
+            return ((here.at + after.at) / 2 - measured.t0) % tick_s
+    return 0.0
+
+
 def startup_delays(measured: Measured) -> list[float]:
     """At each wake from zero: first Pod seen to the first task started after it (the simulator's start-up)."""
     delays = []
@@ -229,6 +238,7 @@ def summarize_measured(measured: Measured) -> dict[str, Any]:
     ready_delays = [at - measured.first_seen[uid] for uid, at in measured.first_ready.items()]
     return {
         "tasks": len(waits),
+        "mean_wait_s": round(statistics.fmean(waits), 2),
         "p50_wait_s": report._quantile(waits, 0.50),
         "p95_wait_s": report._quantile(waits, 0.95),
         "p99_wait_s": report._quantile(waits, 0.99),
@@ -245,23 +255,30 @@ def summarize_measured(measured: Measured) -> dict[str, Any]:
     }
 
 
-def simulate(tasks: Sequence[trace.TaskSpec], settings: Settings, startup_s: float) -> dict[str, Any]:
-    """`jobqueue-backlog` in the simulator with the replay's settings and the measured start-up delay."""
-    sim_config = Config(concurrency=settings.concurrency, max_replicas=settings.max_replicas, startup_s=startup_s)
+def simulate(
+    tasks: Sequence[trace.TaskSpec], settings: Settings, startup_s: float, first_tick_s: float = 0.0
+) -> dict[str, Any]:
+    """`jobqueue-backlog` in the simulator with the replay's settings, the measured start-up delay and the
+    measured timer phase (asked every 0.1 s, so the phase is kept to a tenth of a second)."""
+    sim_config = Config(
+        concurrency=settings.concurrency, max_replicas=settings.max_replicas, startup_s=startup_s, tick_s=0.1
+    )
     knobs = policies.Knobs(
         stabilization_s=settings.stabilization_s,
         idle_before_zero_s=settings.idle_before_zero_s,
         operator_tick_s=settings.operator_tick_s,
+        operator_first_tick_s=round(first_tick_s, 1),
     )
     controller = policies.build("jobqueue-backlog", tasks, sim_config, knobs)
     return report.summarize("jobqueue-backlog", Simulation(tasks, controller, sim_config).run(), knobs.slo_wait_s)
 
 
-COMPARED = ("worker_s", "p50_wait_s", "p95_wait_s")
+COMPARED = ("worker_s", "mean_wait_s", "p50_wait_s", "p95_wait_s")
 
 
 def compare(measured: dict[str, Any], simulated: dict[str, Any]) -> dict[str, Any]:
-    """Measured / simulated per compared number, and whether it is within 25 %."""
+    """Measured / simulated per compared number, and whether it is within 25 % (a median wait near 0 s rarely
+    is: a tenth of a second of network and bookkeeping is already more than 25 % of it)."""
     rows = {}
     for key in COMPARED:
         real, predicted = float(measured[key]), float(simulated[key])
@@ -293,11 +310,13 @@ def run(
     measured = replay(app, kube, namespace, jobqueue, tasks, run_id)
     real = summarize_measured(measured)
     startup = statistics.median(real["startup_s"]) if real["startup_s"] else Config().startup_s
-    simulated = simulate(tasks, settings, startup)
+    phase = first_tick(measured, settings.operator_tick_s)
+    simulated = simulate(tasks, settings, startup, phase)
     record = {
         "trace": str(TRACE.relative_to(REPO)),
         "settings": asdict(settings),
         "simulated_startup_s": round(startup, 2),
+        "simulated_first_tick_s": round(phase, 1),
         "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "cpus": os.cpu_count(),
         "measured": real,

@@ -31,6 +31,7 @@ def summarize(name: str, result: Result, slo_wait_s: float) -> dict[str, Any]:
     return {
         "policy": name,
         "tasks": len(result.tasks),
+        "mean_wait_s": round(sum(waits) / len(waits), 2) if waits else 0.0,
         "p50_wait_s": _quantile(waits, 0.50),
         "p95_wait_s": _quantile(waits, 0.95),
         "p99_wait_s": _quantile(waits, 0.99),

@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from jobqueue_devenv import cluster
-from jobqueue_devenv.nodeagent import memory
+from jobqueue_devenv.nodeagent import cleanup, memory, network
 from jobqueue_devenv.waiting import wait_until
 
 # In a folder of its own: the script's folder comes first on sys.path, and tests/integration has an
@@ -343,3 +343,31 @@ def test_a_pod_whose_executable_is_missing_waits_with_a_reason(core: client.Core
         timeout=30,
         what="the agent still runs other pods",
     )
+
+
+def link_mac(interface: str, netns: str | None = None) -> str:
+    where = ["-n", netns] if netns else []
+    done = subprocess.run(["ip", *where, "-o", "link", "show", interface], capture_output=True, text=True, check=True)
+    return done.stdout.split("link/ether ")[1].split()[0]
+
+
+def test_pods_coming_and_going_change_no_mac_address_another_pod_has_cached(
+    apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str, local_cluster: cluster.ClusterState
+) -> None:
+    """A Linux bridge takes the lowest MAC of its ports unless one is set: every Pod added or removed then
+    moved the gateway and all Service addresses under the other Pods' ARP caches (connections to Redis
+    timed out for half a minute). The bridge and every Pod address have fixed MACs instead."""
+    block = network.Block.load(Path(local_cluster.directory) / cleanup.AGENT_FOLDER)
+    assert block is not None
+    assert link_mac(block.bridge) == block.mac(1)
+
+    apps.create_namespaced_deployment(namespace, deployment("web", 2, web_spec(namespace)))
+    pods = wait_until(lambda: ready_pods(core, namespace, "app=web", 2), timeout=30, what="2 ready web pods")
+    for pod in pods:
+        host = int(pod.status.pod_ip.rsplit(".", 1)[1])
+        assert link_mac("eth0", block.netns(host)) == block.mac(host)
+    assert link_mac(block.bridge) == block.mac(1), "adding Pods left the bridge's MAC alone"
+
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 0}})
+    wait_until(lambda: not core.list_namespaced_pod(namespace).items, timeout=30, what="no pods")
+    assert link_mac(block.bridge) == block.mac(1), "removing Pods left the bridge's MAC alone"

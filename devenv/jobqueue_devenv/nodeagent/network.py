@@ -6,6 +6,11 @@ Each cluster claims one block 10.213.N.0/24 (N from 0 to 63) by creating the bri
 other end is a port of the bridge); Service addresses are .128 to .254, added to the bridge as /32,
 so the agent's forwarder can listen on them and both the host and every Pod reach them. All traffic
 stays on this machine: between the host and network namespaces this code created.
+
+MAC addresses are fixed by address (`Block.mac`): a Linux bridge otherwise takes the lowest MAC of its
+ports, so adding or removing a Pod changed the gateway's and every Service address's MAC under the
+other Pods' ARP caches, and their connections timed out for up to a minute; and a Pod IP handed out
+again gets the MAC it had before, so nobody's cached entry for it goes stale either.
 """
 
 from __future__ import annotations
@@ -79,6 +84,10 @@ class Block:
     def host_veth(self, host: int) -> str:
         return f"jq{self.index}v{host}"
 
+    def mac(self, host: int) -> str:
+        """The MAC of address `host` (1: the bridge): locally administered, one per address of every block."""
+        return f"02:6a:71:00:{self.index:02x}:{host:02x}"
+
     def owns_netns(self, name: str) -> bool:
         prefix = f"jq{self.index}p"
         return name.startswith(prefix) and name[len(prefix) :].isdigit()
@@ -110,7 +119,7 @@ def claim_block(directory: Path) -> Block:
         if current is not None:
             remove_block(block)
         try:
-            _ip("link", "add", block.bridge, "type", "bridge")
+            _ip("link", "add", block.bridge, "address", block.mac(1), "type", "bridge")
         except NetworkError:
             continue  # taken a moment ago by another cluster
         _ip(
@@ -182,7 +191,8 @@ class PodNetwork:
             _ip(
                 "-n",
                 netns,
-                batch=f"link set lo up\naddr add {ip}/24 dev eth0\nlink set eth0 up\n"
+                batch=f"link set lo up\nlink set eth0 address {self.block.mac(host)}\n"
+                f"addr add {ip}/24 dev eth0\nlink set eth0 up\n"
                 f"route add default via {self.block.gateway}\n",
             )
         except NetworkError:
