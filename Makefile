@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 DEVENV := PYTHONPATH=devenv $(PY) -m jobqueue_devenv
 PYTEST_ARGS ?=
 
-.PHONY: help deps system-deps python-deps binaries cluster-up cluster-down cluster-status \
+.PHONY: help deps system-deps python-deps binaries test-tools cluster-up cluster-down cluster-status \
         lint unit test demo bench constraints clean manifests logs
 
 help: ## list the targets
@@ -17,7 +17,7 @@ help: ## list the targets
 demo: deps binaries ## the main job: a local cluster, shown, then torn down
 	@$(DEVENV) demo
 
-test: deps binaries lint ## install everything, then run the whole test suite
+test: deps binaries test-tools lint ## install everything, then run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: python-deps ## only the fast tests that need no cluster
@@ -74,6 +74,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 binaries: python-deps ## build (once, then cached) etcd, kube-apiserver & co., kubectl and helm
 	@$(DEVENV) binaries
+
+test-tools: python-deps ## build (once, then cached) what only the tests run: prometheus and promtool
+	@$(DEVENV) binaries --tools
 
 constraints: ## re-pin constraints.txt to the newest versions pyproject.toml allows
 	rm -rf $(VENV).pins && $(PYTHON) -m venv $(VENV).pins

@@ -34,8 +34,8 @@ def exports(state: cluster.ClusterState) -> str:
     return f'export PATH="{path}"\nexport KUBECONFIG={state.kubeconfig}'
 
 
-def cmd_binaries(_: argparse.Namespace) -> None:
-    found = binaries.ensure()
+def cmd_binaries(args: argparse.Namespace) -> None:
+    found = binaries.ensure(tools=args.tools)
     _say(f"binaries ready: {', '.join(str(d) for d in found.bin_dirs)}")
 
 
@@ -124,13 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, handler, text in (
-        ("binaries", cmd_binaries, "build (or find) etcd, the control plane, kubectl and helm"),
         ("up", cmd_up, "start the local cluster, or reuse the running one"),
         ("down", cmd_down, "stop the local cluster and delete its folder"),
         ("status", cmd_status, "say whether the local cluster is running"),
         ("demo", cmd_demo, "a throw-away cluster running the operator and a burst of tasks, shown live"),
     ):
         commands.add_parser(name, help=text).set_defaults(func=handler)
+    build = commands.add_parser("binaries", help="build (or find) etcd, the control plane, kubectl and helm")
+    build.add_argument("--tools", action="store_true", help="also the tests' tools: prometheus and promtool")
+    build.set_defaults(func=cmd_binaries)
     run = commands.add_parser("exec", help="run a host command that resolves Service names like a Pod")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     run.set_defaults(func=cmd_exec)

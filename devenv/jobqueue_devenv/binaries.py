@@ -97,6 +97,27 @@ HELM: Final = GoBuild(
     expected_minutes="2-4",
 )
 ALL_BUILDS: Final = (ETCD, KUBERNETES, HELM)
+"""What the local cluster runs: `make binaries`, `make cluster-up`, `make demo`."""
+
+
+def prometheus_release(module_version: str) -> str:
+    """The release a Prometheus module version is: v0.309.1 -> 3.9.1."""
+    minor, patch = module_version.removeprefix("v0.").split(".")
+    return f"{int(minor) // 100}.{int(minor) % 100}.{patch}"
+
+
+PROMETHEUS: Final = GoBuild(
+    name="prometheus",
+    version=versions.PROMETHEUS_VERSION,
+    module="github.com/prometheus/prometheus",
+    packages=("github.com/prometheus/prometheus/cmd/prometheus", "github.com/prometheus/prometheus/cmd/promtool"),
+    binaries=("prometheus", "promtool"),
+    ldflags=(f"-X github.com/prometheus/common/version.Version={prometheus_release(versions.PROMETHEUS_VERSION)}",),
+    expected_minutes="4-8",
+)
+TOOL_BUILDS: Final = (PROMETHEUS,)
+"""What only the tests run (a real Prometheus for the metric source, the alert rules and the dashboards):
+`make test-tools`, part of `make test`."""
 
 ENVTEST_VARIABLE: Final = "KUBEBUILDER_ASSETS"
 
@@ -139,9 +160,20 @@ def locate(binary: str, build: GoBuild) -> Path | None:
     return None
 
 
-def missing_builds() -> list[GoBuild]:
+def missing_builds(builds: Sequence[GoBuild] = ALL_BUILDS) -> list[GoBuild]:
     """The builds at least one of whose binaries is neither in KUBEBUILDER_ASSETS nor cached."""
-    return [build for build in ALL_BUILDS if any(locate(b, build) is None for b in build.binaries)]
+    return [build for build in builds if any(locate(b, build) is None for b in build.binaries)]
+
+
+def tool(binary: str) -> Path:
+    """The path of a test tool (`prometheus`, `promtool`); raises DevenvError naming what to run if missing."""
+    for build in TOOL_BUILDS:
+        if binary in build.binaries:
+            found = locate(binary, build)
+            if found is None:
+                raise DevenvError(f"{binary} {build.version} is not built yet", "run `make test-tools` first")
+            return found
+    raise ValueError(f"{binary} is not a test tool")
 
 
 def find() -> Binaries:
@@ -166,9 +198,10 @@ def find() -> Binaries:
     )
 
 
-def ensure() -> Binaries:
-    """Build whatever is missing, then return the paths of all binaries."""
-    missing = missing_builds()
+def ensure(tools: bool = False) -> Binaries:
+    """Build whatever of the cluster's binaries (and with `tools`, the tests' tools) is missing, then
+    return the paths of the cluster's binaries."""
+    missing = missing_builds(ALL_BUILDS + TOOL_BUILDS if tools else ALL_BUILDS)
     if missing:
         go = check_go_toolchain()
         for build in missing:

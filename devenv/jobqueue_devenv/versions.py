@@ -15,5 +15,10 @@ ETCD_VERSION: Final = "v3.6.16"
 HELM_VERSION: Final = "v3.22.0"
 """helm (from helm.sh/helm/v3)."""
 
+PROMETHEUS_VERSION: Final = "v0.309.1"
+"""prometheus and promtool 3.9.1 (from github.com/prometheus/prometheus, whose module versions are
+v0.3XX.Y for release 3.XX.Y), for the tests only. Newer releases need github.com/pb33f/go-yaml, which the
+Go module proxy does not serve."""
+
 MIN_GO_VERSION: Final = (1, 26)
 """The oldest Go toolchain whose `go` directive accepts all three modules above."""

@@ -100,6 +100,14 @@ class Broker(Model):
         return self
 
 
+class PrometheusSource(Model):
+    """A PromQL query whose value is the queue's count of waiting tasks (instead of the broker's lists)."""
+
+    server_address: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    query: str = Field(min_length=1, max_length=4096)
+    timeout_seconds: int = Field(default=5, ge=1, le=60)
+
+
 class Autoscaling(Model):
     enabled: bool = True
     min_replicas: int = Field(default=0, ge=0, le=1000)
@@ -108,6 +116,7 @@ class Autoscaling(Model):
     target_wait_seconds: int | None = Field(default=None, ge=1, le=86400)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=86400)
     idle_seconds_before_zero: int = Field(default=300, ge=0, le=86400)
+    prometheus: PrometheusSource | None = None
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Autoscaling:

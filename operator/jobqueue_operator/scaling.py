@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
 import time
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any, Final
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from jobqueue_operator import autoscaling, broker, kube, naming, rates, status
+from jobqueue_operator import autoscaling, broker, kube, naming, promquery, rates, status
 from jobqueue_operator.build.common import broker_url_ref
 from jobqueue_operator.build.workers import METRICS_PORT, priority_steps
 from jobqueue_operator.metrics import OperatorMetrics, QueueSeries
@@ -45,6 +46,8 @@ class QueueMemory:
     history: autoscaling.History = field(default_factory=autoscaling.History)
     window: rates.Window = field(default_factory=rates.Window)
     last_scale_time: str | None = None
+    query_error: str | None = None
+    """The Prometheus source's last failure, so its Warning is posted once per spell, not every tick."""
 
 
 @dataclass
@@ -87,12 +90,22 @@ def policy_for(queue: Queue, is_paused: bool) -> autoscaling.Policy:
 
 
 def observation(
-    counts: broker.QueueCounts | None, error: str | None, replicas: int, seen: rates.Rates
+    counts: broker.QueueCounts | None,
+    error: str | None,
+    replicas: int,
+    seen: rates.Rates,
+    waiting: float | str | None = None,
 ) -> autoscaling.Observation:
+    """The autoscaler's input for one queue. `waiting` is the Prometheus source's answer when the queue has
+    one: its value (rounded up) replaces the broker's waiting count, its error string holds the replicas.
+    In-flight tasks always come from the broker, so without the broker there is no observation either."""
+    if isinstance(waiting, str):
+        return autoscaling.Observation(0, 0, replicas, error=waiting)
     if counts is None:
         return autoscaling.Observation(0, 0, replicas, error=error or "the queue was not read")
+    ready = counts.ready if waiting is None else math.ceil(waiting)
     return autoscaling.Observation(
-        counts.ready, counts.in_flight, replicas, seen.arrival_rate, seen.mean_service_seconds, seen.service_scv
+        ready, counts.in_flight, replicas, seen.arrival_rate, seen.mean_service_seconds, seen.service_scv
     )
 
 
@@ -147,6 +160,26 @@ def _measure(
     except (broker.BrokerError, kube.KubeError) as exc:
         memory.url = None  # read the Secret again next time: it may have been the cause
         return {}, str(exc)
+
+
+def _query(queue: Queue, remembered: QueueMemory, outcome: TickOutcome) -> float | str | None:
+    """The queue's Prometheus source: its value, the reason it gave none, or None without a source. A new
+    failure is posted as a Warning once; it is logged on every tick it lasts."""
+    source = queue.autoscaling.prometheus if queue.autoscaling is not None else None
+    if source is None:
+        remembered.query_error = None
+        return None
+    try:
+        value = promquery.instant_query(source.server_address, source.query, source.timeout_seconds)
+    except promquery.QueryError as exc:
+        message = f"queue {queue.name}: Prometheus query failed, holding replicas: {exc}"
+        if remembered.query_error != str(exc):
+            outcome.events.append(Event("Warning", "MetricQueryFailed", message))
+        remembered.query_error = str(exc)
+        logger.info("%s", message)
+        return str(exc)
+    remembered.query_error = None
+    return value
 
 
 def _scrape_busy(pod: Mapping[str, Any], concurrency: int) -> int:
@@ -220,7 +253,8 @@ def tick(
         desired, current, ready = _replicas(deployments.get(queue.name))
         if queue.autoscaled and queue.name in deployments:
             policy = policy_for(queue, is_paused)
-            observed = observation(seen, error, desired, rates.estimate(remembered.window))
+            waiting = _query(queue, remembered, outcome)
+            observed = observation(seen, error, desired, rates.estimate(remembered.window), waiting)
             decision = autoscaling.decide(observed, policy, remembered.history, now)
             remembered.history = decision.history
             if decision.replicas != desired:

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from jobqueue_devenv import binaries, cluster, pki, versions
+from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.processes import ProcessRecord
 from jobqueue_devenv.waiting import TimedOut, wait_until
 
@@ -97,6 +98,21 @@ def test_kubebuilder_assets_are_preferred_over_the_cache(tmp_path: Path, monkeyp
     assert binaries.locate("kube-apiserver", binaries.KUBERNETES) == apiserver
     assert binaries.locate("kube-scheduler", binaries.KUBERNETES) is None
     assert binaries.KUBERNETES in binaries.missing_builds()
+
+
+@pytest.mark.parametrize(("module", "release"), [("v0.309.1", "3.9.1"), ("v0.310.0", "3.10.0"), ("v0.400.2", "4.0.2")])
+def test_a_prometheus_module_version_names_its_release(module: str, release: str) -> None:
+    assert binaries.prometheus_release(module) == release
+
+
+def test_a_missing_test_tool_names_the_make_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KUBEBUILDER_ASSETS", raising=False)
+    with pytest.raises(DevenvError, match="promtool") as raised:
+        binaries.tool("promtool")
+    assert "make test-tools" in raised.value.remedy
+    assert binaries.PROMETHEUS in binaries.missing_builds(binaries.TOOL_BUILDS)
+    assert binaries.PROMETHEUS not in binaries.missing_builds()  # the cluster does not need it
 
 
 def test_missing_go_toolchain_is_a_one_line_error(tmp_path: Path) -> None:

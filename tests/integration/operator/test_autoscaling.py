@@ -1,5 +1,6 @@
 """The autoscaler end to end: the operator as a real process, the local cluster, the managed Redis Pod,
-and worker Pods that run `jobqueue-worker` for real under the node agent.
+and worker Pods that run `jobqueue-worker` for real under the node agent; for the Prometheus metric
+source, a real Prometheus server scraping a gauge this process serves.
 
 The operator runs through `python -m jobqueue_devenv exec`, so it reaches `<jq>-redis.<ns>.svc` like a
 Pod would; the test sends tasks straight to the Redis Pod's IP with `jobqueue_worker.producer`.
@@ -19,10 +20,12 @@ import pytest
 import yaml
 from celery import Celery
 from kubernetes import client
+from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.operator_process import host_operator
+from jobqueue_devenv.prometheus_process import RunningPrometheus, running_prometheus
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
@@ -248,3 +251,75 @@ def test_broker_down_holds_and_reports_broker_up_zero(
     wait_until(lambda: operator.value("jobqueue_workers", **labels) is None, timeout=30, what="series gone")
     assert operator.value("jobqueue_broker_up", **labels) is None
     assert operator.value("jobqueue_workers", namespace=namespace, jobqueue="scale") is not None
+
+
+@pytest.fixture(scope="module")
+def pending_jobs() -> Iterator[tuple[Gauge, str]]:
+    """A gauge a real Prometheus scrapes from this process: what a user's own backlog metric would be."""
+    registry = CollectorRegistry()
+    gauge = Gauge("test_pending_jobs", "Jobs waiting, as some exporter reports them", registry=registry)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    yield gauge, f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    pending_jobs: tuple[Gauge, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningPrometheus]:
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), [pending_jobs[1]]) as running:
+        wait_until(lambda: running.query("test_pending_jobs")["data"]["result"], timeout=30, what="a first scrape")
+        yield running
+
+
+def test_a_prometheus_query_scales_the_queue_and_a_failing_query_holds_with_a_warning(
+    operator: Operator,
+    namespace: str,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    kubectl: Kubectl,
+    prometheus: RunningPrometheus,
+    pending_jobs: tuple[Gauge, str],
+) -> None:
+    gauge, _ = pending_jobs
+    gauge.set(0)
+    source = {"serverAddress": prometheus.url, "query": "sum(test_pending_jobs)", "timeoutSeconds": 2}
+    autoscaling = {
+        "minReplicas": 0,
+        "maxReplicas": 4,
+        "scaleDownStabilizationSeconds": 0,
+        "idleSecondsBeforeZero": 2,
+        "prometheus": source,
+    }
+    _apply(kubectl, namespace, _jobqueue("promq", autoscaling))
+    labels = {"namespace": namespace, "jobqueue": "promq"}
+    wait_until(lambda: operator.value("jobqueue_broker_up", **labels) == 1, timeout=90, what="broker_up 1")
+
+    # Nothing is in the broker's lists: only the query can ask for these workers (1 task per worker).
+    gauge.set(3)
+    wait_until(lambda: _replicas(apps, namespace, "promq-work-worker") == 3, timeout=30, what="3 workers")
+    assert any(r == "ScaledUp" and "0 -> 3" in m for r, m in _events(core, namespace, "promq"))
+    gauge.set(2)  # scaled down promptly: the window is 0 s and the query shows 2 still waiting
+    wait_until(lambda: _replicas(apps, namespace, "promq-work-worker") == 2, timeout=30, what="2 workers")
+
+    # A query that finds no series is not zero: the replicas hold, and the reason is posted once.
+    held = {**labels, "queue": "work", "reason": "MetricsUnavailable"}
+    start = operator.value("jobqueue_scaling_decisions_total", **held) or 0
+    missing = {**autoscaling, "prometheus": {**source, "query": "sum(test_no_such_metric)"}}
+    _apply(kubectl, namespace, _jobqueue("promq", missing))
+    wait_until(
+        lambda: (operator.value("jobqueue_scaling_decisions_total", **held) or 0) >= start + 3,
+        timeout=30,
+        what="three held ticks",
+    )
+    assert _replicas(apps, namespace, "promq-work-worker") == 2
+    warnings = [m for r, m in _events(core, namespace, "promq") if r == "MetricQueryFailed"]
+    assert len(warnings) == 1, warnings
+    assert "no series" in warnings[0]
+
+    # Fixed, and the gauge at 0: down to zero after the idle period.
+    gauge.set(0)
+    _apply(kubectl, namespace, _jobqueue("promq", autoscaling))
+    wait_until(lambda: _replicas(apps, namespace, "promq-work-worker") == 0, timeout=60, what="back to 0")
+    kubectl("delete", "-n", namespace, "jq/promq", "--wait=true")

@@ -64,6 +64,21 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.queues[0].autoscaling.minReplicas",
     ),
     ("replicas-and-autoscaling", _queue(replicas=2, autoscaling={}), "spec.queues[0].replicas"),
+    (
+        "prometheus-without-scheme",
+        _queue(autoscaling={"prometheus": {"serverAddress": "prometheus:9090", "query": "up"}}),
+        "spec.queues[0].autoscaling.prometheus.serverAddress: Invalid value",
+    ),
+    (
+        "prometheus-without-query",
+        _queue(autoscaling={"prometheus": {"serverAddress": "http://prometheus:9090"}}),
+        "spec.queues[0].autoscaling.prometheus.query: Required value",
+    ),
+    (
+        "prometheus-empty-query",
+        _queue(autoscaling={"prometheus": {"serverAddress": "http://prometheus:9090", "query": ""}}),
+        "spec.queues[0].autoscaling.prometheus.query: Invalid value",
+    ),
     ("bad-memory-quantity", _queue(resources={"limits": {"memory": "lots"}}), "spec.queues[0].resources.limits.memory"),
     ("bad-max-memory", _queue(maxMemoryPerChild="1 GB"), "spec.queues[0].maxMemoryPerChild"),
     ("max-memory-threads", _queue(pool="threads", maxMemoryPerChild="100Mi"), "spec.queues[0].maxMemoryPerChild"),

@@ -65,6 +65,24 @@ def test_a_read_queue_carries_counts_and_rates() -> None:
     assert observed == autoscaling.Observation(5, 2, 1, 0.5, 2.0, 0.3)
 
 
+def test_a_prometheus_value_replaces_the_waiting_count_rounded_up_and_keeps_in_flight_from_the_broker() -> None:
+    counts = broker.QueueCounts(ready=5, in_flight=2)
+    observed = scaling.observation(counts, None, 1, rates.Rates(0.5, 2.0, 0.3), waiting=6.2)
+    assert observed == autoscaling.Observation(7, 2, 1, 0.5, 2.0, 0.3)
+
+
+def test_a_failed_prometheus_query_holds_even_when_the_broker_was_read() -> None:
+    observed = scaling.observation(broker.QueueCounts(0, 0), None, 3, rates.Rates(None, None), waiting="no series")
+    decision = autoscaling.decide(observed, autoscaling.Policy(), autoscaling.History(), 0.0)
+    assert (decision.replicas, decision.reason) == (3, autoscaling.Reason.METRICS_UNAVAILABLE)
+    assert "no series" in decision.message
+
+
+def test_a_prometheus_value_without_the_broker_holds_too() -> None:
+    observed = scaling.observation(None, "redis down", 2, rates.Rates(None, None), waiting=0.0)
+    assert observed.error == "redis down"
+
+
 def test_busy_slots_sum_the_active_tasks_gauge() -> None:
     text = (
         "# TYPE jobqueue_worker_active_tasks gauge\n"
