@@ -46,7 +46,7 @@ from jobqueue_operator import naming
 from jobqueue_worker import producer
 
 REPO = Path(__file__).resolve().parent.parent
-TRACE = REPO / "bench" / "traces" / "replay-short.csv"
+TRACE = REPO / "bench" / "traces" / "replay" / "short.csv"  # a folder of its own: not one of the suite's traces
 RESULT = REPO / "bench" / "results" / "autoscale_replay.json"
 QUEUE = "work"
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobqueue_devenv.processes import free_port
+from jobqueue_devenv.processes import free_port, terminate
 from jobqueue_devenv.waiting import wait_until
 
 DEVENV_DIR = Path(__file__).resolve().parent.parent
@@ -66,9 +66,4 @@ def host_operator(
         )
         yield HostOperator(process, log, health, metrics)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)

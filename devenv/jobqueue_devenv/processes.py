@@ -103,6 +103,16 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def terminate(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """End a child started with Popen: SIGTERM, wait up to `grace` seconds, then SIGKILL."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _reap(pid: int) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError):

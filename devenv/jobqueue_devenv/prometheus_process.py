@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jobqueue_devenv import binaries
-from jobqueue_devenv.processes import free_port, log_tail
+from jobqueue_devenv.processes import free_port, log_tail, terminate
 from jobqueue_devenv.waiting import wait_until
 
 
@@ -77,9 +77,4 @@ def running_prometheus(
             raise RuntimeError(f"prometheus exited with {process.returncode}: {log_tail(log)}")
         yield RunningPrometheus(url, process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)

@@ -109,9 +109,11 @@ def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _report(body, outcome, client, memo)
 
 
-@kopf.timer(*RESOURCE, interval=AUTOSCALE_SECONDS, initial_delay=AUTOSCALE_SECONDS)
+@kopf.timer(*RESOURCE, interval=AUTOSCALE_SECONDS, initial_delay=AUTOSCALE_SECONDS, sharp=True)
 def autoscale(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Measure every queue, export the metrics, scale the autoscaled ones; see scaling.py."""
+    """Measure every queue, export the metrics, scale the autoscaled ones; see scaling.py. Sharp: a tick
+    starts every AUTOSCALE_SECONDS whatever the last one took, so the cadence does not drift by the tick's
+    own duration (the simulator's model, and what `--autoscale-seconds` promises)."""
     client, registry, memory = _client(memo), _metrics(memo), _memory(memo)
     with registry.tick_seconds.time():
         outcome = scaling.tick(client, body, memory, registry, _now())

@@ -88,16 +88,23 @@ class RedisServer:
             stop_group(self.proc)
             self.proc = None
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, directory: Path) -> Iterator[RedisServer]:
+        """A started server, stopped when the block ends."""
+        server = cls(directory)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The Redis all worker tests share; each test uses its own queue names."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with RedisServer.running(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

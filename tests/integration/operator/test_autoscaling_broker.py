@@ -25,12 +25,8 @@ STEPS = (0, 3, 6, 9)
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
+    with RedisServer.running(tmp_path_factory.mktemp("redis")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _start_worker(directory: Path, server: RedisServer, queue: str) -> WorkerProcess:
