@@ -41,6 +41,7 @@ from bench.autoscale import policies, report, trace
 from bench.autoscale.sim import Config, Simulation
 from bench.autoscale.traces import exponential, poisson
 from jobqueue_devenv import demo
+from jobqueue_devenv.deployer import Deployer, namespace_for
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from jobqueue_worker import producer
@@ -336,9 +337,8 @@ def main(argv: list[str] | None = None) -> None:
         trace.save(args.trace, short_trace())
         print(f"wrote {args.trace}")
         return
-    # The e2e suite's own way of running the product: the chart, the operator, a namespace it watches.
+    # The e2e suite's way of running the product: the chart, the operator, a namespace it watches.
     from jobqueue_devenv import cluster
-    from tests.e2e.conftest import SESSION, Deployer, namespace_for
 
     state = cluster.ClusterState.load(Path(os.environ["KUBECONFIG"]).parent)
     if state is None:
@@ -346,10 +346,11 @@ def main(argv: list[str] | None = None) -> None:
     kube = demo.Kube.for_cluster(state)
     settings = Settings()
     tasks = trace.load(args.trace)
-    log = Path(f"/tmp/autoscale-replay-{SESSION}.log")
+    session = uuid.uuid4().hex[:6]
+    log = Path(f"/tmp/autoscale-replay-{session}.log")
     with (
-        demo.operator(kube, [f"e2e-{SESSION}-*"], log, f"jqreplay-{SESSION}", f"jqreplay-{SESSION}"),
-        namespace_for(kube, "replay") as namespace,
+        demo.operator(kube, [f"replay-{session}-*"], log, f"jqreplay-{session}", f"jqreplay-{session}"),
+        namespace_for(kube, f"replay-{session}", "bench") as namespace,
     ):
         deployer = Deployer(kube, namespace)
         try:
