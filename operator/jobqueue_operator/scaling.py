@@ -94,14 +94,13 @@ def observation(
     error: str | None,
     replicas: int,
     seen: rates.Rates,
-    waiting: float | str | None = None,
+    waiting: float | None = None,
 ) -> autoscaling.Observation:
-    """The autoscaler's input for one queue. `waiting` is the Prometheus source's answer when the queue has
-    one: its value (rounded up) replaces the broker's waiting count, its error string holds the replicas.
-    In-flight tasks always come from the broker, so without the broker there is no observation either."""
-    if isinstance(waiting, str):
-        return autoscaling.Observation(0, 0, replicas, error=waiting)
-    if counts is None:
+    """The autoscaler's input for one queue; `error` (the broker's or the Prometheus source's) holds the
+    replicas. `waiting` is the Prometheus source's value when the queue has one: rounded up, it replaces the
+    broker's waiting count. In-flight tasks always come from the broker, so without it there is no
+    observation either."""
+    if error is not None or counts is None:
         return autoscaling.Observation(0, 0, replicas, error=error or "the queue was not read")
     ready = counts.ready if waiting is None else math.ceil(waiting)
     return autoscaling.Observation(
@@ -162,13 +161,13 @@ def _measure(
         return {}, str(exc)
 
 
-def _query(queue: Queue, remembered: QueueMemory, outcome: TickOutcome) -> float | str | None:
-    """The queue's Prometheus source: its value, the reason it gave none, or None without a source. A new
-    failure is posted as a Warning once; it is logged on every tick it lasts."""
+def _query(queue: Queue, remembered: QueueMemory, outcome: TickOutcome) -> tuple[float | None, str | None]:
+    """The queue's Prometheus source as (value, error): (None, None) without a source. A new failure is
+    posted as a Warning once; it is logged on every tick it lasts."""
     source = queue.autoscaling.prometheus if queue.autoscaling is not None else None
     if source is None:
         remembered.query_error = None
-        return None
+        return None, None
     try:
         value = promquery.instant_query(source.server_address, source.query, source.timeout_seconds)
     except promquery.QueryError as exc:
@@ -177,9 +176,9 @@ def _query(queue: Queue, remembered: QueueMemory, outcome: TickOutcome) -> float
             outcome.events.append(Event("Warning", "MetricQueryFailed", message))
         remembered.query_error = str(exc)
         logger.info("%s", message)
-        return str(exc)
+        return None, str(exc)
     remembered.query_error = None
-    return value
+    return value, None
 
 
 def _scrape_busy(pod: Mapping[str, Any], concurrency: int) -> int:
@@ -253,8 +252,8 @@ def tick(
         desired, current, ready = _replicas(deployments.get(queue.name))
         if queue.autoscaled and queue.name in deployments:
             policy = policy_for(queue, is_paused)
-            waiting = _query(queue, remembered, outcome)
-            observed = observation(seen, error, desired, rates.estimate(remembered.window), waiting)
+            waiting, query_error = _query(queue, remembered, outcome)
+            observed = observation(seen, query_error or error, desired, rates.estimate(remembered.window), waiting)
             decision = autoscaling.decide(observed, policy, remembered.history, now)
             remembered.history = decision.history
             if decision.replicas != desired:

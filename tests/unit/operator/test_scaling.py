@@ -72,7 +72,7 @@ def test_a_prometheus_value_replaces_the_waiting_count_rounded_up_and_keeps_in_f
 
 
 def test_a_failed_prometheus_query_holds_even_when_the_broker_was_read() -> None:
-    observed = scaling.observation(broker.QueueCounts(0, 0), None, 3, rates.Rates(None, None), waiting="no series")
+    observed = scaling.observation(broker.QueueCounts(0, 0), "no series", 3, rates.Rates(None, None))
     decision = autoscaling.decide(observed, autoscaling.Policy(), autoscaling.History(), 0.0)
     assert (decision.replicas, decision.reason) == (3, autoscaling.Reason.METRICS_UNAVAILABLE)
     assert "no series" in decision.message
