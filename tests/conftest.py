@@ -8,7 +8,6 @@ started, the tests use it and leave it running; otherwise the session starts its
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 from kubernetes import client, config
 
 from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv.deployer import slug
 from jobqueue_devenv.waiting import wait_until
 
 
@@ -63,14 +63,10 @@ def apps(api_client: client.ApiClient) -> client.AppsV1Api:
     return client.AppsV1Api(api_client)
 
 
-def _slug(text: str, limit: int) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
-
-
 @pytest.fixture
 def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, with its default ServiceAccount in place; deleted afterwards."""
-    name = f"t-{_slug(request.node.name, 40)}-{uuid.uuid4().hex[:6]}"
+    name = f"t-{slug(request.node.name, 40)}-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"jobqueue.dev/test": "true"}}})
     # Pods are refused until the controller-manager has created the namespace's default ServiceAccount.
     wait_until(

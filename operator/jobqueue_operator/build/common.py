@@ -14,6 +14,19 @@ def metadata(jq: JobQueue, name: str, component: str, queue: str | None = None) 
     return {"name": name, "namespace": jq.namespace, "labels": naming.labels(jq, component, queue)}
 
 
+def service(jq: JobQueue, name: str, component: str, port_name: str, port: int) -> Manifest:
+    """A ClusterIP Service in front of one component's Pods, on the container port named `port_name`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(jq, name, component),
+        "spec": {
+            "selector": naming.selector_labels(jq, component),
+            "ports": [{"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}],
+        },
+    }
+
+
 def broker_url_ref(jq: JobQueue) -> tuple[str, str]:
     """(Secret name, key) of the broker URL: the managed broker's Secret or the user's."""
     external = jq.spec.broker.external

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from jobqueue_operator import naming
+from jobqueue_operator.build import common
 from jobqueue_operator.build.common import RESTRICTED_CONTAINER, Manifest, broker_url_ref, metadata, secret_env
 from jobqueue_operator.models import JobQueue
 
@@ -41,12 +42,4 @@ def deployment(jq: JobQueue) -> Manifest:
 
 
 def service(jq: JobQueue) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(jq, naming.flower(jq.name), naming.FLOWER),
-        "spec": {
-            "selector": naming.selector_labels(jq, naming.FLOWER),
-            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    return common.service(jq, naming.flower(jq.name), naming.FLOWER, "http", PORT)

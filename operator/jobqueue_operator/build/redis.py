@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from jobqueue_operator import naming
+from jobqueue_operator.build import common
 from jobqueue_operator.build.common import RESTRICTED_CONTAINER, Manifest, metadata, resources, secret_env
 from jobqueue_operator.models import JobQueue, ManagedBroker
 
@@ -119,12 +120,4 @@ def statefulset(jq: JobQueue) -> Manifest:
 
 
 def service(jq: JobQueue) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(jq, naming.redis(jq.name), naming.BROKER),
-        "spec": {
-            "selector": naming.selector_labels(jq, naming.BROKER),
-            "ports": [{"name": "redis", "port": PORT, "targetPort": "redis", "protocol": "TCP"}],
-        },
-    }
+    return common.service(jq, naming.redis(jq.name), naming.BROKER, "redis", PORT)
