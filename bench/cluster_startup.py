@@ -10,16 +10,13 @@ Usage: python bench/cluster_startup.py [RUNS]
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from jobqueue_devenv import binaries, cluster, versions
+from jobqueue_devenv import bench_results, binaries, cluster, versions
 
 RESULTS = Path(__file__).parent / "results" / "cluster_startup.json"
 TARGET_SECONDS = 20.0
@@ -53,23 +50,17 @@ def main() -> None:
     worst = summary["ready (total)"]["max"]
     verdict = "within" if worst <= TARGET_SECONDS else "OVER"
     print(f"\nworst time to ready: {worst:.2f}s ({verdict} the {TARGET_SECONDS:g}s target)")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "cluster_startup",
-                "kubernetes": versions.K8S_VERSION,
-                "etcd": versions.ETCD_VERSION,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "target_seconds": TARGET_SECONDS,
-                "runs": samples,
-                "summary": summary,
-            },
-            indent=2,
-        )
-        + "\n"
+    bench_results.write(
+        RESULTS,
+        {
+            "benchmark": "cluster_startup",
+            "kubernetes": versions.K8S_VERSION,
+            "etcd": versions.ETCD_VERSION,
+            "target_seconds": TARGET_SECONDS,
+            "runs": samples,
+            "summary": summary,
+        },
     )
-    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ Usage: python bench/operator_reconcile.py [--runs 20] [--many 100] [--rounds 1]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,7 +39,7 @@ from typing import Any
 import urllib3
 from kubernetes import client, config, watch
 
-from jobqueue_devenv import binaries, cluster, versions
+from jobqueue_devenv import bench_results, binaries, cluster, versions
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_operator import naming
 
@@ -306,22 +304,17 @@ def main() -> None:
             finally:
                 cluster.down(Path(tmp) / "cluster")
     report(rounds)
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "operator_reconcile",
-                "kubernetes": versions.K8S_VERSION,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "shared": True},
-                "targets": TARGETS,
-                "resync_seconds": RESYNC_SECONDS,
-                "rounds": rounds,
-            },
-            indent=2,
-        )
-        + "\n"
+    bench_results.write(
+        RESULTS,
+        {
+            "benchmark": "operator_reconcile",
+            "kubernetes": versions.K8S_VERSION,
+            "machine": {"shared": True},
+            "targets": TARGETS,
+            "resync_seconds": RESYNC_SECONDS,
+            "rounds": rounds,
+        },
     )
-    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from prometheus_client import generate_latest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator")]
 
+from jobqueue_devenv import bench_results  # noqa: E402
 from jobqueue_operator import metrics, scaling  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "operator_tick.json"
@@ -164,14 +165,12 @@ def main() -> None:
         "scrape_bytes": len(exported),
         "kubernetes_api": "stubbed: one Deployment list per JobQueue per tick, one scale call per change",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    bench_results.write(RESULTS, result)
     print(f"whole autoscaler tick, {queues} queues ({args.jobqueues} JobQueues x {args.queues}), real Redis:")
     median, p95 = result["tick_all_queues_median_s"], result["tick_all_queues_p95_s"]
     print(f"  all queues: median {median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms")
     print(f"  one JobQueue of {args.queues}: median {result['tick_one_jobqueue_median_s'] * 1000:.2f} ms")
     print(f"  /metrics scrape: {scrape_seconds * 1000:.1f} ms, {len(exported)} bytes")
-    print(f"  -> {RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ Usage: python bench/pod_startup.py [RUNS]
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from jobqueue_devenv import binaries, cluster, versions
+from jobqueue_devenv import bench_results, binaries, cluster, versions
 from jobqueue_devenv.waiting import wait_until
 
 RESULTS = Path(__file__).parent / "results" / "pod_startup.json"
@@ -99,22 +97,16 @@ def main() -> None:
     worst = summary["bound -> Ready"]["max"]
     verdict = "within" if worst < TARGET_SECONDS else "OVER"
     print(f"\nworst bound -> Ready: {worst:.3f}s ({verdict} the {TARGET_SECONDS:g}s target)")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "pod_startup",
-                "kubernetes": versions.K8S_VERSION,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "target_seconds": TARGET_SECONDS,
-                "runs": samples,
-                "summary": summary,
-            },
-            indent=2,
-        )
-        + "\n"
+    bench_results.write(
+        RESULTS,
+        {
+            "benchmark": "pod_startup",
+            "kubernetes": versions.K8S_VERSION,
+            "target_seconds": TARGET_SECONDS,
+            "runs": samples,
+            "summary": summary,
+        },
     )
-    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

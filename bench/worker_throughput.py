@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -161,27 +160,23 @@ def report(rates: dict[str, list[float]], tasks: int, rounds: int) -> None:
         print(f"{name:<28} {statistics.median(rates[key]):>15.1f} {', '.join(f'{r:.1f}' for r in rates[key]):>30}")
     verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
     print(f"ours / plain = {ratio:.1%} ({verdict} the {TARGET_RATIO:.0%} target)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "worker_throughput",
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                "settings": {"concurrency": CONCURRENCY, "pool": "prefork", "prefetch_multiplier": 1, "task": "noop"},
-                "tasks_per_round": tasks,
-                "rounds": rounds,
-                "tasks_per_second": {"ours": rates["ours"], "plain": rates["plain"]},
-                "median_tasks_per_second": {"ours": round(ours, 1), "plain": round(plain, 1)},
-                "ratio": round(ratio, 3),
-                "target_ratio": TARGET_RATIO,
-                "meets_target": ratio >= TARGET_RATIO,
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-            indent=2,
-        )
-        + "\n"
+    from jobqueue_devenv import bench_results  # not at the top: the plain worker's Pod imports this module
+
+    bench_results.write(
+        RESULTS,
+        {
+            "benchmark": "worker_throughput",
+            "settings": {"concurrency": CONCURRENCY, "pool": "prefork", "prefetch_multiplier": 1, "task": "noop"},
+            "tasks_per_round": tasks,
+            "rounds": rounds,
+            "tasks_per_second": {"ours": rates["ours"], "plain": rates["plain"]},
+            "median_tasks_per_second": {"ours": round(ours, 1), "plain": round(plain, 1)},
+            "ratio": round(ratio, 3),
+            "target_ratio": TARGET_RATIO,
+            "meets_target": ratio >= TARGET_RATIO,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
     )
-    print(f"written to {RESULTS}")
 
 
 if __name__ == "__main__":
