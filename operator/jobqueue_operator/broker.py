@@ -38,6 +38,10 @@ class BrokerError(Exception):
     """The broker URL is malformed or the broker does not answer; the message never holds a password."""
 
 
+class BrokerAuthError(BrokerError):
+    """The broker answers but refuses the credentials (wrong password or user): fix the Secret, not the network."""
+
+
 def _where(url: str) -> str:
     """The URL without credentials, for messages."""
     parts = urlsplit(url)
@@ -67,10 +71,22 @@ def ping(url: str, timeout: float = TIMEOUT_SECONDS) -> None:
     connection = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         connection.ping()
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
+    except redis.ResponseError as exc:
+        if _is_auth_refusal(exc):
+            raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
+        raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
     except redis.RedisError as exc:
         raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
     finally:
         connection.close()
+
+
+def _is_auth_refusal(exc: redis.ResponseError) -> bool:
+    """NOAUTH (a password is needed), WRONGPASS (RESP3/ACL) or a refused AUTH, by Redis' error codes."""
+    text = str(exc).upper()
+    return text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "INVALID PASSWORD" in text
 
 
 @dataclass(frozen=True, slots=True)
