@@ -42,12 +42,16 @@ class Runtime:
         memory = self._reconciles.setdefault(key, reconcile.Memory())
         with self.metrics.reconcile_seconds.time():
             outcome = reconcile.reconcile(self.client, body, memory, _now(), time.monotonic())
+        self.controller.read_by(key, outcome.references)
         return None if outcome.converged else reconcile.retry_after(memory)
 
     def _tick(self, key: controller.Key, body: Mapping[str, Any]) -> float | None:
         memory = self._ticks.setdefault(key, scaling.Memory())
+        was_up = memory.broker_up
         with self.metrics.tick_seconds.time():
             scaling.tick(self.client, body, memory, self.metrics)
+        if was_up is not None and memory.broker_up != was_up:  # the broker came or went: BrokerReady follows now
+            self.controller.poke(key, "reconcile", 0.0)
         return None
 
     def _forget(self, key: controller.Key) -> None:

@@ -30,6 +30,8 @@ class Outcome:
     status: JobQueueStatus
     events: list[Event]
     converged: bool
+    references: frozenset[tuple[str, str]] = frozenset()
+    """("Secret" or "ConfigMap", name) the JobQueue's Pods read."""
 
 
 def _password_secret(client: kube.KubeApi, plan: Plan) -> list[Event]:
@@ -51,6 +53,14 @@ def _take_replicas(client: kube.KubeApi, plan: Plan) -> list[status.Problem]:
     return problems
 
 
+def _changed(before: kube.Manifest, after: kube.Manifest) -> bool:
+    """Whether an apply changed what a child does: its spec (or, without one, anything). Not its metadata:
+    handing `replicas` over to the autoscaler changes only who owns a field, and the applied-hash with it."""
+    if "spec" in before or "spec" in after:
+        return bool(before.get("spec") != after.get("spec"))
+    return bool(before["metadata"]["resourceVersion"] != after["metadata"]["resourceVersion"])
+
+
 def _apply(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.Problem]]:
     done, problems = [], []
     for manifest, result in zip(plan.apply, client.apply_many(plan.apply), strict=True):
@@ -61,7 +71,7 @@ def _apply(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.P
         before = plan.existing.get(key)
         if before is None:
             done.append(Event("Normal", Reason.CREATED, f"Created {key[0]} {key[1]}"))
-        elif before["metadata"]["resourceVersion"] != result["metadata"]["resourceVersion"]:
+        elif _changed(before, result):
             done.append(Event("Normal", Reason.UPDATED, f"Updated {key[0]} {key[1]}"))
     return done, problems
 
@@ -93,7 +103,7 @@ def carry_out(client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock:
         client.post_event(plan.body, event.type, event.reason, event.message)
     converged = plan.converged and not problems
     memory.failures = 0 if converged else memory.failures + 1
-    return Outcome(computed, posted, converged)
+    return Outcome(computed, posted, converged, plan.references)
 
 
 def retry_after(memory: Memory, first: float = 2.0, limit: float = 30.0) -> float:
