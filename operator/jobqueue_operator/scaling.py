@@ -23,16 +23,16 @@ from pydantic import ValidationError
 
 from jobqueue_operator import autoscaling, broker, kube, naming, promquery, rates, status
 from jobqueue_operator.build.common import broker_url_ref
-from jobqueue_operator.build.workers import METRICS_PORT, priority_steps
 from jobqueue_operator.metrics import OperatorMetrics, QueueSeries
 from jobqueue_operator.models import JobQueue, JobQueueStatus, Queue
 from jobqueue_operator.reconcile import Event
+from jobqueue_worker.contract import ACTIVE_TASKS_METRIC, METRICS_PORT, priority_steps
 
 PAUSE_ANNOTATION: Final = "jobqueue.dev/autoscaling-paused"
 URL_REFRESH_SECONDS: Final = 60.0
 """How long the broker URL read from its Secret is reused before it is read again."""
 SCRAPE_TIMEOUT_SECONDS: Final = 1.0
-BUSY_METRIC: Final = "jobqueue_worker_active_tasks"
+BUSY_METRIC: Final = ACTIVE_TASKS_METRIC
 HELD: Final = frozenset(
     {autoscaling.Reason.PAUSED, autoscaling.Reason.METRICS_UNAVAILABLE, autoscaling.Reason.STABILIZING}
 )
