@@ -48,13 +48,12 @@ class Alert:
         }
         if self.labels_in_scope:
             annotations["dashboard_url"] = links.dashboard_path(self.dashboard, self.labels_in_scope)
-        return {
-            "alert": self.name,
-            "expr": self.expr,
-            "for": self.for_,
-            "labels": {"severity": self.severity, **self.extra},
-            "annotations": annotations,
-        }
+        rule: dict[str, Any] = {"alert": self.name, "expr": self.expr}
+        if self.for_ != "0m":
+            rule["for"] = self.for_
+        rule["labels"] = {"severity": self.severity, **self.extra}
+        rule["annotations"] = annotations
+        return rule
 
 
 def _by(labels: tuple[str, ...]) -> str:

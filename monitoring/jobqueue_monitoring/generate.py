@@ -12,9 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-import yaml
-
-from jobqueue_monitoring import alerts, runbooks
+from jobqueue_monitoring import alerts, runbooks, yaml_text
 from jobqueue_monitoring.dashboards import DASHBOARDS
 from jobqueue_monitoring.dashboards.common import to_json
 
@@ -29,21 +27,8 @@ RULES_HEADER: Final = (
 )
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (the expressions) as `|` blocks, as a person writes a rule file."""
-
-
-def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_BlockDumper.add_representer(str, _string)
-
-
 def rules_text() -> str:
-    body = yaml.dump(alerts.rule_groups(), Dumper=_BlockDumper, sort_keys=False, width=1000)
-    return RULES_HEADER + body
+    return RULES_HEADER + yaml_text.dump(alerts.rule_groups())
 
 
 def outputs() -> dict[Path, str]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import yaml
-
+from jobqueue_monitoring import yaml_text
 from jobqueue_monitoring.alerts import Alert
 
 HEADER = "<!-- Generated from monitoring/jobqueue_monitoring/alerts.py by `make monitoring`: edit that file. -->"
@@ -15,7 +14,8 @@ def render(alert: Alert) -> str:
         HEADER,
         f"# {alert.name}",
         "",
-        f"**Severity:** {alert.severity}. **Fires after:** {alert.for_} of the condition below.",
+        f"**Severity:** {alert.severity}. **Fires:** "
+        + ("as soon as the condition below holds." if alert.for_ == "0m" else f"after {alert.for_} of the condition below."),
         "",
         alert.summary,
         "",
@@ -26,7 +26,7 @@ def render(alert: Alert) -> str:
         "## The rule",
         "",
         "```yaml",
-        yaml.safe_dump({k: rule[k] for k in ("alert", "expr", "for", "labels")}, sort_keys=False, width=200).rstrip(),
+        yaml_text.dump({k: rule[k] for k in ("alert", "expr", "for", "labels") if k in rule}).rstrip(),
         "```",
         "",
         "## How to confirm",
