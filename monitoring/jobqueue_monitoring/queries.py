@@ -69,13 +69,13 @@ def all_queries() -> list[Query]:
     return dashboard_queries() + alert_queries()
 
 
-def expand(expr: str, namespace: str, jobqueue: str, rate_interval: str = "20s") -> str:
-    """`expr` with the dashboard variables replaced as Grafana does for one namespace and JobQueue, every
-    queue (All = `.*`) and the given $__rate_interval."""
+def expand(expr: str, namespace: str, jobqueue: str, rate_interval: str = "20s", queue: str = ".*") -> str:
+    """`expr` with the dashboard variables replaced as Grafana does for one namespace and JobQueue, the
+    queue (default All, `.*`) and the given $__rate_interval."""
     values = {
         "$namespace": namespace,
         "$jobqueue": jobqueue,
-        "$queue": ".*",
+        "$queue": queue,
         "$__rate_interval": rate_interval,
         "$__interval": "2s",
     }

@@ -16,7 +16,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -82,6 +82,8 @@ class Live:
     """Wall-clock time just before the burst was sent."""
     ended: float = 0.0
     """Wall-clock time once the burst queue was back at zero workers (and scraped so)."""
+    worker_pods: set[str] = field(default_factory=set)
+    """Worker Pods seen Ready while the burst ran."""
 
     @property
     def namespace(self) -> str:
@@ -125,6 +127,15 @@ def _value(prometheus: RunningPrometheus, expression: str) -> float:
     return float(result[0]["value"][1])
 
 
+def _ready_worker_pods(live: Live) -> set[str]:
+    pods = live.kube.get("pods", "-n", live.namespace, "-l", "app.kubernetes.io/component=worker")["items"]
+    return {
+        pod["metadata"]["name"]
+        for pod in pods
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
+    }
+
+
 def burst(live: Live) -> None:
     """Wake the burst queue from zero with a priority burst and a few failing tasks, plus steady work, then
     wait until it drained and scaled back to zero, as Prometheus sees it."""
@@ -142,12 +153,11 @@ def burst(live: Live) -> None:
                   kwargs={"seconds": TASK_SECONDS})  # fmt: skip
     producer.send(jq.app, BURST_QUEUE, "fail", FAILING_TASKS, run_id=run)
     producer.send(jq.app, STEADY_QUEUE, "sleep", STEADY_TASKS, run_id=run, kwargs={"seconds": 0.2})
-    wait_until(
-        lambda: producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS,
-        timeout=180,
-        what="the burst done",
-        interval=1,
-    )
+    def done() -> bool:
+        live.worker_pods |= _ready_worker_pods(live)
+        return producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS
+
+    wait_until(done, timeout=180, what="the burst done", interval=1)
     wait_until(
         lambda: _has_series(prometheus, f'jobqueue_worker_tasks_total{{{where}, state="failed"}}'),
         timeout=30,

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import kopf
 
-from jobqueue_operator import kube, metrics, models, reconcile, scaling, status
+from jobqueue_operator import kube, metrics, models, naming, reconcile, scaling, status
 
 RESYNC_SECONDS: Final = float(os.environ.get("JOBQUEUE_RESYNC_SECONDS", "30"))
 """How often every JobQueue is reconciled again, to pick up child status and heal drift."""
@@ -75,7 +75,19 @@ def _memory(memo: kopf.Memo) -> scaling.Memory:
     return memory
 
 
+def _export(body: kopf.Body, computed: models.JobQueueStatus, memo: kopf.Memo) -> None:
+    """The spec's per-queue targets and the status conditions, as series the alert rules compare against."""
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    registry = _metrics(memo)
+    registry.set_conditions(namespace, name, {c.type: c.status for c in computed.conditions})
+    try:
+        registry.set_spec(namespace, name, models.JobQueueSpec.model_validate(body.get("spec") or {}))
+    except ValueError:
+        pass  # the reconciler reports the invalid spec
+
+
 def _report(body: kopf.Body, outcome: reconcile.Outcome, client: kube.Kube, memo: kopf.Memo) -> None:
+    _export(body, outcome.status, memo)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     # With the autoscaler's last view of the queues, so this write does not undo the tick's.
@@ -107,6 +119,19 @@ def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ready_changed = _ready(body.get("status") or {}) != _ready(outcome.status.to_body())
     outcome.events = [e for e in outcome.events if e.type == "Normal" or ready_changed]
     _report(body, outcome, client, memo)
+    _count_worker_restarts(body, client, memo)
+
+
+def _count_worker_restarts(body: kopf.Body, client: kube.Kube, memo: kopf.Memo) -> None:
+    """Worker container restarts and OOM kills, from the worker Pods' status (metrics.py counts them)."""
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    selector = f"{naming.children_selector(name)},{naming.COMPONENT_LABEL}={naming.WORKER}"
+    try:
+        pods = client.pods(namespace, selector)
+    except kube.KubeError as exc:
+        logger.info("JobQueue %s/%s: worker Pods not read for restart counts: %s", namespace, name, exc)
+        return
+    _metrics(memo).observe_worker_pods(namespace, name, pods)
 
 
 @kopf.timer(*RESOURCE, interval=AUTOSCALE_SECONDS, initial_delay=AUTOSCALE_SECONDS, sharp=True)

@@ -184,7 +184,10 @@ class Kube:
 
     def pods(self, namespace: str, selector: str) -> list[Manifest]:
         """Pods matching a label selector, as the API server returns them (camelCase)."""
-        listed = client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=selector)
+        try:
+            listed = client.CoreV1Api(self.api).list_namespaced_pod(namespace, label_selector=selector)
+        except ApiException as exc:
+            raise KubeError(f"Pods {selector}: {_reason(exc)}") from None
         return [self.api.sanitize_for_serialization(item) for item in listed.items]
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:

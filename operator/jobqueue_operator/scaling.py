@@ -267,7 +267,8 @@ def tick(
         age = None if seen is None or seen.oldest_sent_at is None else max(wall - seen.oldest_sent_at, 0.0)
         ready_tasks = None if seen is None else seen.ready
         in_flight = None if seen is None else seen.in_flight
-        series[queue.name] = QueueSeries(ready_tasks, in_flight, age, desired, current, ready)
+        by_priority = () if seen is None else seen.ready_by_step
+        series[queue.name] = QueueSeries(ready_tasks, in_flight, age, desired, current, ready, by_priority)
         backlog[queue.name] = status.QueueBacklog(
             ready_tasks, in_flight, age, remembered.last_scale_time, (desired, current, ready)
         )

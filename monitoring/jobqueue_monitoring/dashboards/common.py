@@ -25,6 +25,14 @@ RATE: Final = "$__rate_interval"
 TAGS: Final = ["jobqueue", "celery"]
 
 
+def increments(selector: str, window: str, by: str) -> str:
+    """Increments of a counter per `by` over `window`, counting a series that first appeared in the window
+    too (its first value is its increment: `increase` alone needs two samples and misses it)."""
+    return (
+        f"sum by ({by}) (\n  increase({selector}[{window}])\n  or\n  ({selector} unless {selector} offset {window})\n)"
+    )
+
+
 def _variable(name: str, label: str, query: str, description: str) -> dashboard.QueryVariable:
     return (
         dashboard.QueryVariable(name)

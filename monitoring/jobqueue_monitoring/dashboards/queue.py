@@ -8,7 +8,7 @@ from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.models import dashboard as models
 
 from jobqueue_monitoring import links
-from jobqueue_monitoring.dashboards.common import DATASOURCE, RATE, SELECTOR, base, series, timeline
+from jobqueue_monitoring.dashboards.common import DATASOURCE, RATE, SELECTOR, base, increments, series, timeline
 
 TITLE = "JobQueue / Queue"
 BY = "namespace, jobqueue, queue"
@@ -32,8 +32,8 @@ def build() -> dashboard.Dashboard:
         .enable(True)
         .icon_color("orange")
         .expr(
-            f"sum by (queue, direction, reason) (increase(jobqueue_scaling_decisions_total"
-            f'{{{SELECTOR}, direction!="none"}}[1m])) > 0'
+            increments(f'jobqueue_scaling_decisions_total{{{SELECTOR}, direction!="none"}}', "1m", "queue, direction, reason")
+            + " > 0"
         )
     )
     board = (
@@ -126,8 +126,7 @@ def build() -> dashboard.Dashboard:
                 "reason (Backlog, Latency, WakeFromZero, IdleToZero, Stabilizing, MetricsUnavailable, ...).",
                 [
                     (
-                        f"sum by (queue, direction, reason) (increase(jobqueue_scaling_decisions_total{{{SELECTOR}}}"
-                        f"[{RATE}]))",
+                        increments(f"jobqueue_scaling_decisions_total{{{SELECTOR}}}", RATE, "queue, direction, reason"),
                         "{{queue}} {{direction}} {{reason}}",
                     )
                 ],

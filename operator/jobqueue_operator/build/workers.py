@@ -22,6 +22,12 @@ from jobqueue_operator.models import JobQueue, Queue, parse_quantity
 
 METRICS_PORT: Final = 9808
 DEFAULT_VISIBILITY_TIMEOUT: Final = 3600
+SCRAPE_ANNOTATIONS: Final = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""For a Prometheus that discovers Pods by annotation (the chart's PodMonitor selects them by label)."""
 GRACE_BEYOND_TIME_LIMIT: Final = 30
 GRACE_WITHOUT_TIME_LIMIT: Final = 300
 MEMORY_SHARE_OF_CHILDREN: Final = Decimal("0.8")
@@ -140,7 +146,7 @@ def deployment(jq: JobQueue, queue: Queue, current_replicas: int | None = None) 
             "replicas": replicas(queue, current_replicas),
             "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
             "template": {
-                "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name)},
+                "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name), "annotations": dict(SCRAPE_ANNOTATIONS)},
                 "spec": {
                     **placement(jq),
                     "containers": [container],
