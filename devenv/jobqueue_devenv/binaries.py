@@ -183,7 +183,8 @@ def missing_builds(builds: Sequence[GoBuild] = ALL_BUILDS) -> list[GoBuild]:
 
 
 def tool(binary: str) -> Path:
-    """The path of a test tool (`prometheus`, `promtool`, `pint`, `helm-docs`); raises DevenvError naming what to run if missing."""
+    """The path of a test tool (`prometheus`, `promtool`, `pint`, `helm-docs`); raises DevenvError naming
+    what to run if missing."""
     for build in TOOL_BUILDS:
         if binary in build.binaries:
             found = locate(binary, build)

@@ -139,7 +139,11 @@ def pod_monitor(monitor: Manifest, kubeconfig: str) -> list[dict[str, Any]]:
             {"action": "replace", "source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"},
             {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "(Failed|Succeeded)"},
             *_selector("pod", monitor["spec"]["selector"]),
-            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": re.escape(port)},
+            {
+                "action": "keep",
+                "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                "regex": re.escape(port),
+            },
             _replace("__meta_kubernetes_namespace", "namespace"),
             _replace("__meta_kubernetes_pod_container_name", "container"),
             _replace("__meta_kubernetes_pod_name", "pod"),

@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     namespaced(status)
     status.add_argument("--events", type=int, default=8, help="recent Events to show (default 8)")
 
-    send = commands.add_parser("send", parents=[connection], help="send tasks to a queue through the JobQueue's broker, to try it out")
+    send = commands.add_parser(
+        "send", parents=[connection], help="send tasks to a queue through the JobQueue's broker, to try it out"
+    )
     send.add_argument("name")
     send.add_argument("queue")
     send.add_argument("task", help="a task name the workers know, e.g. jobqueue_worker.tasks.sleep")

@@ -59,7 +59,9 @@ class Cluster:
     def jobqueues(self, namespace: str | None) -> list[Body]:
         api = client.CustomObjectsApi(self.api)
         if namespace is None:
-            listed = self._call("JobQueues", api.list_cluster_custom_object, models.GROUP, models.VERSION, models.PLURAL)
+            listed = self._call(
+                "JobQueues", api.list_cluster_custom_object, models.GROUP, models.VERSION, models.PLURAL
+            )
         else:
             listed = self._call(
                 f"JobQueues in {namespace}",
@@ -80,7 +82,9 @@ class Cluster:
         return items[-limit:] if limit > 0 else []
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
-        secret = self._call(f"Secret {namespace}/{name}", client.CoreV1Api(self.api).read_namespaced_secret, name, namespace)
+        secret = self._call(
+            f"Secret {namespace}/{name}", client.CoreV1Api(self.api).read_namespaced_secret, name, namespace
+        )
         data = secret.data or {}
         if key not in data:
             raise PluginError(f"Secret {namespace}/{name} has no key {key}")

@@ -67,7 +67,11 @@ def status(body: Body, events: Sequence[Body], now: float) -> str:
     ready = _condition(body, "Ready")
     lines = [
         f"JobQueue {meta['namespace']}/{meta['name']}: Ready={ready.get('status', 'Unknown')}"
-        + (f" ({ready['reason']}: {ready.get('message', '')})" if ready.get("status") != "True" and ready.get("reason") else ""),
+        + (
+            f" ({ready['reason']}: {ready.get('message', '')})"
+            if ready.get("status") != "True" and ready.get("reason")
+            else ""
+        ),
         f"broker: {'external' if (spec.get('broker') or {}).get('external') else 'managed Redis'}, "
         f"backlog {_count(current.get('backlog'))}, workers {current.get('workers') or '?'}",
         "",

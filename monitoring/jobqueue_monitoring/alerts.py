@@ -69,7 +69,7 @@ STATUS = "kubectl jobqueue status <jobqueue> -n <namespace>"
 ALERTS: Final = [
     Alert(
         name="JobQueueBacklogHigh",
-        expr=f"max by ({Q}) (jobqueue_queue_depth{{state=\"ready\"}})\n"
+        expr=f'max by ({Q}) (jobqueue_queue_depth{{state="ready"}})\n'
         f"  > on ({Q})\n"
         f"max by ({Q}) (jobqueue_queue_backlog_alert_threshold)",
         for_="15m",
@@ -82,8 +82,8 @@ ALERTS: Final = [
         "limit, the workers may be slow or failing, or producers may send more than usual.",
         confirm=[
             STATUS,
-            f"max by ({Q}) (jobqueue_queue_depth{{state=\"ready\"}})",
-            f"max by ({Q}) (jobqueue_workers{{kind=\"desired\"}})",
+            f'max by ({Q}) (jobqueue_queue_depth{{state="ready"}})',
+            f'max by ({Q}) (jobqueue_workers{{kind="desired"}})',
         ],
         actions=[
             "If the workers are at `autoscaling.maxReplicas` (JobQueueAtMaxReplicasBacklogGrowing fires too), "
@@ -110,8 +110,7 @@ ALERTS: Final = [
         confirm=[
             STATUS,
             f"max by ({Q}) (jobqueue_queue_oldest_task_age_seconds)",
-            "histogram_quantile(0.99, sum by (le, queue) "
-            "(rate(jobqueue_worker_task_queue_wait_seconds_bucket[10m])))",
+            "histogram_quantile(0.99, sum by (le, queue) (rate(jobqueue_worker_task_queue_wait_seconds_bucket[10m])))",
         ],
         actions=[
             "Check whether the autoscaler holds (JobQueueAutoscalerMetricsUnavailable) or is at its maximum "
@@ -124,11 +123,11 @@ ALERTS: Final = [
     ),
     Alert(
         name="JobQueueAtMaxReplicasBacklogGrowing",
-        expr=f"(\n  max by ({Q}) (jobqueue_workers{{kind=\"desired\"}})\n"
+        expr=f'(\n  max by ({Q}) (jobqueue_workers{{kind="desired"}})\n'
         f"    >= on ({Q})\n"
         f"  max by ({Q}) (jobqueue_autoscaling_max_replicas)\n)\n"
         f"and on ({Q})\n"
-        f"(max by ({Q}) (deriv(jobqueue_queue_depth{{state=\"ready\"}}[15m])) > 0)",
+        f'(max by ({Q}) (deriv(jobqueue_queue_depth{{state="ready"}}[15m])) > 0)',
         for_="15m",
         severity="warning",
         summary="A queue runs at its maxReplicas and its backlog keeps growing.",
@@ -138,8 +137,8 @@ ALERTS: Final = [
         "tasks keep growing: the queue cannot catch up on its own.",
         confirm=[
             STATUS,
-            f"max by ({Q}) (jobqueue_workers{{kind=\"desired\"}})",
-            f"max by ({Q}) (deriv(jobqueue_queue_depth{{state=\"ready\"}}[15m]))",
+            f'max by ({Q}) (jobqueue_workers{{kind="desired"}})',
+            f'max by ({Q}) (deriv(jobqueue_queue_depth{{state="ready"}}[15m]))',
         ],
         actions=[
             "Raise `autoscaling.maxReplicas` (and check the namespace's ResourceQuota and the cluster's "
@@ -149,9 +148,9 @@ ALERTS: Final = [
     ),
     Alert(
         name="JobQueueTaskFailureRatioHigh",
-        expr=f"sum by ({Q}) (rate(jobqueue_worker_tasks_total{{state=\"failed\"}}[10m]))\n"
+        expr=f'sum by ({Q}) (rate(jobqueue_worker_tasks_total{{state="failed"}}[10m]))\n'
         "/\n"
-        f"sum by ({Q}) (rate(jobqueue_worker_tasks_total{{state=~\"succeeded|failed\"}}[10m]))\n"
+        f'sum by ({Q}) (rate(jobqueue_worker_tasks_total{{state=~"succeeded|failed"}}[10m]))\n'
         "> 0.05",
         for_="10m",
         severity="warning",
@@ -161,7 +160,7 @@ ALERTS: Final = [
         meaning="Over 5% of the task attempts that finished in the last 10 minutes raised an exception, hit "
         "their hard time limit or lost their worker process. Retries are not counted as failures.",
         confirm=[
-            f"sum by ({Q}, task) (rate(jobqueue_worker_tasks_total{{state=\"failed\"}}[10m]))",
+            f'sum by ({Q}, task) (rate(jobqueue_worker_tasks_total{{state="failed"}}[10m]))',
             "kubectl logs -n <namespace> -l jobqueue.dev/queue=<queue> --tail=200 | grep -i -B2 -A20 traceback",
         ],
         actions=[
@@ -206,7 +205,7 @@ ALERTS: Final = [
         summary="The jobqueue-operator has not been scraped for 10 minutes.",
         description="No jobqueue-operator target has been up for 10 minutes: JobQueues are not reconciled "
         "and their workers are not autoscaled.",
-        meaning=f"Prometheus has no healthy target with `job=\"{OPERATOR_JOB}\"`. Either the operator is not "
+        meaning=f'Prometheus has no healthy target with `job="{OPERATOR_JOB}"`. Either the operator is not '
         "running, or Prometheus cannot scrape it. Without it, queues do not scale (a queue at zero workers "
         "stays at zero while tasks pile up) and spec changes are not applied.",
         confirm=[
@@ -224,7 +223,7 @@ ALERTS: Final = [
     ),
     Alert(
         name="JobQueueAutoscalerMetricsUnavailable",
-        expr=f"sum by ({Q}) (rate(jobqueue_scaling_decisions_total{{reason=\"MetricsUnavailable\"}}[5m])) > 0\n"
+        expr=f'sum by ({Q}) (rate(jobqueue_scaling_decisions_total{{reason="MetricsUnavailable"}}[5m])) > 0\n'
         f"unless on ({J})\n"
         f"(max by ({J}) (jobqueue_broker_up) == 0)",
         for_="10m",
@@ -237,7 +236,7 @@ ALERTS: Final = [
         "(JobQueueBrokerDown); this one is about the rest, mostly a Prometheus source that fails.",
         confirm=[
             "kubectl get events -n <namespace> --field-selector reason=MetricQueryFailed",
-            f"sum by ({Q}) (rate(jobqueue_scaling_decisions_total{{reason=\"MetricsUnavailable\"}}[5m]))",
+            f'sum by ({Q}) (rate(jobqueue_scaling_decisions_total{{reason="MetricsUnavailable"}}[5m]))',
         ],
         actions=[
             "Run the queue's `autoscaling.prometheus.query` against its `serverAddress` yourself: a syntax "
@@ -364,7 +363,7 @@ ALERTS: Final = [
         "waiting tasks themselves can be evicted.",
         confirm=[
             f"max by ({J}) (jobqueue_broker_used_memory_bytes)",
-            f"max by ({J}) (jobqueue_queue_depth{{state=\"ready\"}})",
+            f'max by ({J}) (jobqueue_queue_depth{{state="ready"}})',
         ],
         actions=[
             "A large backlog is the usual cause: scale the workers (JobQueueBacklogHigh).",

@@ -1,7 +1,7 @@
 """Write (or check) every generated monitoring file: the chart's dashboards and rule file, the runbooks.
 
-    python -m jobqueue_monitoring           # regenerate (make monitoring)
-    python -m jobqueue_monitoring --check   # exit 1 and name the files that differ (the tests run this)
+python -m jobqueue_monitoring           # regenerate (make monitoring)
+python -m jobqueue_monitoring --check   # exit 1 and name the files that differ (the tests run this)
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from typing import Any, Final
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter
 
-from jobqueue_monitoring import links, queries, scenario  # noqa: E402
+from jobqueue_monitoring import links, queries, scenario
 
 OUT: Final = Path(__file__).resolve().parents[2] / "docs" / "images" / "queue-dashboard.png"
 PANELS: Final = [
@@ -63,7 +63,7 @@ def _formatter(unit: str) -> FuncFormatter:
 def _panel(title: str) -> dict[str, Any]:
     board = queries.dashboards()[links.QUEUE_UID]
     (found,) = [p for p in board["panels"] if p.get("title") == title]
-    return found
+    return dict(found)
 
 
 def _series(live: scenario.Live, expr: str, queue: str) -> list[tuple[dict[str, str], list[float], list[float]]]:
@@ -82,6 +82,8 @@ def _style(ax: Axes, title: str, unit: str) -> None:
     ax.set_title(title, color=TEXT, fontsize=10, loc="left")
     ax.tick_params(colors=TEXT, labelsize=8)
     ax.yaxis.set_major_formatter(_formatter(unit))
+    if unit == "short":  # counts of tasks and Pods: whole numbers only
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(color=GRID, linewidth=0.6)
     for spine in ax.spines.values():
         spine.set_color(GRID)
@@ -101,7 +103,9 @@ def _decisions(live: scenario.Live, queue: str) -> list[tuple[float, str]]:
     return sorted(marks)
 
 
-def draw(live: scenario.Live, out: Path, queue: str = scenario.BURST_QUEUE, panels: Sequence[str] = PANELS) -> list[str]:
+def draw(
+    live: scenario.Live, out: Path, queue: str = scenario.BURST_QUEUE, panels: Sequence[str] = PANELS
+) -> list[str]:
     """Draw the panels for one queue into `out` (PNG); the titles of the panels that had data."""
     figure, axes = plt.subplots(3, 2, figsize=(14, 10), facecolor=BACKGROUND)
     with_data = []

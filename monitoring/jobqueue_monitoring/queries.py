@@ -45,7 +45,12 @@ def dashboard_queries() -> list[Query]:
         for panel in _panels(board):
             for target in panel.get("targets") or []:
                 found.append(
-                    Query(f"{uid} / {panel['title']} / {target['refId']}", target["expr"], "panel", bool(target.get("instant")))
+                    Query(
+                        f"{uid} / {panel['title']} / {target['refId']}",
+                        target["expr"],
+                        "panel",
+                        bool(target.get("instant")),
+                    )
                 )
         for annotation in (board.get("annotations") or {}).get("list") or []:
             if annotation.get("expr"):
@@ -59,9 +64,7 @@ def dashboard_queries() -> list[Query]:
 def alert_queries() -> list[Query]:
     rules = yaml.safe_load(RULES_FILE.read_text())
     return [
-        Query(f"alert {rule['alert']}", rule["expr"], "alert")
-        for group in rules["groups"]
-        for rule in group["rules"]
+        Query(f"alert {rule['alert']}", rule["expr"], "alert") for group in rules["groups"] for rule in group["rules"]
     ]
 
 

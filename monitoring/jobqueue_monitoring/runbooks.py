@@ -15,7 +15,11 @@ def render(alert: Alert) -> str:
         f"# {alert.name}",
         "",
         f"**Severity:** {alert.severity}. **Fires:** "
-        + ("as soon as the condition below holds." if alert.for_ == "0m" else f"after {alert.for_} of the condition below."),
+        + (
+            "as soon as the condition below holds."
+            if alert.for_ == "0m"
+            else f"after {alert.for_} of the condition below."
+        ),
         "",
         alert.summary,
         "",

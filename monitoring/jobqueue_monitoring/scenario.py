@@ -84,6 +84,9 @@ class Live:
     """Wall-clock time once the burst queue was back at zero workers (and scraped so)."""
     worker_pods: set[str] = field(default_factory=set)
     """Worker Pods seen Ready while the burst ran."""
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Metric family -> type, as Prometheus read them while the burst's workers ran (its metadata API
+    answers only for targets scraped now)."""
 
     @property
     def namespace(self) -> str:
@@ -110,7 +113,7 @@ def render_monitors(kube: demo.Kube, release: str, release_namespace: str, names
         "--set-json", f"metrics={json.dumps(values['metrics'])}",
         "--show-only", "templates/metrics.yaml", "--show-only", "templates/podmonitor.yaml",
     )  # fmt: skip
-    return monitors.monitors([doc for doc in yaml.safe_load_all(output) if doc])
+    return [dict(doc) for doc in monitors.monitors([doc for doc in yaml.safe_load_all(output) if doc])]
 
 
 def _has_series(prometheus: RunningPrometheus, expression: str) -> bool:
@@ -153,8 +156,11 @@ def burst(live: Live) -> None:
                   kwargs={"seconds": TASK_SECONDS})  # fmt: skip
     producer.send(jq.app, BURST_QUEUE, "fail", FAILING_TASKS, run_id=run)
     producer.send(jq.app, STEADY_QUEUE, "sleep", STEADY_TASKS, run_id=run, kwargs={"seconds": 0.2})
+
     def done() -> bool:
         live.worker_pods |= _ready_worker_pods(live)
+        for name, entries in prometheus.api("metadata")["data"].items():
+            live.metadata.setdefault(name, entries[0]["type"])
         return producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS
 
     wait_until(done, timeout=180, what="the burst done", interval=1)

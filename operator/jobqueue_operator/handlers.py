@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -80,10 +81,8 @@ def _export(body: kopf.Body, computed: models.JobQueueStatus, memo: kopf.Memo) -
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     registry = _metrics(memo)
     registry.set_conditions(namespace, name, {c.type: c.status for c in computed.conditions})
-    try:
+    with contextlib.suppress(ValueError):  # an invalid spec: the reconciler reports it
         registry.set_spec(namespace, name, models.JobQueueSpec.model_validate(body.get("spec") or {}))
-    except ValueError:
-        pass  # the reconciler reports the invalid spec
 
 
 def _report(body: kopf.Body, outcome: reconcile.Outcome, client: kube.Kube, memo: kopf.Memo) -> None:

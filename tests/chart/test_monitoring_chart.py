@@ -117,7 +117,8 @@ def test_prometheus_rule_options() -> None:
             "prometheusRule.grafanaUrl=https://grafana.example.com/",
         )
     )
-    assert "JobQueueDeadLettersGrowing" not in rendered and "JobQueueUnservedTasks" not in rendered
+    assert "JobQueueDeadLettersGrowing" not in rendered
+    assert "JobQueueUnservedTasks" not in rendered
     backlog = rendered["JobQueueBacklogHigh"]
     assert backlog["labels"] == {"severity": "warning", "team": "data"}  # an alert's own labels win
     assert backlog["annotations"]["owner"] == "data@example.com"

@@ -58,7 +58,8 @@ def test_every_panel_query_applies_the_variables(query: queries.Query) -> None:
         return  # variables narrow each other; the operator's own histograms are not per JobQueue
     if query.expr.startswith("max(up{"):
         return
-    assert '"$namespace"' in query.expr and '"$jobqueue"' in query.expr, query.expr
+    assert '"$namespace"' in query.expr, query.expr
+    assert '"$jobqueue"' in query.expr, query.expr
 
 
 def test_the_per_queue_dashboard_has_the_panels_users_asked_for() -> None:

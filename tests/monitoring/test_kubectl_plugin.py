@@ -44,7 +44,9 @@ def test_status_shows_each_queue_its_workers_last_scaling_and_events(live: scena
     assert {scenario.BURST_QUEUE, scenario.STEADY_QUEUE} <= set(lines)
     assert "(IdleToZero" in lines[scenario.BURST_QUEUE]  # its last decision: back to zero after the burst
     assert "0/0" in lines[scenario.BURST_QUEUE]
-    assert "Events:" in out and "ScaledUp" in out and "ScaledDown" in out
+    assert "Events:" in out
+    assert "ScaledUp" in out
+    assert "ScaledDown" in out
 
 
 def test_send_puts_tasks_on_the_queue_through_the_jobqueues_broker(live: scenario.Live) -> None:
@@ -55,7 +57,9 @@ def test_send_puts_tasks_on_the_queue_through_the_jobqueues_broker(live: scenari
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"sent 3 jobqueue_worker.tasks.sleep to {live.namespace}/{scenario.JOBQUEUE}")
-    wait_until(lambda: producer.done_count(live.jobqueue.app, run) == 3, timeout=60, what="the 3 tasks sent", interval=1)
+    wait_until(
+        lambda: producer.done_count(live.jobqueue.app, run) == 3, timeout=60, what="the 3 tasks sent", interval=1
+    )
 
 
 def test_top_lists_the_jobqueue(live: scenario.Live) -> None:
@@ -68,22 +72,23 @@ def test_top_lists_the_jobqueue(live: scenario.Live) -> None:
 
 def _one_line_error(done: subprocess.CompletedProcess[str], text: str) -> None:
     assert done.returncode == 1, done
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: "), done.stderr
     assert text in done.stderr, done.stderr
 
 
 def test_errors_are_one_line(live: scenario.Live) -> None:
     ns = live.namespace
     _one_line_error(kubectl_jobqueue(live, "status", "nope", "-n", ns), f"JobQueue {ns}/nope not found")
-    _one_line_error(
-        kubectl_jobqueue(live, "send", "nope", "q", "t", "-n", ns), f"JobQueue {ns}/nope not found"
-    )
+    _one_line_error(kubectl_jobqueue(live, "send", "nope", "q", "t", "-n", ns), f"JobQueue {ns}/nope not found")
     _one_line_error(
         kubectl_jobqueue(live, "send", scenario.JOBQUEUE, "imgaes", "t", "-n", ns),
         f"JobQueue {ns}/{scenario.JOBQUEUE} has no queue imgaes (its queues: burst, steady)",
     )
     _one_line_error(
-        kubectl_jobqueue(live, "send", scenario.JOBQUEUE, "steady", "t", "-n", ns, "--broker-url", "redis://127.0.0.1:9/0"),
+        kubectl_jobqueue(
+            live, "send", scenario.JOBQUEUE, "steady", "t", "-n", ns, "--broker-url", "redis://127.0.0.1:9/0"
+        ),
         "cannot reach the broker at redis://127.0.0.1:9",
     )
     _one_line_error(kubectl_jobqueue(live, "send", scenario.JOBQUEUE, "steady", "t", "-n", ns, "--count", "0"),

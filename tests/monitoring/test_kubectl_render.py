@@ -14,13 +14,29 @@ def _stamp(seconds_ago: float) -> str:
 
 
 def test_ages_read_like_kubectl() -> None:
-    assert [render.age(s) for s in (None, 5, 119, 200, 900, 7300, 200000)] == ["-", "5s", "119s", "3m20s", "15m", "2h1m", "2d"]
+    assert [render.age(s) for s in (None, 5, 119, 200, 900, 7300, 200000)] == [
+        "-",
+        "5s",
+        "119s",
+        "3m20s",
+        "15m",
+        "2h1m",
+        "2d",
+    ]
 
 
 def test_the_last_decision_per_queue_comes_from_scaling_events() -> None:
     events = [
-        {"reason": "ScaledUp", "message": "queue burst: 0 -> 3 workers (WakeFromZero: 150 waiting)", "lastTimestamp": _stamp(60)},
-        {"reason": "ScaledDown", "message": "queue burst: 3 -> 0 workers (IdleToZero: idle for 10s)", "lastTimestamp": _stamp(5)},
+        {
+            "reason": "ScaledUp",
+            "message": "queue burst: 0 -> 3 workers (WakeFromZero: 150 waiting)",
+            "lastTimestamp": _stamp(60),
+        },
+        {
+            "reason": "ScaledDown",
+            "message": "queue burst: 3 -> 0 workers (IdleToZero: idle for 10s)",
+            "lastTimestamp": _stamp(5),
+        },
         {"reason": "MetricQueryFailed", "message": "queue other: Prometheus query failed", "lastTimestamp": _stamp(1)},
     ]
     assert render.last_decisions(events) == {"burst": ("3 -> 0", "IdleToZero", _stamp(5))}

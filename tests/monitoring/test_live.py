@@ -33,7 +33,8 @@ def test_prometheus_scrapes_the_operator_and_every_worker_pod_through_service_di
     assert {j.split("/")[0] for j in jobs} == {"serviceMonitor", "podMonitor"}
     assert all(job["kubernetes_sd_configs"] for job in live.scrape_configs)
     operator = [t for t in _targets(live) if t["labels"]["job"] == alerts.OPERATOR_JOB]
-    assert len(operator) == 1 and operator[0]["health"] == "up", operator
+    assert len(operator) == 1, operator
+    assert operator[0]["health"] == "up", operator
     assert operator[0]["scrapeUrl"] == live.operator_metrics_url
     # Every worker Pod that ran during the burst was scraped, under the job the PodMonitor sets.
     scraped = {
@@ -47,7 +48,8 @@ def test_prometheus_scrapes_the_operator_and_every_worker_pod_through_service_di
 def test_series_carry_the_jobqueue_namespace_and_the_pod(live: scenario.Live) -> None:
     """The operator's own `namespace` label wins (honorLabels); workers get theirs from the Pod."""
     depth = live.prometheus.query(f'jobqueue_queue_depth{{namespace="{live.namespace}"}}')["data"]["result"]
-    assert depth and {s["metric"]["job"] for s in depth} == {alerts.OPERATOR_JOB}
+    assert depth
+    assert {s["metric"]["job"] for s in depth} == {alerts.OPERATOR_JOB}
     tasks = _range(live, f'jobqueue_worker_tasks_total{{namespace="{live.namespace}"}}')["data"]["result"]
     assert tasks
     assert all(s["metric"]["pod"].startswith(f"{scenario.JOBQUEUE}-") for s in tasks)
@@ -121,10 +123,9 @@ def _metrics_table() -> dict[str, tuple[str, set[str]]]:
 
 def test_the_metrics_table_matches_what_is_exported(live: scenario.Live) -> None:
     table = _metrics_table()
-    metadata = live.prometheus.api("metadata")["data"]
+    metadata = {**live.metadata, **{n: e[0]["type"] for n, e in live.prometheus.api("metadata")["data"].items()}}
     families = {}
-    for name, entries in metadata.items():
-        kind = entries[0]["type"]
+    for name, kind in metadata.items():
         if name.startswith("jobqueue_") and not name.endswith("_created"):
             families[f"{name}_total" if kind == "counter" and not name.endswith("_total") else name] = kind
     assert set(table) == set(families), "docs/metrics.md and the scraped metric families differ"

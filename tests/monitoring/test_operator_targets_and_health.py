@@ -70,7 +70,9 @@ def test_conditions_are_one_hot_over_true_false_unknown() -> None:
     assert [value("BrokerReady", s) for s in ("true", "false", "unknown")] == [1, 0, 0]
 
 
-def _pod(uid: str, queue: str, restarts: int, reason: str | None = None, created: float | None = None) -> dict[str, Any]:
+def _pod(
+    uid: str, queue: str, restarts: int, reason: str | None = None, created: float | None = None
+) -> dict[str, Any]:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created if created is not None else time.time() + 5))
     status: dict[str, Any] = {"name": "worker", "restartCount": restarts}
     if reason:

@@ -51,7 +51,14 @@ def test_promtool_unit_tests_fire_and_resolve_every_alert() -> None:
 
 def test_pint_finds_no_problem() -> None:
     done = subprocess.run(
-        [str(binaries.tool("pint")), "--no-color", "--offline", "lint", "--min-severity=info", str(generate.RULES_FILE)],
+        [
+            str(binaries.tool("pint")),
+            "--no-color",
+            "--offline",
+            "lint",
+            "--min-severity=info",
+            str(generate.RULES_FILE),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -65,7 +72,8 @@ def test_every_alert_keeps_the_conventions() -> None:
         name = str(rule["alert"])
         assert re.fullmatch(r"JobQueue[A-Z][A-Za-z]+", name)
         labels, annotations = rule["labels"], rule["annotations"]
-        assert isinstance(labels, dict) and isinstance(annotations, dict)
+        assert isinstance(labels, dict)
+        assert isinstance(annotations, dict)
         assert labels["severity"] in ("critical", "warning", "info")
         assert {"summary", "description", "runbook_url"} <= set(annotations)
         assert "{{" not in annotations["summary"], f"{name}: the summary is a static sentence"

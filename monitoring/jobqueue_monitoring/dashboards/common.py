@@ -81,14 +81,11 @@ def variables() -> list[Any]:
 
 def query(expr: str, legend: str = "__auto", ref: str = "A", instant: bool = False) -> prometheus.Dataquery:
     built = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
-    if instant:
-        built = built.instant().format(prometheus_models.PromQueryFormat.TABLE)
-    else:
-        built = built.range()
-    return built
+    return built.instant().format(prometheus_models.PromQueryFormat.TABLE) if instant else built.range()
 
 
-def _targets(exprs: Sequence[tuple[str, str]]) -> list[prometheus.Dataquery]:
+def _targets(exprs: Sequence[tuple[str, str]]) -> list[Any]:
+    """Panel targets (the SDK's `targets` wants builders of the generic Dataquery: `Any` says so)."""
     return [query(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(exprs)]
 
 
@@ -124,7 +121,9 @@ def series(
             .placement(common.LegendPlacement.BOTTOM)
             .show_legend(True)
         )
-        .tooltip(common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.DESCENDING))
+        .tooltip(
+            common_builders.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI).sort(common.SortOrder.DESCENDING)
+        )
     )
     if minimum is not None:
         panel = panel.min(minimum)
@@ -161,7 +160,7 @@ def single_stat(
         .description(description)
         .unit(unit)
         .datasource(DATASOURCE)
-        .targets([query(expr, "__auto", "A")])
+        .targets(_targets([(expr, "__auto")]))
         .span(width)
         .height(4)
         .thresholds(dashboard.ThresholdsConfig().mode(models.ThresholdsMode.ABSOLUTE).steps(steps))
@@ -194,7 +193,9 @@ def instant_table(
 ) -> table.Panel:
     """One row per `by` label set, one column per (expr, column title, unit), joined on the labels;
     each row links to `link` (a dashboard URL with ${__data.fields.<label>} placeholders)."""
-    targets = [query(expr, name, chr(ord("A") + i), instant=True) for i, (expr, name, _) in enumerate(columns)]
+    targets: list[Any] = [
+        query(expr, name, chr(ord("A") + i), instant=True) for i, (expr, name, _) in enumerate(columns)
+    ]
     rename = {f"Value #{chr(ord('A') + i)}": name for i, (_, name, _) in enumerate(columns)}
     exclude = {"Time": True, **{f"Time {i + 1}": True for i in range(len(columns))}}
     panel = (

@@ -260,7 +260,8 @@ def build() -> dashboard.Dashboard:
                 "s",
                 [
                     (
-                        f"histogram_quantile({q}, sum by (le) (rate(jobqueue_reconcile_duration_seconds_bucket[{RATE}])))",
+                        "histogram_quantile("
+                        f"{q}, sum by (le) (rate(jobqueue_reconcile_duration_seconds_bucket[{RATE}])))",
                         f"p{round(q * 100)}",
                     )
                     for q in (0.5, 0.95)

@@ -32,7 +32,9 @@ def build() -> dashboard.Dashboard:
         .enable(True)
         .icon_color("orange")
         .expr(
-            increments(f'jobqueue_scaling_decisions_total{{{SELECTOR}, direction!="none"}}', "1m", "queue, direction, reason")
+            increments(
+                f'jobqueue_scaling_decisions_total{{{SELECTOR}, direction!="none"}}', "1m", "queue, direction, reason"
+            )
             + " > 0"
         )
     )
@@ -98,8 +100,7 @@ def build() -> dashboard.Dashboard:
         .with_panel(
             series(
                 "Queue wait (p50 / p95 / p99)",
-                "Time from when a task was sent (or its ETA) to when a worker started it, as the workers measure "
-                "it.",
+                "Time from when a task was sent (or its ETA) to when a worker started it, as the workers measure it.",
                 "s",
                 _quantiles("jobqueue_worker_task_queue_wait_seconds"),
             )
@@ -212,7 +213,7 @@ def build() -> dashboard.Dashboard:
                 "ops",
                 [
                     (
-                        f"sum by (task) (rate(jobqueue_worker_tasks_total{{{SELECTOR}, state=\"failed\"}}[{RATE}]))",
+                        f'sum by (task) (rate(jobqueue_worker_tasks_total{{{SELECTOR}, state="failed"}}[{RATE}]))',
                         "{{task}}",
                     )
                 ],
@@ -227,7 +228,7 @@ def build() -> dashboard.Dashboard:
                 "percentunit",
                 [
                     (
-                        f"sum by (queue) (rate(jobqueue_worker_tasks_total{{{SELECTOR}, state=\"failed\"}}[{RATE}]))\n"
+                        f'sum by (queue) (rate(jobqueue_worker_tasks_total{{{SELECTOR}, state="failed"}}[{RATE}]))\n'
                         "/\n"
                         f"sum by (queue) (rate(jobqueue_worker_tasks_total"
                         f'{{{SELECTOR}, state=~"succeeded|failed"}}[{RATE}]))',

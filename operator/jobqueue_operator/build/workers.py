@@ -146,7 +146,10 @@ def deployment(jq: JobQueue, queue: Queue, current_replicas: int | None = None) 
             "replicas": replicas(queue, current_replicas),
             "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
             "template": {
-                "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name), "annotations": dict(SCRAPE_ANNOTATIONS)},
+                "metadata": {
+                    "labels": naming.labels(jq, naming.WORKER, queue.name),
+                    "annotations": dict(SCRAPE_ANNOTATIONS),
+                },
                 "spec": {
                     **placement(jq),
                     "containers": [container],
