@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import socket
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,18 +13,11 @@ from jobqueue_kubectl.errors import PluginError
 from jobqueue_operator import naming
 from jobqueue_operator.build.workers import priority_steps
 from jobqueue_worker import producer
+from jobqueue_worker.producer import parse_arg
+
+__all__ = ["parse_arg", "send"]
 
 TIMEOUT_SECONDS = 3.0
-
-
-def parse_arg(text: str) -> tuple[str, Any]:
-    name, sep, raw = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name, json.loads(raw)
-    except json.JSONDecodeError:
-        return name, raw
 
 
 def where(url: str) -> str:

@@ -5,22 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from jobqueue_operator.metrics import OperatorMetrics, QueueSeries
 from jobqueue_operator.models import JobQueueSpec
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _samples(metrics: OperatorMetrics) -> Samples:
-    text = generate_latest(metrics.registry).decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.unit.operator.test_metrics import _samples
 
 
 def _q(queue: str, **extra: str) -> tuple[tuple[str, str], ...]:

@@ -225,6 +225,17 @@ def instant_table(
     return panel
 
 
+def dashboards_link(title: str) -> dashboard.DashboardLink:
+    """A link in the dashboard's header to the other JobQueue dashboards, keeping variables and time."""
+    return (
+        dashboard.DashboardLink(title)
+        .type(models.DashboardLinkType.DASHBOARDS)
+        .tags(["jobqueue"])
+        .include_vars(True)
+        .keep_time(True)
+    )
+
+
 def to_json(built: dashboard.Dashboard) -> str:
     """The dashboard as Grafana imports it: stable key order, one trailing newline."""
     model = built.build()

@@ -4,7 +4,6 @@ brokers), and the operator itself."""
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
-from grafana_foundation_sdk.models import dashboard as models
 
 from jobqueue_monitoring import alerts, links
 from jobqueue_monitoring.dashboards.common import (
@@ -12,6 +11,7 @@ from jobqueue_monitoring.dashboards.common import (
     RATE,
     SELECTOR,
     base,
+    dashboards_link,
     instant_table,
     series,
     single_stat,
@@ -30,13 +30,7 @@ QUEUE_LINK = (
 def build() -> dashboard.Dashboard:
     return (
         base(links.OVERVIEW_UID, TITLE, "Every JobQueue: backlog, workers, throughput, failures and brokers.")
-        .link(
-            dashboard.DashboardLink("Queues")
-            .type(models.DashboardLinkType.DASHBOARDS)
-            .tags(["jobqueue"])
-            .include_vars(True)
-            .keep_time(True)
-        )
+        .link(dashboards_link("Queues"))
         .with_row(dashboard.Row("At a glance"))
         .with_panel(
             single_stat(

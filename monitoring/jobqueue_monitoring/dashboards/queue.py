@@ -5,10 +5,18 @@ pool recycles and memory, dead letters and redeliveries."""
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard
-from grafana_foundation_sdk.models import dashboard as models
 
 from jobqueue_monitoring import links
-from jobqueue_monitoring.dashboards.common import DATASOURCE, RATE, SELECTOR, base, increments, series, timeline
+from jobqueue_monitoring.dashboards.common import (
+    DATASOURCE,
+    RATE,
+    SELECTOR,
+    base,
+    dashboards_link,
+    increments,
+    series,
+    timeline,
+)
 
 TITLE = "JobQueue / Queue"
 BY = "namespace, jobqueue, queue"
@@ -45,13 +53,7 @@ def build() -> dashboard.Dashboard:
             "One JobQueue's queues: backlog, workers and autoscaling decisions, task timings and failures.",
         )
         .annotation(decisions)
-        .link(
-            dashboard.DashboardLink("Overview")
-            .type(models.DashboardLinkType.DASHBOARDS)
-            .tags(["jobqueue"])
-            .include_vars(True)
-            .keep_time(True)
-        )
+        .link(dashboards_link("Overview"))
         .with_row(dashboard.Row("Backlog"))
         .with_panel(
             series(
