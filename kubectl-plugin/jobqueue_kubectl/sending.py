@@ -11,8 +11,8 @@ import redis
 from jobqueue_kubectl.cluster import Body, Cluster
 from jobqueue_kubectl.errors import PluginError
 from jobqueue_operator import naming
-from jobqueue_operator.build.workers import priority_steps
 from jobqueue_worker import producer
+from jobqueue_worker.contract import priority_steps
 from jobqueue_worker.producer import parse_arg
 
 __all__ = ["parse_arg", "send"]
