@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -109,6 +109,9 @@ class QueueCounts:
     completed: int = 0
     run_seconds: float = 0.0
     run_seconds_sq: float = 0.0
+    ready_by_step: tuple[tuple[int, int], ...] = field(default=(), compare=False)
+    """(priority step, waiting tasks) of each priority list, in the order of the steps: a breakdown of
+    `ready` for the metrics, left out of comparisons."""
 
 
 def commands(queues: Sequence[QueueKeys], prefix: str = "") -> list[Command]:
@@ -189,6 +192,7 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
             completed=int(completed),
             run_seconds=run_seconds,
             run_seconds_sq=run_seconds_sq,
+            ready_by_step=tuple((step, int(length or 0)) for step, length in zip(queue.steps, lengths, strict=True)),
         )
     return counts
 

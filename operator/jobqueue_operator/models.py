@@ -125,6 +125,12 @@ class Autoscaling(Model):
         return self
 
 
+class QueueAlerts(Model):
+    """Alerting thresholds of one queue, exported as metrics (the rules compare against them)."""
+
+    backlog_threshold: int | None = Field(default=None, ge=1, le=100_000_000)
+
+
 Pool = Literal["prefork", "threads", "solo", "gevent", "eventlet"]
 QueueName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 
@@ -143,6 +149,7 @@ class Queue(Model):
     priority_levels: int = Field(default=4, ge=1, le=10)
     replicas: int | None = Field(default=None, ge=0, le=1000)
     autoscaling: Autoscaling | None = None
+    alerts: QueueAlerts | None = None
 
     @property
     def autoscaled(self) -> bool:

@@ -33,6 +33,12 @@ from jobqueue_worker.contract import (
     priority_steps,
 )
 
+SCRAPE_ANNOTATIONS: Final = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""For a Prometheus that discovers Pods by annotation (the chart's PodMonitor selects them by label)."""
 GRACE_BEYOND_TIME_LIMIT: Final = 30
 GRACE_WITHOUT_TIME_LIMIT: Final = 300
 MEMORY_SHARE_OF_CHILDREN: Final = Decimal("0.8")
@@ -151,7 +157,10 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
     spec: Manifest = {
         "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
         "template": {
-            "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name)},
+            "metadata": {
+                "labels": naming.labels(jq, naming.WORKER, queue.name),
+                "annotations": dict(SCRAPE_ANNOTATIONS),
+            },
             "spec": {
                 **placement(jq),
                 "containers": [container],

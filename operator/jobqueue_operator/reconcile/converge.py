@@ -4,6 +4,7 @@ autoscaler takes over, the children (applied together), the deletions, then the 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from jobqueue_operator import events, kube, naming, status
@@ -32,6 +33,8 @@ class Outcome:
     converged: bool
     references: frozenset[tuple[str, str]] = frozenset()
     """("Secret" or "ConfigMap", name) the JobQueue's Pods read."""
+    pods: Sequence[kube.Manifest] = ()
+    """The JobQueue's Pods as this reconcile read them (the worker restart counters look at them)."""
 
 
 def _password_secret(client: kube.KubeApi, plan: Plan) -> list[Event]:
