@@ -42,7 +42,7 @@ def run_worker(settings: WorkerSettings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         from jobqueue_worker import app as app_module
-        from jobqueue_worker import completions, heartbeat, metrics, probes, server
+        from jobqueue_worker import completions, heartbeat, incarnation, metrics, probes, server
 
         app = app_module.load_app(settings.app)
         app_module.configure(app, settings)
@@ -56,11 +56,14 @@ def run_worker(settings: WorkerSettings) -> int:
             where = f"{METRICS_ADDRESS}:{settings.metrics_port}"
             message = f"{Env.METRICS_PORT}={settings.metrics_port}: cannot listen on {where}: {exc}"
             raise SettingsError(message) from None
+        this = incarnation.Incarnation(app, settings)
+        this.start()
         try:
             worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")
             worker.start()
             return int(worker.exitcode or 0)
         finally:
+            this.end()
             http.shutdown()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

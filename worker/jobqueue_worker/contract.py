@@ -6,8 +6,11 @@ here may pull it in. docs/worker-contract.md describes every name below; change 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+import json
+from bisect import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final
 
 METRICS_PORT: Final = 9808
 """The worker Pod's one HTTP port (container port name `metrics`): /metrics, /healthz, /readyz."""
@@ -47,6 +50,7 @@ class Env:
     METRICS_PORT: Final = "JOBQUEUE_METRICS_PORT"
     POD_NAME: Final = "POD_NAME"
     POD_NAMESPACE: Final = "POD_NAMESPACE"
+    POD_UID: Final = "POD_UID"
 
 
 def priority_steps(levels: int) -> list[int]:
@@ -65,6 +69,9 @@ UNACKED: Final = "unacked"
 """kombu's hash of delivered, unacknowledged messages: delivery tag -> JSON [message, exchange, routing key]."""
 UNACKED_INDEX: Final = "unacked_index"
 """kombu's sorted set of the same delivery tags, scored by delivery time (its visibility-timeout sweep)."""
+BINDINGS_PREFIX: Final = "_kombu.binding."
+"""kombu's binding table of an exchange, `_kombu.binding.<exchange>`: a set of `routing key, pattern, queue`
+joined by PRIORITY_SEPARATOR."""
 
 STATS_PREFIX: Final = "jobqueue:stats:"
 """`<prefix>jobqueue:stats:<queue>`: the hash of finished attempts the worker adds to."""
@@ -78,3 +85,78 @@ def stats_key(queue: str, prefix: str = "") -> str:
 def queue_lists(queue: str, steps: Sequence[int] = DEFAULT_PRIORITY_STEPS, prefix: str = "") -> list[str]:
     """The list of every priority step, highest priority first (kombu's `_q_for_pri`: step 0 has no suffix)."""
     return [f"{prefix}{queue}{PRIORITY_SEPARATOR}{step}" if step else f"{prefix}{queue}" for step in steps]
+
+
+def list_for_priority(queue: str, priority: int, steps: Sequence[int], prefix: str = "") -> str:
+    """The list a message of `priority` (0..9, as sent) goes to: kombu's `_q_for_pri(queue, priority(n))`."""
+    step = steps[bisect(steps, priority) - 1]
+    return f"{prefix}{queue}{PRIORITY_SEPARATOR}{step}" if step else f"{prefix}{queue}"
+
+
+def message_priority(message: Mapping[str, Any]) -> int:
+    """A kombu message's priority as its transport reads it: `properties.priority` within 0..9, else 0."""
+    try:
+        return max(min(int(message["properties"]["priority"]), 9), 0)
+    except (TypeError, ValueError, KeyError):
+        return 0
+
+
+# Prompt redelivery: each worker process incarnation (one start of `jobqueue-worker` in a Pod) registers
+# itself, keeps a heartbeat, and records the delivery tags it holds, so that once its Pod is gone for
+# good the operator can put exactly those messages back at once instead of after the visibility timeout.
+
+WORKERS: Final = "jobqueue:workers"
+"""Hash: incarnation id -> JSON `Registration`, one hash for the whole database (like kombu's `unacked`)."""
+HEARTBEAT_INTERVAL_SECONDS: Final = 2.0
+HEARTBEAT_TTL_SECONDS: Final = 10
+"""The heartbeat key expires this long after the last beat: an incarnation without it is not running."""
+LOSSES_PREFIX: Final = "jobqueue:losses:"
+"""`<prefix>jobqueue:losses:<queue>`: hash task id -> how many times a worker was lost while holding it."""
+LOSSES_TTL_SECONDS: Final = 7 * 24 * 3600
+"""Refreshed on every loss: counts of tasks that never come back are forgotten after a week."""
+
+
+def alive_key(instance: str, prefix: str = "") -> str:
+    """String key with a TTL, refreshed every heartbeat while the incarnation runs."""
+    return f"{prefix}jobqueue:worker:{instance}:alive"
+
+
+def held_key(instance: str, prefix: str = "") -> str:
+    """Set of the delivery tags the incarnation holds (added with kombu's unacked entry, removed with it)."""
+    return f"{prefix}jobqueue:worker:{instance}:held"
+
+
+def losses_key(queue: str, prefix: str = "") -> str:
+    return f"{prefix}{LOSSES_PREFIX}{queue}"
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What one incarnation says about itself in `WORKERS`."""
+
+    instance: str
+    """Random id of this process start: a restarted container is a new incarnation of the same Pod."""
+    queue: str
+    pod: str
+    """Pod name (`POD_NAME`), or the host name outside Kubernetes."""
+    pod_uid: str
+    """`metadata.uid` of the Pod (`POD_UID`); empty outside Kubernetes."""
+    namespace: str
+    started_at: float
+    """Seconds since the epoch."""
+    priority_steps: tuple[int, ...] = DEFAULT_PRIORITY_STEPS
+    pid: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Registration:
+        """Raises ValueError on anything that is not a registration this version can read."""
+        try:
+            data = json.loads(text)
+            data["priority_steps"] = tuple(int(step) for step in data.get("priority_steps", DEFAULT_PRIORITY_STEPS))
+            known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+            return cls(**known)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"not a worker registration: {exc}") from None

@@ -70,6 +70,7 @@ class WorkerSettings(BaseModel):
     metrics_port: int = Field(METRICS_PORT, validation_alias=Env.METRICS_PORT, ge=1, le=65535)
     pod_name: str = Field("", validation_alias=Env.POD_NAME)
     pod_namespace: str = Field("", validation_alias=Env.POD_NAMESPACE)
+    pod_uid: str = Field("", validation_alias=Env.POD_UID)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -100,6 +100,7 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
         *variables,
         field_env(Env.POD_NAME, "metadata.name"),
         field_env(Env.POD_NAMESPACE, "metadata.namespace"),
+        field_env(Env.POD_UID, "metadata.uid"),
         *user_env(jq),
     ]
 

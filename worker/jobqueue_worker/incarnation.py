@@ -1,0 +1,130 @@
+"""One start of `jobqueue-worker` in a Pod: its registration, its heartbeat, its clean exit.
+
+The operator is the one component that knows for certain when a worker Pod is gone; what it cannot know
+is which messages that Pod held. Each incarnation therefore:
+- registers itself in the hash `contract.WORKERS` (id, queue, Pod name and uid, start time, priority steps);
+- keeps `contract.alive_key(id)` alive: a daemon thread of the main process writes it every
+  HEARTBEAT_INTERVAL_SECONDS with a TTL of HEARTBEAT_TTL_SECONDS (a thread, not Celery's event loop, so a
+  long task on the solo pool does not look like a dead worker);
+- records the delivery tags it holds (`held.HeldQoS`).
+The operator restores a registered incarnation whose heartbeat has expired and whose Pod is gone
+(`jobqueue_operator.broker.restore_incarnation`). A clean exit removes the registration, unless some
+message is still held (kombu could not restore it on the way out): then only the heartbeat goes, so
+the operator may restore the rest at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from celery import Celery
+
+from jobqueue_worker import contract, held
+from jobqueue_worker.brokerclient import key_prefix, plain_client
+from jobqueue_worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+# KEYS: unacked, held set, heartbeat, registry. ARGV: the incarnation id. Returns 1 when it unregistered.
+END = """
+for _, tag in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('HEXISTS', KEYS[1], tag) == 1 then
+    redis.call('DEL', KEYS[3])
+    return 0
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HDEL', KEYS[4], ARGV[1])
+return 1
+"""
+
+
+def registration(settings: WorkerSettings, instance: str | None = None) -> contract.Registration:
+    return contract.Registration(
+        instance=instance or uuid.uuid4().hex,
+        queue=settings.queue,
+        pod=settings.pod_name or socket.gethostname(),
+        pod_uid=settings.pod_uid,
+        namespace=settings.pod_namespace,
+        started_at=time.time(),
+        priority_steps=tuple(settings.priority_steps),
+        pid=os.getpid(),
+    )
+
+
+class Incarnation:
+    """The registration and heartbeat of this process; `start` before the worker consumes, `end` after."""
+
+    def __init__(self, app: Celery, settings: WorkerSettings, interval: float = contract.HEARTBEAT_INTERVAL_SECONDS):
+        self.registration = registration(settings)
+        self._app = app
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+        self.holder = held.Holder(self.registration.instance, self.registration.to_json(), threading.Event())
+
+    @property
+    def instance(self) -> str:
+        return self.registration.instance
+
+    def start(self) -> None:
+        """Record deliveries from now on and start beating (the first beat right away)."""
+        held.install(self.holder)
+        self._thread = threading.Thread(target=self._beat_until_stopped, name="jobqueue-heartbeat", daemon=True)
+        self._thread.start()
+
+    def beat(self) -> None:
+        """Write the registration and refresh the heartbeat in one MULTI; a failure is logged, not raised."""
+        prefix = key_prefix(self._app)
+        try:
+            with plain_client(self._app) as client:
+                pipe = client.pipeline(transaction=True)
+                pipe.hset(prefix + contract.WORKERS, self.instance, self.holder.registration)
+                pipe.set(
+                    contract.alive_key(self.instance, prefix), f"{time.time():.3f}", ex=contract.HEARTBEAT_TTL_SECONDS
+                )
+                pipe.execute()
+        except Exception as exc:  # the broker's trouble: the consumer reports it; keep beating
+            self.holder.registered.clear()  # a restarted, empty Redis lost it: the next delivery writes it again
+            if not self._failing:
+                logger.warning("cannot write the worker's heartbeat to the broker: %s", exc)
+            self._failing = True
+            return
+        self.holder.registered.set()
+        if self._failing:
+            logger.info("the worker's heartbeat reaches the broker again")
+        self._failing = False
+
+    def _beat_until_stopped(self) -> None:
+        while True:
+            self.beat()
+            if self._stop.wait(self._interval):
+                return
+
+    def end(self) -> bool:
+        """Stop beating and unregister (one attempt, bounded timeouts); True when the registration is gone."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        prefix = key_prefix(self._app)
+        keys = [
+            prefix + contract.UNACKED,
+            contract.held_key(self.instance, prefix),
+            contract.alive_key(self.instance, prefix),
+            prefix + contract.WORKERS,
+        ]
+        try:
+            with plain_client(self._app) as client:
+                done = bool(client.eval(END, len(keys), *keys, self.instance))
+        except Exception as exc:  # the broker's trouble; the operator restores what is left
+            logger.warning("could not unregister the worker from the broker: %s", exc)
+            return False
+        if not done:
+            logger.warning("some messages were still held at exit: left registered for the operator to restore")
+        return done
