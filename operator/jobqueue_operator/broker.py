@@ -231,7 +231,7 @@ class Incarnation:
     alive: bool
     """Its heartbeat key exists: it wrote one within the last HEARTBEAT_TTL_SECONDS."""
     held: int
-    """Delivery tags in its set: at most this many messages would be restored."""
+    """Delivery tags in its held hash: at most this many messages would be restored."""
 
 
 def registry_commands(prefix: str = "") -> list[Command]:
@@ -250,12 +250,12 @@ def parse_registry(reply: Any) -> list[contract.Registration]:
 
 
 def liveness_commands(registrations: Sequence[contract.Registration], prefix: str = "") -> list[Command]:
-    """Per registration: EXISTS of its heartbeat, SCARD of its held set."""
+    """Per registration: EXISTS of its heartbeat, HLEN of its held hash."""
     pipeline: list[Command] = []
     for registration in registrations:
         pipeline += [
             ("EXISTS", contract.alive_key(registration.instance, prefix)),
-            ("SCARD", contract.held_key(registration.instance, prefix)),
+            ("HLEN", contract.held_key(registration.instance, prefix)),
         ]
     return pipeline
 
@@ -374,7 +374,7 @@ def task_id(message: Mapping[str, Any]) -> str:
 
 
 RESTORE_SCRIPT: Final = """
--- KEYS: 1 unacked, 2 unacked_index, 3 held set, 4 registry, 5 heartbeat, 6.. lists and loss hashes.
+-- KEYS: 1 unacked, 2 unacked_index, 3 held hash, 4 registry, 5 heartbeat, 6.. lists and loss hashes.
 -- ARGV: 1 incarnation id, 2 loss-hash TTL, 3 number of messages, then per message:
 --   tag, payload, task id, n, and n times: list key index, loss hash key index, queue name.
 if redis.call('EXISTS', KEYS[5]) == 1 then return {'alive'} end
@@ -390,12 +390,21 @@ for i = 1, tonumber(ARGV[3]) do
   planned[m.tag] = true
   messages[i] = m
 end
-for _, tag in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if not planned[tag] and redis.call('HEXISTS', KEYS[1], tag) == 1 then return {'changed'} end
+-- Still this incarnation's: unacked, and delivered at the time it recorded (a tag is kept across
+-- redeliveries, so another worker may hold it now under a later delivery time).
+local function owned(tag, delivered)
+  local score = redis.call('ZSCORE', KEYS[2], tag)
+  return score and tonumber(score) == tonumber(delivered) and redis.call('HEXISTS', KEYS[1], tag) == 1
+end
+local held = {}
+local members = redis.call('HGETALL', KEYS[3])
+for i = 1, #members, 2 do
+  held[members[i]] = members[i + 1]
+  if not planned[members[i]] and owned(members[i], members[i + 1]) then return {'changed'} end
 end
 local counts, order = {}, {}
 for _, m in ipairs(messages) do
-  if #m.to > 0 and redis.call('HEXISTS', KEYS[1], m.tag) == 1 then
+  if #m.to > 0 and held[m.tag] and owned(m.tag, held[m.tag]) then
     for _, to in ipairs(m.to) do
       redis.call('RPUSH', KEYS[to.list], m.payload)
       if m.task ~= '' then
@@ -415,9 +424,10 @@ local reply = {'restored'}
 for _, queue in ipairs(order) do table.insert(reply, queue); table.insert(reply, counts[queue]) end
 return reply
 """
-"""Atomic: the heartbeat check, the check that the held set lists nothing unplanned, and every move.
+"""Atomic: the heartbeat check, the check that the held hash lists nothing unplanned, and every move.
 A message acked in the meantime is no longer in `unacked` and is skipped; kombu's own visibility
-sweep (WATCH on `unacked`) then finds nothing to restore either, so nothing is delivered twice."""
+sweep (WATCH on `unacked`) then finds nothing to restore either, so nothing is put back twice; a message
+another worker holds now (same tag, later delivery time) is left to it."""
 
 
 def restore_arguments(
@@ -449,7 +459,7 @@ def restore_arguments(
 
 class RestoreOutcome(enum.StrEnum):
     RESTORED = "restored"
-    """The messages still unacked went back; the held set and the registration are gone."""
+    """The messages still unacked went back; the held hash and the registration are gone."""
     ALIVE = "alive"
     """Its heartbeat is alive: nothing was touched."""
     UNKNOWN = "unknown"
@@ -470,7 +480,7 @@ class Restore:
 
 
 def parse_restore(reply: Sequence[Any], left: int = 0) -> Restore | None:
-    """The script's reply; None when the held set changed under the plan (read again and retry)."""
+    """The script's reply; None when the held hash changed under the plan (read again and retry)."""
     status = _text(reply[0]) if reply else ""
     if status == "alive":
         return Restore(RestoreOutcome.ALIVE)
@@ -500,7 +510,7 @@ def restore_incarnation(url: str, instance: str, prefix: str = "", timeout: floa
                 [
                     ("HGET", prefix + contract.WORKERS, instance),
                     ("EXISTS", contract.alive_key(instance, prefix)),
-                    ("SMEMBERS", contract.held_key(instance, prefix)),
+                    ("HKEYS", contract.held_key(instance, prefix)),
                 ],
             )
             if int(alive or 0):

@@ -176,7 +176,7 @@ def test_restore_is_atomic_under_concurrent_acks(
     total = 300
     ids = publish(sender, queue_name, total)
     with holding(redis_server.url, queue_name, total) as (instance, messages):
-        assert client.scard(contract.held_key(instance, PREFIX)) == total
+        assert client.hlen(contract.held_key(instance, PREFIX)) == total
         acked: list[str] = []
         go = threading.Event()
 
@@ -237,3 +237,28 @@ def test_kombus_visibility_sweep_and_the_restore_never_both_put_a_message_back(
     assert restore.outcome == RestoreOutcome.RESTORED
     assert client.hlen(PREFIX + contract.UNACKED) == 0
     print(f"round {round_}: the restore put back {restore.total}, kombu's sweep {total - restore.total}")
+
+
+def test_a_message_another_worker_holds_now_is_not_taken_from_it(
+    sender: Celery, redis_server: RedisServer, queue_name: str
+) -> None:
+    """Delivery tags survive redelivery: after kombu's sweep gave the dead worker's message to a second
+    worker, the first one's held hash still names that tag. Restoring the first must leave it alone."""
+    client = redis_server.client()
+    (task_id,) = publish(sender, queue_name, 1)
+    with holding(redis_server.url, queue_name, 1) as (first, _):
+        pass  # held, then dead
+    sweep = subprocess.run(
+        [sys.executable, "-c", SWEEP, redis_server.url, PREFIX, "0.5"], capture_output=True, text=True, timeout=30
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    assert restored_ids(client, queue_name) == [task_id]
+    with holding(redis_server.url, queue_name, 1) as (second, messages):
+        assert messages[0].delivery_tag.encode() in client.hkeys(contract.held_key(first, PREFIX))
+        assert broker.restore_incarnation(redis_server.url, first, PREFIX) == broker.Restore(RestoreOutcome.RESTORED)
+        assert client.hexists(PREFIX + contract.UNACKED, messages[0].delivery_tag)  # still the second's
+        assert restored_ids(client, queue_name) == []
+    assert broker.restore_incarnation(redis_server.url, second, PREFIX) == broker.Restore(
+        RestoreOutcome.RESTORED, {queue_name: 1}
+    )
+    assert restored_ids(client, queue_name) == [task_id]

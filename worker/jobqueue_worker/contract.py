@@ -122,7 +122,8 @@ def alive_key(instance: str, prefix: str = "") -> str:
 
 
 def held_key(instance: str, prefix: str = "") -> str:
-    """Set of the delivery tags the incarnation holds (added with kombu's unacked entry, removed with it)."""
+    """Hash of the delivery tags the incarnation holds -> their delivery time, the same value as their
+    `unacked_index` score (added with kombu's unacked entry, removed with it)."""
     return f"{prefix}jobqueue:worker:{instance}:held"
 
 

@@ -2,10 +2,14 @@
 
 kombu's Redis transport emulates acks: on delivery one MULTI adds the tag to `unacked_index` (with the
 time) and the message to `unacked` (`QoS.append`); an ack, a reject or a restore removes both
-(`QoS._remove_from_indices`, inside the restore's transaction). `HeldQoS` adds the tag to this
-incarnation's set (`contract.held_key`) in that same MULTI and removes it in the same batch, so the set
-never misses a message kombu holds for this process. The set is a pointer, `unacked` stays the truth:
-a tag another worker's visibility sweep already restored is simply skipped by the operator's restore.
+(`QoS._remove_from_indices`, inside the restore's transaction). `HeldQoS` adds the tag, with the same
+delivery time, to this incarnation's hash (`contract.held_key`) in that same MULTI and removes it in the
+same batch, so the hash never misses a message kombu holds for this process.
+
+The hash only points; `unacked` stays the truth. A delivery tag is assigned when a message is published
+and kept across redeliveries, so after kombu's visibility sweep gave a message to another worker the
+tag can be listed here and held there: the delivery time tells them apart (the operator's restore takes
+a message only while its `unacked_index` score is still this incarnation's delivery time).
 
 The first delivery also writes the incarnation's registration (same MULTI), so no held tag can exist
 without one, whatever the heartbeat thread managed to write before.
@@ -43,7 +47,7 @@ _HOLDER: Holder | None = None
 
 
 class HeldQoS(kombu_redis.QoS):
-    """kombu's Redis QoS, also keeping the incarnation's set of held delivery tags."""
+    """kombu's Redis QoS, also keeping the incarnation's hash of held delivery tags."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
         holder = _HOLDER
@@ -51,11 +55,12 @@ class HeldQoS(kombu_redis.QoS):
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
             return
         delivery = message.delivery_info
+        now = time.time()
         with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.zadd(self.unacked_index_key, {delivery_tag: now})
             entry = [message._raw, delivery["exchange"], delivery["routing_key"]]
             pipe.hset(self.unacked_key, delivery_tag, json.dumps(entry))  # what kombu's dumps writes
-            pipe.sadd(holder.held, delivery_tag)
+            pipe.hset(holder.held, delivery_tag, repr(now))  # what ZADD stores as the score
             if not holder.registered.is_set():
                 pipe.hset(contract.WORKERS, holder.instance, holder.registration)
             pipe.execute()
@@ -65,7 +70,7 @@ class HeldQoS(kombu_redis.QoS):
         holder = _HOLDER
         with self.pipe_or_acquire(pipe) as pipe:
             pipe = super()._remove_from_indices(delivery_tag, pipe)  # type: ignore[no-untyped-call]
-            return pipe if holder is None else pipe.srem(holder.held, delivery_tag)
+            return pipe if holder is None else pipe.hdel(holder.held, delivery_tag)
 
 
 def install(holder: Holder | None) -> None:

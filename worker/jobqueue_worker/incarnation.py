@@ -30,10 +30,13 @@ from jobqueue_worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
-# KEYS: unacked, held set, heartbeat, registry. ARGV: the incarnation id. Returns 1 when it unregistered.
+# KEYS: unacked_index, held hash, heartbeat, registry. ARGV: the incarnation id. Returns 1 when it
+# unregistered, 0 when a message it delivered is still unacknowledged (same delivery time as held).
 END = """
-for _, tag in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('HEXISTS', KEYS[1], tag) == 1 then
+local held = redis.call('HGETALL', KEYS[2])
+for i = 1, #held, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], held[i])
+  if score and tonumber(score) == tonumber(held[i + 1]) then
     redis.call('DEL', KEYS[3])
     return 0
   end
@@ -114,7 +117,7 @@ class Incarnation:
             self._thread.join(timeout=10)
         prefix = key_prefix(self._app)
         keys = [
-            prefix + contract.UNACKED,
+            prefix + contract.UNACKED_INDEX,
             contract.held_key(self.instance, prefix),
             contract.alive_key(self.instance, prefix),
             prefix + contract.WORKERS,

@@ -40,13 +40,13 @@ def test_registrations_round_trip_and_unreadable_ones_are_left_out() -> None:
     assert broker.registry_commands("p:") == [("HGETALL", "p:jobqueue:workers")]
 
 
-def test_liveness_is_one_exists_and_one_scard_per_incarnation() -> None:
+def test_liveness_is_one_exists_and_one_hlen_per_incarnation() -> None:
     later = contract.Registration("i2", "low", "w-2", "u-2", "apps", 20.0)
     assert broker.liveness_commands([REGISTRATION, later], "p:") == [
         ("EXISTS", "p:jobqueue:worker:i1:alive"),
-        ("SCARD", "p:jobqueue:worker:i1:held"),
+        ("HLEN", "p:jobqueue:worker:i1:held"),
         ("EXISTS", "p:jobqueue:worker:i2:alive"),
-        ("SCARD", "p:jobqueue:worker:i2:held"),
+        ("HLEN", "p:jobqueue:worker:i2:held"),
     ]
     assert broker.parse_liveness([REGISTRATION, later], [1, 3, 0, 0]) == [
         broker.Incarnation(REGISTRATION, True, 3),
