@@ -37,10 +37,7 @@ class BrokerError(Exception):
     """The broker URL is malformed or the broker does not answer; the message never holds a password."""
 
 
-def _where(url: str) -> str:
-    """The URL without credentials, for messages."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}:{parts.port or '?'}"
+_where = contract.redacted
 
 
 def first_address(url: str) -> str:
@@ -96,17 +93,20 @@ class QueueCounts:
     completed: int = 0
     run_seconds: float = 0.0
     run_seconds_sq: float = 0.0
+    dead_letters: int = 0
+    """Entries of the queue's dead-letter list (`<prefix>jobqueue:deadletter:<q>`)."""
 
 
 def commands(queues: Sequence[QueueKeys], prefix: str = "") -> list[Command]:
-    """The pipeline, in order: per queue LLEN and LINDEX -1 of each priority list and HMGET of its stats;
-    then HVALS of the unacked hash once."""
+    """The pipeline, in order: per queue LLEN and LINDEX -1 of each priority list, HMGET of its stats and
+    LLEN of its dead-letter list; then HVALS of the unacked hash once."""
     pipeline: list[Command] = []
     for queue in queues:
         lists = queue.lists(prefix)
         pipeline += [("LLEN", key) for key in lists]
         pipeline += [("LINDEX", key, "-1") for key in lists]
         pipeline.append(("HMGET", contract.stats_key(queue.name, prefix), *contract.STATS_FIELDS))
+        pipeline.append(("LLEN", contract.dead_letter_key(queue.name, prefix)))
     pipeline.append(("HVALS", f"{prefix}{contract.UNACKED}"))
     return pipeline
 
@@ -157,7 +157,7 @@ def in_flight(unacked: Sequence[Any], names: Sequence[str]) -> dict[str, int]:
 
 def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, QueueCounts]:
     """QueueCounts per queue from the replies to `commands(queues)`, in the same order."""
-    expected = sum(2 * len(q.steps) + 1 for q in queues) + 1
+    expected = sum(2 * len(q.steps) + 2 for q in queues) + 1
     if len(replies) != expected:
         raise BrokerError(f"expected {expected} replies from the pipeline, got {len(replies)}")
     flights = in_flight(replies[-1] or [], [q.name for q in queues])
@@ -166,7 +166,8 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
     for queue in queues:
         n = len(queue.steps)
         lengths, tails, stats = replies[at : at + n], replies[at + n : at + 2 * n], replies[at + 2 * n]
-        at += 2 * n + 1
+        dead_letters = replies[at + 2 * n + 1]
+        at += 2 * n + 2
         stamps = [stamp for stamp in (sent_at(tail) for tail in tails) if stamp is not None]
         completed, run_seconds, run_seconds_sq = (_number(v) for v in (stats or [None, None, None]))
         counts[queue.name] = QueueCounts(
@@ -176,6 +177,7 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
             completed=int(completed),
             run_seconds=run_seconds,
             run_seconds_sq=run_seconds_sq,
+            dead_letters=int(dead_letters or 0),
         )
     return counts
 

@@ -42,7 +42,7 @@ def run_worker(settings: WorkerSettings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         from jobqueue_worker import app as app_module
-        from jobqueue_worker import completions, heartbeat, incarnation, metrics, probes, server
+        from jobqueue_worker import completions, deadletter, heartbeat, incarnation, metrics, probes, server
 
         app = app_module.load_app(settings.app)
         app_module.configure(app, settings)
@@ -50,6 +50,7 @@ def run_worker(settings: WorkerSettings) -> int:
         heartbeat.install()
         registry = metrics.install(settings)
         completions.Completions(settings.queue, settings.key_prefix).connect()
+        deadletter.install(app, settings)
         try:
             http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
         except OSError as exc:
@@ -76,8 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobqueue_worker import producer
 
         return producer.main(args[1:])
+    if args[:1] in (["deadletter"], ["queue"]):
+        from jobqueue_worker import admin
+
+        return admin.main(args)
     if args:
-        print(f"{PROG}: takes no arguments (configure it with JOBQUEUE_* variables), or: {PROG} send --help")
+        print(
+            f"{PROG}: takes no arguments (configure it with JOBQUEUE_* variables), or one of: "
+            f"{PROG} send --help, {PROG} deadletter --help, {PROG} queue --help"
+        )
         return EXIT_CONFIG
     try:
         return run_worker(load_settings(os.environ))

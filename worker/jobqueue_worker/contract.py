@@ -6,11 +6,15 @@ here may pull it in. docs/worker-contract.md describes every name below; change 
 
 from __future__ import annotations
 
+import enum
 import json
+import time
+import uuid
 from bisect import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 METRICS_PORT: Final = 9808
 """The worker Pod's one HTTP port (container port name `metrics`): /metrics, /healthz, /readyz."""
@@ -51,6 +55,19 @@ class Env:
     POD_NAME: Final = "POD_NAME"
     POD_NAMESPACE: Final = "POD_NAMESPACE"
     POD_UID: Final = "POD_UID"
+    DEAD_LETTER_ENABLED: Final = "JOBQUEUE_DEAD_LETTER_ENABLED"
+    DEAD_LETTER_MAX_LENGTH: Final = "JOBQUEUE_DEAD_LETTER_MAX_LENGTH"
+    MAX_WORKER_LOSSES: Final = "JOBQUEUE_MAX_WORKER_LOSSES"
+
+
+def redacted(url: str) -> str:
+    """A broker URL without credentials, path or query, for messages: `scheme://host:port`."""
+    parts = urlsplit(url.split(";")[0])
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.scheme or '?'}://{parts.hostname or '?'}:{port or '?'}"
 
 
 def priority_steps(levels: int) -> list[int]:
@@ -159,5 +176,88 @@ class Registration:
             data["priority_steps"] = tuple(int(step) for step in data.get("priority_steps", DEFAULT_PRIORITY_STEPS))
             known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
             return cls(**known)
-        except (TypeError, KeyError, AttributeError) as exc:
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a worker registration: {exc}") from None
+
+
+# Dead letters: a message the worker will not run is kept, with why, in a bounded list per queue.
+
+DEAD_LETTER_PREFIX: Final = "jobqueue:deadletter:"
+"""`<prefix>jobqueue:deadletter:<queue>`: list of JSON `DeadLetter`, newest first (LPUSH, then LTRIM)."""
+DEFAULT_DEAD_LETTER_MAX_LENGTH: Final = 10000
+DEFAULT_MAX_WORKER_LOSSES: Final = 3
+
+
+def dead_letter_key(queue: str, prefix: str = "") -> str:
+    return f"{prefix}{DEAD_LETTER_PREFIX}{queue}"
+
+
+class DeadLetterReason(enum.StrEnum):
+    FAILED = "failed"
+    """The task raised and will not be retried (no retries, or retries exhausted)."""
+    TIME_LIMIT = "time-limit"
+    """The task ran past its hard time limit and was killed."""
+    WORKER_LOST = "worker-lost"
+    """A worker process was lost while running it (killed, out of memory) as many times as allowed."""
+    UNDECODABLE = "undecodable"
+    """The message body cannot be decoded."""
+    REFUSED_CONTENT = "refused-content"
+    """The message uses a serializer the worker refuses (anything but JSON, e.g. pickle)."""
+    UNKNOWN_TASK = "unknown-task"
+    """No task of that name is registered in the worker's app."""
+    UNKNOWN_MESSAGE = "unknown-message"
+    """Not a Celery task message."""
+    INVALID_TASK = "invalid-task"
+    """A task message Celery cannot turn into a request."""
+
+
+REDELIVERED: Final = "redelivered"
+"""The mark kombu's restore adds to `headers` and `properties.delivery_info` of a message it puts back."""
+
+
+def as_sent(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A kombu message envelope without the marks kombu's restores add: the message as it was sent."""
+    copy = json.loads(json.dumps(message))
+    headers = copy.get("headers")
+    if isinstance(headers, dict) and headers.get(REDELIVERED) is True:
+        del headers[REDELIVERED]
+    properties = copy.get("properties")
+    delivery = properties.get("delivery_info") if isinstance(properties, dict) else None
+    if isinstance(delivery, dict):
+        delivery.pop(REDELIVERED, None)
+    return dict(copy)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of a queue's dead-letter list."""
+
+    reason: DeadLetterReason
+    message: dict[str, Any]
+    """The original kombu envelope (`body`, `headers`, `properties`, ...), as it was sent."""
+    queue: str
+    exception: str = ""
+    """`Type: text` of what went wrong."""
+    traceback: str = ""
+    task: str = ""
+    task_id: str = ""
+    worker: str = ""
+    """The Celery node name of the worker that gave up on it (`<queue>@<pod>`)."""
+    at: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """This dead letter's own id (a task can be dead-lettered more than once)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DeadLetter:
+        """Raises ValueError on anything that is not a dead letter this version can read."""
+        try:
+            data = json.loads(text)
+            data["reason"] = DeadLetterReason(data["reason"])
+            if not isinstance(data.get("message"), dict):
+                raise ValueError("no message")
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
+            raise ValueError(f"not a dead letter: {exc}") from None

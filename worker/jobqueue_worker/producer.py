@@ -13,21 +13,23 @@ import argparse
 import itertools
 import json
 import os
+import socket
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.result import AsyncResult
 
 import jobqueue_worker.sent_time  # noqa: F401  # stamps the send time, for the queue-wait histogram
-from jobqueue_worker import records, tasks
+from jobqueue_worker import contract, records, tasks
 from jobqueue_worker.app import transport_options
 from jobqueue_worker.contract import DEFAULT_PRIORITY_STEPS, DEFAULT_VISIBILITY_TIMEOUT_SECONDS, Env
 
-KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky")
+KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky", "crash")
 
 
 def producer_app(
@@ -73,6 +75,45 @@ def send(
             app.send_task(name, kwargs=arguments, queue=queue, priority=next(cycle), producer=producer)
             for _ in range(count)
         ]
+
+
+NAME_RESOLUTION_ERRORS = (
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname provided",
+    "no address associated with hostname",
+    "name does not resolve",
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _unresolved(error: BaseException) -> bool:
+    return isinstance(error, socket.gaierror) or any(text in str(error).lower() for text in NAME_RESOLUTION_ERRORS)
+
+
+def broker_problem(url: str, exc: BaseException) -> str:
+    """One line saying why the broker cannot be used, and the fix when the host does not resolve here."""
+    where = contract.redacted(url)
+    if any(_unresolved(error) for error in _chain(exc)):
+        host = urlsplit(url.split(";")[0]).hostname or "?"
+        service = host.split(".")[0]
+        return (
+            f"cannot reach the broker {where}: the host {host} does not resolve from here (a Service name only "
+            f"resolves inside the cluster); run the command in a worker Pod (kubectl exec deploy/<worker> -- "
+            f"jobqueue-worker ...), or forward the Service (kubectl port-forward svc/{service} 6379) and pass "
+            f"--broker-url with 127.0.0.1:6379; on the local cluster: "
+            f"python -m jobqueue_devenv exec -- jobqueue-worker ..."
+        )
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot reach the broker {where}: {text}"
 
 
 def done_count(app: Celery, run_id: str, key_prefix: str = "") -> int:
