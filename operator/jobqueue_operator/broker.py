@@ -560,3 +560,118 @@ def _exchange(entry: Any) -> str:
     except (TypeError, ValueError, IndexError, KeyError):
         return ""
     return value if isinstance(value, str) else ""
+
+
+# Stranded queues: Celery queues in the broker that hold messages but are not in the spec (the default
+# `celery` queue, a typo in a routing key, an app's own task_routes). Found from the lists themselves:
+# a bounded SCAN for list keys, then the length and tail of each candidate in one pipeline.
+
+SCAN_PAGE: Final = 1000
+SCAN_BUDGET: Final = 100_000
+"""Keys looked at per search at most (SCAN COUNT pages): about 100 round trips on a large database."""
+_PRIORITY_SUFFIX: Final = re.compile(re.escape(contract.PRIORITY_SEPARATOR) + r"\d+$")
+_NOT_TASK_QUEUES: Final = (contract.UNACKED, contract.UNACKED_INDEX, "unacked_mutex")
+REPLY_SUFFIX: Final = ".reply.celery.pidbox"
+"""Celery's remote-control reply queues: replies, not tasks."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnservedQueues:
+    waiting: Mapping[str, int]
+    """Queue name -> messages waiting in it (every priority list summed)."""
+    complete: bool
+    """False when the search stopped at its budget before seeing the whole database."""
+
+
+def queue_of_list(key: str, prefix: str = "") -> str | None:
+    """The queue a list key belongs to (`<prefix><queue>[\\x06\\x16<step>]`), or None for keys that are
+    not task queues: other prefixes, kombu's and our own bookkeeping, Celery's reply queues."""
+    if not key.startswith(prefix):
+        return None
+    name = _PRIORITY_SUFFIX.sub("", key[len(prefix) :])
+    if not name or name in _NOT_TASK_QUEUES or name.startswith(("jobqueue:", "_kombu.")) or name.endswith(REPLY_SUFFIX):
+        return None
+    return name
+
+
+def is_task_message(raw: Any) -> bool:
+    """A kombu envelope carrying a Celery task (protocol 2: the task name in its headers)."""
+    try:
+        message = json.loads(raw)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(message, dict) and isinstance(message.get("headers"), dict) and "task" in message["headers"]
+
+
+def candidate_lists(keys: Collection[str], known: Collection[str], prefix: str = "") -> dict[str, list[str]]:
+    """Queue name -> its list keys found, for the queues not in `known`."""
+    found: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        queue = queue_of_list(key, prefix)
+        if queue is not None and queue not in known:
+            found.setdefault(queue, []).append(key)
+    return found
+
+
+def tail_commands(lists: Mapping[str, Sequence[str]]) -> list[Command]:
+    return [command for keys in lists.values() for key in keys for command in (("LLEN", key), ("LINDEX", key, "-1"))]
+
+
+def parse_tails(lists: Mapping[str, Sequence[str]], replies: Sequence[Any]) -> dict[str, int]:
+    """Waiting count of each candidate whose lists hold at least one Celery task message."""
+    waiting: dict[str, int] = {}
+    at = 0
+    for queue, keys in lists.items():
+        lengths, tails = replies[at : at + 2 * len(keys) : 2], replies[at + 1 : at + 2 * len(keys) : 2]
+        at += 2 * len(keys)
+        total = sum(int(length or 0) for length in lengths)
+        if total and any(is_task_message(tail) for tail in tails):
+            waiting[queue] = total
+    return waiting
+
+
+def unserved_queues(
+    url: str,
+    known: Collection[str],
+    prefix: str = "",
+    timeout: float = TIMEOUT_SECONDS,
+    budget: int = SCAN_BUDGET,
+) -> UnservedQueues:
+    """Celery queues holding tasks in the broker that are not in `known` (the spec's queue names).
+
+    A SCAN for list keys (`TYPE list`, `MATCH <prefix>*`, at most `budget` keys looked at: never KEYS),
+    then one pipeline of LLEN and LINDEX -1 per candidate list. Raises BrokerError when Redis cannot be
+    read."""
+    keys: set[str] = set()
+    with connected(url, timeout) as client:
+        cursor, seen = 0, 0
+        while True:
+            cursor, page = client.scan(cursor, match=f"{_glob_escape(prefix)}*", count=SCAN_PAGE, _type="list")
+            keys.update(_text(key) for key in page)
+            seen += SCAN_PAGE
+            if cursor == 0 or seen >= budget:
+                break
+        lists = candidate_lists(keys, known, prefix)
+        replies = run(client, tail_commands(lists)) if lists else []
+    return UnservedQueues(parse_tails(lists, replies), complete=cursor == 0)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def purge_commands(queue: QueueKeys, prefix: str = "") -> list[Command]:
+    """kombu's `Channel._purge`: LLEN and DEL of each priority list (sent in one MULTI)."""
+    return [command for key in queue.lists(prefix) for command in (("LLEN", key), ("DEL", key))]
+
+
+def purge_queue(url: str, queue: QueueKeys, prefix: str = "", timeout: float = TIMEOUT_SECONDS) -> int:
+    """Delete every waiting message of one queue (not those in flight); returns how many there were.
+
+    For a queue that is not served any more, once its tasks are not wanted: the documented command is
+    `jobqueue-worker queue purge --queue <name> --yes`, from any worker Pod of the JobQueue."""
+    with connected(url, timeout, "purging") as client, client.pipeline(transaction=True) as pipe:
+        for command in purge_commands(queue, prefix):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        replies = pipe.execute()
+    return sum(int(count or 0) for count in replies[::2])

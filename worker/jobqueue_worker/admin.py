@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
+from celery import Celery
 
 from jobqueue_worker import contract
 from jobqueue_worker.brokerclient import plain_client
@@ -194,21 +195,11 @@ def _purge(client: redis.Redis, args: argparse.Namespace) -> int:
     return 0
 
 
-def purge_queue(client: redis.Redis, queue: str, steps: Sequence[int], prefix: str) -> int:
-    """Delete every waiting message of `queue` (all priority lists); returns how many there were."""
-    lists = contract.queue_lists(queue, steps, prefix)
-    pipe = client.pipeline(transaction=True)
-    for name in lists:
-        pipe.llen(name)
-    pipe.delete(*lists)
-    replies = pipe.execute()
-    return sum(int(count) for count in replies[:-1])
-
-
-def _purge_queue(client: redis.Redis, args: argparse.Namespace) -> int:
-    removed = purge_queue(client, args.queue, _steps(args.priority_steps), args.key_prefix)
-    print(f"{removed} waiting messages of {args.queue} purged")
-    return 0
+def purge_queue(app: Celery, queue: str) -> int:
+    """Delete every waiting message of `queue` with kombu's own purge (each priority list of the app's
+    steps, under its key prefix); returns how many there were."""
+    with app.connection_for_write() as connection:
+        return int(connection.default_channel.queue_purge(queue) or 0)
 
 
 def _steps(text: str) -> list[int]:
@@ -222,7 +213,6 @@ ACTIONS: dict[tuple[str, str], Any] = {
     ("deadletter", "list"): _list,
     ("deadletter", "requeue"): _requeue,
     ("deadletter", "purge"): _purge,
-    ("queue", "purge"): _purge_queue,
 }
 
 
@@ -234,8 +224,17 @@ def main(argv: Sequence[str]) -> int:
         return 2
     from jobqueue_worker import producer
 
-    app = producer.producer_app(args.broker_url, key_prefix=args.key_prefix)
     try:
+        app = producer.producer_app(
+            args.broker_url, key_prefix=args.key_prefix, priority_steps=_steps(args.priority_steps)
+        )
+    except CommandError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if (args.group, args.action) == ("queue", "purge"):
+            print(f"{purge_queue(app, args.queue)} waiting messages of {args.queue} purged")
+            return 0
         with plain_client(app) as client:
             return int(ACTIONS[args.group, args.action](client, args))
     except CommandError as exc:

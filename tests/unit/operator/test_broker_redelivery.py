@@ -143,3 +143,52 @@ def test_script_replies() -> None:
     assert restored.total == 4
     with pytest.raises(broker.BrokerError, match="unexpected reply"):
         broker.parse_restore([b"what"])
+
+
+@pytest.mark.parametrize(
+    ("key", "queue"),
+    [
+        ("p:celery", "celery"),
+        ("p:hgih\x06\x169", "hgih"),
+        ("p:a.b-c", "a.b-c"),
+        ("q:celery", None),  # another prefix
+        ("p:unacked", None),
+        ("p:jobqueue:deadletter:high", None),
+        ("p:_kombu.binding.celery", None),
+        ("p:3f1c.reply.celery.pidbox", None),
+        ("p:", None),
+    ],
+)
+def test_which_list_keys_are_task_queues(key: str, queue: str | None) -> None:
+    assert broker.queue_of_list(key, "p:") == queue
+
+
+def test_candidates_group_priority_lists_and_leave_out_known_queues() -> None:
+    keys = {"p:high", "p:high\x06\x163", "p:celery", "p:hgih\x06\x169", "p:hgih", "p:unacked"}
+    lists = broker.candidate_lists(keys, {"high"}, "p:")
+    assert lists == {"celery": ["p:celery"], "hgih": ["p:hgih", "p:hgih\x06\x169"]}
+    assert broker.tail_commands(lists) == [
+        ("LLEN", "p:celery"),
+        ("LINDEX", "p:celery", "-1"),
+        ("LLEN", "p:hgih"),
+        ("LINDEX", "p:hgih", "-1"),
+        ("LLEN", "p:hgih\x06\x169"),
+        ("LINDEX", "p:hgih\x06\x169", "-1"),
+    ]
+
+
+def test_only_lists_holding_celery_tasks_count_and_priority_lists_are_summed() -> None:
+    task = json.loads(_entry())[0]
+    lists = {"celery": ["p:celery"], "hgih": ["p:hgih", "p:hgih\x06\x169"], "mine": ["p:mine"], "empty": ["p:empty"]}
+    replies = [4, json.dumps(task), 0, None, 3, json.dumps(task), 7, b"plain string", 0, None]
+    assert broker.parse_tails(lists, replies) == {"celery": 4, "hgih": 3}
+    assert not broker.is_task_message(json.dumps({"headers": {}, "body": "x"}))
+
+
+def test_purge_is_kombus_llen_and_del_of_each_priority_list() -> None:
+    assert broker.purge_commands(broker.QueueKeys("old", (0, 9)), "p:") == [
+        ("LLEN", "p:old"),
+        ("DEL", "p:old"),
+        ("LLEN", "p:old\x06\x169"),
+        ("DEL", "p:old\x06\x169"),
+    ]
