@@ -189,8 +189,8 @@ def test_a_task_that_kills_its_whole_worker_stops_after_the_operators_restore_co
         timeout=contract.HEARTBEAT_TTL_SECONDS + 5,
         what="the dead worker's heartbeat to expire",
     )
-    restore = broker.restore_incarnation(redis_server.url, dead.registration.instance, PREFIX)
-    assert restore.restored == {queue_name: 1}
+    result = broker.restore_incarnation(redis_server.url, dead.registration.instance, PREFIX)
+    assert result.restored == {queue_name: 1}
     assert client.hget(contract.losses_key(queue_name, PREFIX), poison.id) == b"1"
     start_worker(queue_name, JOBQUEUE_KEY_PREFIX=PREFIX, JOBQUEUE_POOL="solo", JOBQUEUE_MAX_WORKER_LOSSES="1")
     (letter,) = wait_until(lambda: letters(client, queue_name), timeout=30, what="the poison task dead-lettered")

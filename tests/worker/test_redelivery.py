@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kombu
@@ -26,8 +27,8 @@ from celery import Celery
 
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
-from jobqueue_operator.broker import RestoreOutcome
-from jobqueue_worker import contract, held, producer, records
+from jobqueue_worker import contract, held, producer, records, restore
+from jobqueue_worker.restore import RestoreOutcome
 from tests.worker.conftest import RedisServer, StartWorker, WorkerProcess
 
 PREFIX = "jq:"
@@ -91,8 +92,8 @@ def test_a_killed_workers_deliveries_come_back_in_one_call_and_run_exactly_once_
         what="the killed worker's heartbeat to expire",
     )
     expired_after = time.monotonic() - killed_at
-    restore = broker.restore_incarnation(redis_server.url, found.registration.instance, PREFIX)
-    assert restore == broker.Restore(RestoreOutcome.RESTORED, {queue_name: 4})
+    result = broker.restore_incarnation(redis_server.url, found.registration.instance, PREFIX)
+    assert result == restore.Restore(RestoreOutcome.RESTORED, {queue_name: 4})
     assert queued(client, queue_name) == 6  # nobody consumes yet: all six wait again, none lost
     assert client.hlen(PREFIX + contract.UNACKED) == 0
     assert not client.exists(contract.held_key(found.registration.instance, PREFIX))
@@ -141,7 +142,7 @@ def holding(url: str, queue: str, count: int, prefix: str = PREFIX) -> Iterator[
     recorded exactly as a worker records them, then no heartbeat and no restore on the way out."""
     instance = uuid.uuid4().hex
     registration = contract.Registration(instance, queue, "pod", "uid", "ns", time.time())
-    held.install(held.Holder(instance, registration.to_json(), threading.Event()))
+    held.install(held.Holders(held.Holder(instance, registration.to_json())))
     received: list[kombu.Message] = []
     try:
         with kombu.Connection(url, transport_options={"global_keyprefix": prefix}) as connection:
@@ -190,11 +191,11 @@ def test_restore_is_atomic_under_concurrent_acks(
         acker.start()
         go.set()
         time.sleep(0.002 * round_)
-        restore = broker.restore_incarnation(redis_server.url, instance, PREFIX)
+        result = broker.restore_incarnation(redis_server.url, instance, PREFIX)
         acker.join(30)
     back = restored_ids(client, queue_name)
-    assert restore.outcome == RestoreOutcome.RESTORED
-    assert restore.total == len(back)
+    assert result.outcome == RestoreOutcome.RESTORED
+    assert result.total == len(back)
     assert len(set(back)) == len(back)  # nothing pushed twice
     assert set(back) | set(acked) == set(ids)  # nothing lost: every message was acked or is back
     assert client.hlen(PREFIX + contract.UNACKED) == 0
@@ -230,13 +231,13 @@ def test_kombus_visibility_sweep_and_the_restore_never_both_put_a_message_back(
         assert sweeper.stdout is not None
         assert sweeper.stdout.readline().strip() == "ready"
         time.sleep(0.01 * round_)
-        restore = broker.restore_incarnation(redis_server.url, instance, PREFIX)
+        result = broker.restore_incarnation(redis_server.url, instance, PREFIX)
         assert sweeper.wait(30) == 0
     back = restored_ids(client, queue_name)
     assert sorted(back) == sorted(ids)  # every message exactly once, whoever put it back
-    assert restore.outcome == RestoreOutcome.RESTORED
+    assert result.outcome == RestoreOutcome.RESTORED
     assert client.hlen(PREFIX + contract.UNACKED) == 0
-    print(f"round {round_}: the restore put back {restore.total}, kombu's sweep {total - restore.total}")
+    print(f"round {round_}: the restore put back {result.total}, kombu's sweep {total - result.total}")
 
 
 def test_a_message_another_worker_holds_now_is_not_taken_from_it(
@@ -255,10 +256,43 @@ def test_a_message_another_worker_holds_now_is_not_taken_from_it(
     assert restored_ids(client, queue_name) == [task_id]
     with holding(redis_server.url, queue_name, 1) as (second, messages):
         assert messages[0].delivery_tag.encode() in client.hkeys(contract.held_key(first, PREFIX))
-        assert broker.restore_incarnation(redis_server.url, first, PREFIX) == broker.Restore(RestoreOutcome.RESTORED)
+        assert broker.restore_incarnation(redis_server.url, first, PREFIX) == restore.Restore(RestoreOutcome.RESTORED)
         assert client.hexists(PREFIX + contract.UNACKED, messages[0].delivery_tag)  # still the second's
         assert restored_ids(client, queue_name) == []
-    assert broker.restore_incarnation(redis_server.url, second, PREFIX) == broker.Restore(
+    assert broker.restore_incarnation(redis_server.url, second, PREFIX) == restore.Restore(
         RestoreOutcome.RESTORED, {queue_name: 1}
     )
     assert restored_ids(client, queue_name) == [task_id]
+
+
+def test_a_task_cut_off_by_a_broker_restart_runs_again_at_once(
+    start_worker: StartWorker, tmp_path: Path, queue_name: str
+) -> None:
+    """A Redis restart (with its data kept) mid-task: Celery cancels the task it can no longer acknowledge;
+    the worker gives its message back as soon as it has reconnected, not after the visibility timeout."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    try:
+        worker = start_worker(queue_name, redis_url=server.url, JOBQUEUE_KEY_PREFIX=PREFIX)
+        app = producer.producer_app(server.url, key_prefix=PREFIX)
+        run = uuid.uuid4().hex
+        try:
+            (task,) = producer.send(app, queue_name, "sleep", 1, run_id=run, kwargs={"seconds": 3}, ignore_result=True)
+        finally:
+            app.close()
+        client = server.client()
+        wait_until(lambda: records.read(client, run, records.STARTED, PREFIX), timeout=20, what="the task started")
+        server.stop()
+        wait_until(lambda: worker.get("/readyz").status_code == 503, timeout=30, what="the worker to lose Redis")
+        server.start()
+        done = wait_until(
+            lambda: records.read(server.client(), run, records.DONE, PREFIX), timeout=60, what="the task done"
+        )
+        assert done == {task.id: 1}
+        assert records.read(server.client(), run, records.STARTED, PREFIX) == {task.id: 2}
+        assert "gave back 1 messages held before the broker connection was lost" in worker.output()
+        wait_until(lambda: server.client().hlen(PREFIX + contract.UNACKED) == 0, timeout=10, what="the ack")
+        (current,) = broker.list_incarnations(server.url, PREFIX)  # the old incarnation is gone, the new one beats
+        assert current.alive
+    finally:
+        server.stop()

@@ -42,7 +42,7 @@ def run_worker(settings: WorkerSettings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         from jobqueue_worker import app as app_module
-        from jobqueue_worker import completions, deadletter, heartbeat, incarnation, metrics, probes, server
+        from jobqueue_worker import completions, deadletter, heartbeat, incarnation, metrics, patches, probes, server
 
         app = app_module.load_app(settings.app)
         app_module.configure(app, settings)
@@ -51,6 +51,7 @@ def run_worker(settings: WorkerSettings) -> int:
         registry = metrics.install(settings)
         completions.Completions(settings.queue, settings.key_prefix).connect()
         deadletter.install(app, settings)
+        patches.install()
         try:
             http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
         except OSError as exc:

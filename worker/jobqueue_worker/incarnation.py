@@ -24,7 +24,7 @@ import uuid
 
 from celery import Celery
 
-from jobqueue_worker import contract, held
+from jobqueue_worker import contract, held, restore
 from jobqueue_worker.brokerclient import key_prefix, plain_client
 from jobqueue_worker.settings import WorkerSettings
 
@@ -61,45 +61,57 @@ def registration(settings: WorkerSettings, instance: str | None = None) -> contr
 
 
 class Incarnation:
-    """The registration and heartbeat of this process; `start` before the worker consumes, `end` after."""
+    """The registration and heartbeat of this process; `start` before the worker consumes, `end` after.
+
+    After a lost broker connection the consumer's new channel becomes a new incarnation (`held.Holders`);
+    the old one's messages are given back at once by a background thread (`give_back`)."""
+
+    GIVE_BACK_SECONDS = 300.0
+    """How long to keep trying to give back a retired incarnation's messages; then the operator's restore
+    (once the Pod is gone) or kombu's visibility sweep takes over."""
 
     def __init__(self, app: Celery, settings: WorkerSettings, interval: float = contract.HEARTBEAT_INTERVAL_SECONDS):
-        self.registration = registration(settings)
         self._app = app
+        self._settings = settings
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
-        self.holder = held.Holder(self.registration.instance, self.registration.to_json(), threading.Event())
+        self.holders = held.Holders(self._new_holder(), successor=self._new_holder, retire=self._retire)
+
+    def _new_holder(self) -> held.Holder:
+        new = registration(self._settings)
+        return held.Holder(new.instance, new.to_json())
 
     @property
     def instance(self) -> str:
-        return self.registration.instance
+        return self.holders.current.instance
 
     def start(self) -> None:
         """Record deliveries from now on and start beating (the first beat right away)."""
-        held.install(self.holder)
+        held.install(self.holders)
+        self._app.steps["consumer"].add(held.TaskChannel)
         self._thread = threading.Thread(target=self._beat_until_stopped, name="jobqueue-heartbeat", daemon=True)
         self._thread.start()
 
     def beat(self) -> None:
         """Write the registration and refresh the heartbeat in one MULTI; a failure is logged, not raised."""
+        holder = self.holders.current
         prefix = key_prefix(self._app)
         try:
             with plain_client(self._app) as client:
                 pipe = client.pipeline(transaction=True)
-                pipe.hset(prefix + contract.WORKERS, self.instance, self.holder.registration)
-                pipe.set(
-                    contract.alive_key(self.instance, prefix), f"{time.time():.3f}", ex=contract.HEARTBEAT_TTL_SECONDS
-                )
+                pipe.hset(prefix + contract.WORKERS, holder.instance, holder.registration)
+                alive = contract.alive_key(holder.instance, prefix)
+                pipe.set(alive, f"{time.time():.3f}", ex=contract.HEARTBEAT_TTL_SECONDS)
                 pipe.execute()
         except Exception as exc:  # the broker's trouble: the consumer reports it; keep beating
-            self.holder.registered.clear()  # a restarted, empty Redis lost it: the next delivery writes it again
+            holder.registered.clear()  # a restarted, empty Redis lost it: the next delivery writes it again
             if not self._failing:
                 logger.warning("cannot write the worker's heartbeat to the broker: %s", exc)
             self._failing = True
             return
-        self.holder.registered.set()
+        holder.registered.set()
         if self._failing:
             logger.info("the worker's heartbeat reaches the broker again")
         self._failing = False
@@ -110,21 +122,47 @@ class Incarnation:
             if self._stop.wait(self._interval):
                 return
 
+    def _retire(self, old: held.Holder) -> None:
+        """Called from the consumer at its new channel's first delivery: never block it."""
+        threading.Thread(target=self.give_back, args=(old,), name="jobqueue-give-back", daemon=True).start()
+
+    def give_back(self, old: held.Holder) -> restore.Restore | None:
+        """Restore what a retired incarnation of this process still holds, retrying while the broker is away.
+
+        Its channel is gone, so none of it can be acknowledged any more (Celery redelivers such tasks);
+        no worker loss is counted: the worker was not lost."""
+        prefix = key_prefix(self._app)
+        deadline = time.monotonic() + self.GIVE_BACK_SECONDS
+        while True:
+            try:
+                with plain_client(self._app) as client:
+                    client.delete(contract.alive_key(old.instance, prefix))
+                    result = restore.restore(client, old.instance, prefix, count_losses=False)
+            except Exception as exc:
+                if time.monotonic() >= deadline or self._stop.wait(self._interval):
+                    logger.warning("could not give back the messages held before the connection loss: %s", exc)
+                    return None
+                continue
+            if result.total:
+                logger.warning("gave back %d messages held before the broker connection was lost", result.total)
+            return result
+
     def end(self) -> bool:
         """Stop beating and unregister (one attempt, bounded timeouts); True when the registration is gone."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        instance = self.instance
         prefix = key_prefix(self._app)
         keys = [
             prefix + contract.UNACKED_INDEX,
-            contract.held_key(self.instance, prefix),
-            contract.alive_key(self.instance, prefix),
+            contract.held_key(instance, prefix),
+            contract.alive_key(instance, prefix),
             prefix + contract.WORKERS,
         ]
         try:
             with plain_client(self._app) as client:
-                done = bool(client.eval(END, len(keys), *keys, self.instance))
+                done = bool(client.eval(END, len(keys), *keys, instance))
         except Exception as exc:  # the broker's trouble; the operator restores what is left
             logger.warning("could not unregister the worker from the broker: %s", exc)
             return False

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from jobqueue_operator import broker
-from jobqueue_operator.broker import Binding, Redelivery, RestoreOutcome
-from jobqueue_worker import contract
+from jobqueue_worker import contract, restore
+from jobqueue_worker.restore import Binding, Redelivery, RestoreOutcome
 
 REGISTRATION = contract.Registration(
     instance="i1",
@@ -58,13 +58,13 @@ def test_liveness_is_one_exists_and_one_hlen_per_incarnation() -> None:
     ("priority", "step"), [(0, 0), (2, 0), (3, 3), (5, 3), (9, 9), (12, 9), (-1, 0), ("x", 0), (None, 0), (True, 0)]
 )
 def test_a_message_goes_back_to_the_list_of_its_priority_step(priority: Any, step: int) -> None:
-    planned = broker.redelivery("tag", _entry(priority), REGISTRATION, {}, "p:")
+    planned = restore.redelivery("tag", _entry(priority), REGISTRATION, {}, "p:")
     assert planned is not None
     assert planned.lists == ((f"p:high\x06\x16{step}" if step else "p:high"),)
 
 
 def test_a_message_goes_back_marked_redelivered_and_otherwise_unchanged() -> None:
-    planned = broker.redelivery("tag", _entry(), REGISTRATION, {})
+    planned = restore.redelivery("tag", _entry(), REGISTRATION, {})
     assert planned is not None
     original = json.loads(_entry())[0]
     restored = json.loads(planned.payload)
@@ -79,37 +79,37 @@ def test_routing_follows_kombus_binding_tables() -> None:
         "media": [Binding("high", "", "high"), Binding("high", "", "audit"), Binding("low", "", "low")],
         "events": [Binding("img.*", r"^img\.[^\.]+$", "images")],
     }
-    assert broker.lookup("media", "high", tables["media"], "fallback") == ["audit", "high"]
-    assert broker.lookup("events", "img.png", tables["events"], "fallback") == ["images"]
-    assert broker.lookup("", "direct-q", [], "fallback") == ["direct-q"]
+    assert restore.lookup("media", "high", tables["media"], "fallback") == ["audit", "high"]
+    assert restore.lookup("events", "img.png", tables["events"], "fallback") == ["images"]
+    assert restore.lookup("", "direct-q", [], "fallback") == ["direct-q"]
     # where kombu would find no queue and drop the message, it goes back to the worker's own queue
-    assert broker.lookup("media", "nobody", tables["media"], "fallback") == ["fallback"]
-    assert broker.lookup("gone", "high", [], "fallback") == ["fallback"]
-    planned = broker.redelivery("tag", _entry(exchange="media"), REGISTRATION, tables)
+    assert restore.lookup("media", "nobody", tables["media"], "fallback") == ["fallback"]
+    assert restore.lookup("gone", "high", [], "fallback") == ["fallback"]
+    planned = restore.redelivery("tag", _entry(exchange="media"), REGISTRATION, tables)
     assert planned is not None
     assert planned.queues == ("audit", "high")
 
 
 def test_binding_members_split_like_kombus() -> None:
     members = [b"high\x06\x16\x06\x16high", b"img.*\x06\x16^img$\x06\x16images", b"broken"]
-    assert broker.parse_bindings(members) == [Binding("high", "", "high"), Binding("img.*", "^img$", "images")]
+    assert restore.parse_bindings(members) == [Binding("high", "", "high"), Binding("img.*", "^img$", "images")]
 
 
 @pytest.mark.parametrize(
     "entry", ["not json", json.dumps({"a": 1}), json.dumps(["m", "", "q"]), json.dumps([{}, 1, 2])]
 )
 def test_an_entry_that_does_not_decode_is_not_planned(entry: str) -> None:
-    assert broker.redelivery("tag", entry, REGISTRATION, {}) is None
+    assert restore.redelivery("tag", entry, REGISTRATION, {}) is None
 
 
 def test_a_message_without_headers_goes_back_unmarked() -> None:
     message = {"body": "x", "properties": {"priority": 3}}
-    planned = broker.redelivery("tag", json.dumps([message, "", "high"]), REGISTRATION, {})
+    planned = restore.redelivery("tag", json.dumps([message, "", "high"]), REGISTRATION, {})
     assert planned is not None
     assert json.loads(planned.payload) == message
     assert planned.task_id == ""
     message["properties"]["correlation_id"] = "c-1"
-    planned = broker.redelivery("tag", json.dumps([message, "", "high"]), REGISTRATION, {})
+    planned = restore.redelivery("tag", json.dumps([message, "", "high"]), REGISTRATION, {})
     assert planned is not None
     assert planned.task_id == "c-1"
 
@@ -117,7 +117,7 @@ def test_a_message_without_headers_goes_back_unmarked() -> None:
 def test_script_arguments_list_each_key_once() -> None:
     first = Redelivery("a", "{1}", "t-1", ("high", "audit"), ("p:high", "p:audit"))
     second = Redelivery("b", "{2}", "", ("high",), ("p:high\x06\x169",))
-    keys, args = broker.restore_arguments("i1", [first, second], "p:")
+    keys, args = restore.restore_arguments("i1", [first, second], "p:")
     assert keys == [
         "p:unacked",
         "p:unacked_index",
@@ -135,14 +135,14 @@ def test_script_arguments_list_each_key_once() -> None:
 
 
 def test_script_replies() -> None:
-    assert broker.parse_restore([b"alive"]) == broker.Restore(RestoreOutcome.ALIVE)
-    assert broker.parse_restore([b"changed"]) is None
-    restored = broker.parse_restore([b"restored", b"high", 3, b"audit", 1], left=2)
-    assert restored == broker.Restore(RestoreOutcome.RESTORED, {"high": 3, "audit": 1}, 2)
+    assert restore.parse_restore([b"alive"]) == restore.Restore(RestoreOutcome.ALIVE)
+    assert restore.parse_restore([b"changed"]) is None
+    restored = restore.parse_restore([b"restored", b"high", 3, b"audit", 1], left=2)
+    assert restored == restore.Restore(RestoreOutcome.RESTORED, {"high": 3, "audit": 1}, 2)
     assert restored is not None
     assert restored.total == 4
-    with pytest.raises(broker.BrokerError, match="unexpected reply"):
-        broker.parse_restore([b"what"])
+    with pytest.raises(restore.RestoreError, match="unexpected reply"):
+        restore.parse_restore([b"what"])
 
 
 @pytest.mark.parametrize(
