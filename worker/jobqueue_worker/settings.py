@@ -107,7 +107,7 @@ class WorkerSettings(BaseModel):
 
     @property
     def result_backend_url(self) -> str:
-        """The result backend: its own URL if given, else the broker's Redis."""
+        """The JobQueue's result backend: its own URL if given, else the broker's Redis (for apps without one)."""
         return self.result_backend or self.broker_url
 
     @property
