@@ -54,6 +54,18 @@ QUEUE_WAIT = Histogram(
     buckets=BUCKETS,
     registry=None,
 )
+DEAD_LETTERS = Counter(
+    "jobqueue_worker_dead_letters",
+    "Messages put on the queue's dead-letter list instead of run, by reason.",
+    ["jobqueue", "queue", "reason"],
+    registry=None,
+)
+DEAD_LETTERS_DROPPED = Counter(
+    "jobqueue_worker_dead_letters_dropped",
+    "Oldest dead letters dropped because the list reached its maximum length.",
+    ["jobqueue", "queue"],
+    registry=None,
+)
 RECYCLES = Counter(
     "jobqueue_worker_child_recycles",
     "Pool children replaced after reaching a limit, by cause: memory or max_tasks.",

@@ -106,6 +106,9 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
         Env.VISIBILITY_TIMEOUT_SECONDS: visibility_timeout(queue),
         Env.PRIORITY_STEPS: ",".join(str(step) for step in priority_steps(queue.priority_levels)),
         Env.METRICS_PORT: METRICS_PORT,
+        Env.DEAD_LETTER_ENABLED: str(queue.dead_letter.enabled).lower(),
+        Env.DEAD_LETTER_MAX_LENGTH: queue.dead_letter.max_length,
+        Env.MAX_WORKER_LOSSES: queue.dead_letter.max_worker_losses,
     }
     variables = [
         secret_env(Env.BROKER_URL, secret, key),
@@ -118,6 +121,7 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
         *variables,
         field_env(Env.POD_NAME, "metadata.name"),
         field_env(Env.POD_NAMESPACE, "metadata.namespace"),
+        field_env(Env.POD_UID, "metadata.uid"),
         *user_env(jq),
     ]
 
