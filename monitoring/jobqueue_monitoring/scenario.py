@@ -1,8 +1,10 @@
 """The live monitoring scenario: the chart installed on the local cluster, a real Prometheus on the host
 scraping the operator and every worker Pod through Kubernetes service discovery with the relabelling of
 the chart's own ServiceMonitor and PodMonitor (`jobqueue_devenv.monitors`), the chart's alert rules
-loaded, and a burst of work through a JobQueue: a queue woken from zero by a priority burst with a few
-failing tasks, drained, and scaled back to zero.
+loaded, and a burst of work through a JobQueue: a queue woken from zero by a priority burst, one of its
+busy worker Pods killed on the way (its tasks redelivered), a few failing tasks on a steady queue
+(dead-lettered), a few tasks sent to a queue the JobQueue does not list (unserved), drained, and scaled
+back to zero.
 
 The tests (tests/monitoring) evaluate every dashboard query and alert expression against this Prometheus;
 `python -m jobqueue_monitoring.picture` draws the per-queue dashboard from it.
@@ -11,6 +13,7 @@ The tests (tests/monitoring) evaluate every dashboard query and alert expression
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import urllib.request
@@ -37,6 +40,8 @@ BURST_TASKS: Final = 150
 TASK_SECONDS: Final = 0.4
 FAILING_TASKS: Final = 6
 STEADY_TASKS: Final = 20
+UNLISTED_QUEUE: Final = "not-in-the-spec"
+UNLISTED_TASKS: Final = 3
 MANIFEST: Final[dict[str, Any]] = {
     "apiVersion": demo.GROUP_VERSION,
     "kind": "JobQueue",
@@ -44,6 +49,8 @@ MANIFEST: Final[dict[str, Any]] = {
     "spec": {
         "image": "jobqueue-worker:dev",
         "app": "jobqueue_worker.demo:app",
+        # A memory limit gives Redis a maxmemory (80 % of it), which the broker-memory panels show.
+        "broker": {"managed": {"resources": {"limits": {"memory": "256Mi"}}}},
         "queues": [
             {
                 "name": BURST_QUEUE,
@@ -154,8 +161,11 @@ def burst(live: Live) -> None:
     live.started = time.time()
     producer.send(jq.app, BURST_QUEUE, "sleep", BURST_TASKS, priorities=(0, 9), run_id=run,
                   kwargs={"seconds": TASK_SECONDS})  # fmt: skip
-    producer.send(jq.app, BURST_QUEUE, "fail", FAILING_TASKS, run_id=run)
+    _kill_a_busy_worker(live)
+    # The failures on the steady queue's long-lived worker: a burst worker's counters go stale with it.
+    producer.send(jq.app, STEADY_QUEUE, "fail", FAILING_TASKS, run_id=run)
     producer.send(jq.app, STEADY_QUEUE, "sleep", STEADY_TASKS, run_id=run, kwargs={"seconds": 0.2})
+    producer.send(jq.app, UNLISTED_QUEUE, "noop", UNLISTED_TASKS)
 
     def done() -> bool:
         live.worker_pods |= _ready_worker_pods(live)
@@ -164,12 +174,13 @@ def burst(live: Live) -> None:
         return producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS
 
     wait_until(done, timeout=180, what="the burst done", interval=1)
-    wait_until(
-        lambda: _has_series(prometheus, f'jobqueue_worker_tasks_total{{{where}, state="failed"}}'),
-        timeout=30,
-        what="the failed tasks scraped",
-        interval=1,
-    )
+    for expression, what in (
+        (f'jobqueue_worker_tasks_total{{{where}, state="failed"}}', "the failed tasks scraped"),
+        (f"jobqueue_tasks_redelivered_total{{{where}}}", "the killed worker's tasks redelivered"),
+        (f'jobqueue_unserved_queue_tasks{{{where}, queue="{UNLISTED_QUEUE}"}}', "the unlisted queue reported"),
+        (f"jobqueue_dead_letters{{{where}}} > 0", "the failed tasks dead-lettered"),
+    ):
+        wait_until(functools.partial(_has_series, prometheus, expression), timeout=60, what=what, interval=1)
     wait_until(
         lambda: _value(prometheus, f'jobqueue_workers{{{where}, queue="{BURST_QUEUE}", kind="current"}}') == 0,
         timeout=120,
@@ -177,6 +188,31 @@ def burst(live: Live) -> None:
         interval=1,
     )
     live.ended = time.time()
+
+
+def _running_tasks(pod: dict[str, Any]) -> float:
+    """Tasks a worker Pod runs now, from its own /metrics (0 when it does not answer)."""
+    url = f"http://{pod.get('status', {}).get('podIP')}:9808/metrics"
+    try:
+        text = scrape_text(url)
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("jobqueue_worker_active_tasks{")
+    )
+
+
+def _kill_a_busy_worker(live: Live) -> None:
+    """Force-delete (grace 0) one burst worker Pod while it runs tasks, as a node loss would."""
+    selector = f"app.kubernetes.io/component=worker,jobqueue.dev/queue={BURST_QUEUE}"
+
+    def busy_pod() -> str | None:
+        pods = live.kube.get("pods", "-n", live.namespace, "-l", selector)["items"]
+        busy = [p["metadata"]["name"] for p in pods if _running_tasks(p) > 0]
+        return busy[0] if busy else None
+
+    pod = wait_until(busy_pod, timeout=120, what="a burst worker running tasks", interval=0.5)
+    live.kube.kubectl("delete", "pod", "-n", live.namespace, pod, "--grace-period=0", "--force")
 
 
 @contextlib.contextmanager

@@ -435,3 +435,16 @@ def purge_queue(url: str, queue: QueueKeys, prefix: str = "", timeout: float = T
             pipe.execute_command(*command)  # type: ignore[no-untyped-call]
         replies = pipe.execute()
     return sum(int(count or 0) for count in replies[::2])
+
+
+# The broker's memory: a Redis at its maxmemory refuses writes (noeviction), so producers' tasks fail.
+
+
+def memory_usage(url: str, timeout: float = TIMEOUT_SECONDS) -> tuple[int, int]:
+    """(used_memory, maxmemory) in bytes from `INFO memory`; maxmemory 0 means no limit. Raises BrokerError."""
+    with connected(url, timeout) as client:
+        info = client.info("memory")
+    try:
+        return int(info["used_memory"]), int(info.get("maxmemory", 0))
+    except (KeyError, TypeError, ValueError):
+        raise BrokerError("INFO memory gave no used_memory") from None

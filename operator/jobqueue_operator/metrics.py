@@ -45,6 +45,18 @@ class QueueSeries:
     ready_workers: int
     ready_by_priority: tuple[tuple[int, int], ...] = ()
     """(priority step, waiting tasks) of each priority list; empty when the broker could not be read."""
+    dead_letters: int | None = None
+    """Entries of the queue's dead-letter list; None when the broker could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSeries:
+    """What one tick saw of the JobQueue's broker beyond its queues (None: not read)."""
+
+    unserved: Mapping[str, int] | None = None
+    """Broker queues outside the spec that hold tasks -> how many."""
+    used_memory: int | None = None
+    max_memory: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +121,8 @@ class OperatorMetrics(Collector):
         self._targets: dict[Key, dict[str, QueueTargets]] = {}
         self._conditions: dict[Key, dict[str, str]] = {}
         self._restarts: dict[Key, _Restarts] = {}
+        self._brokers: dict[Key, BrokerSeries] = {}
+        self._redelivered: dict[Key, Counter[tuple[str, str]]] = {}
         self._started = time.time()
         """Pods created before this were restarted, or not, before the operator could count: baseline."""
         self.reconcile_seconds = Histogram(
@@ -133,6 +147,15 @@ class OperatorMetrics(Collector):
             self._broker_up[key] = broker_up
             counts = self._decisions.get(key, Counter())
             self._decisions[key] = Counter({k: v for k, v in counts.items() if k[0] in queues})
+
+    def set_broker(self, namespace: str, jobqueue: str, series: BrokerSeries) -> None:
+        with self._lock:
+            self._brokers[(namespace, jobqueue)] = series
+
+    def count_redelivered(self, namespace: str, jobqueue: str, queue: str, reason: str, tasks: int) -> None:
+        """Tasks of a dead worker the operator put back on `queue`."""
+        with self._lock:
+            self._redelivered.setdefault((namespace, jobqueue), Counter())[(queue, reason)] += tasks
 
     def count_decision(self, namespace: str, jobqueue: str, queue: str, direction: str, reason: str) -> None:
         with self._lock:
@@ -186,6 +209,8 @@ class OperatorMetrics(Collector):
             self._targets.pop(key, None)
             self._conditions.pop(key, None)
             self._restarts.pop(key, None)
+            self._brokers.pop(key, None)
+            self._redelivered.pop(key, None)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # rendered at scrape time only; nothing to check for clashes up front
@@ -217,6 +242,11 @@ class OperatorMetrics(Collector):
             "Waiting tasks per priority step (0 is the highest priority, Celery's Redis priority steps).",
             labels=[*QUEUE_LABELS, "priority"],
         )
+        dead_letters = GaugeMetricFamily(
+            "jobqueue_dead_letters",
+            "Messages in the queue's dead-letter list: tasks that failed for good or could not run.",
+            labels=QUEUE_LABELS,
+        )
         with self._lock:
             for (namespace, jobqueue), queues in sorted(self._queues.items()):
                 for queue, series in sorted(queues.items()):
@@ -233,12 +263,45 @@ class OperatorMetrics(Collector):
                     workers.add_metric([*labels, "ready"], series.ready_workers)
                     for step, count in series.ready_by_priority:
                         by_priority.add_metric([*labels, str(step)], count)
+                    if series.dead_letters is not None:
+                        dead_letters.add_metric(labels, series.dead_letters)
                 up.add_metric([namespace, jobqueue], 1.0 if self._broker_up.get((namespace, jobqueue)) else 0.0)
             for (namespace, jobqueue), counts in sorted(self._decisions.items()):
                 for (queue, direction, reason), count in sorted(counts.items()):
                     decisions.add_metric([namespace, jobqueue, queue, direction, reason], count)
-            extra = self._collect_targets_and_health()
-        yield from (depth, age, workers, decisions, up, by_priority, *extra)
+            extra = [*self._collect_targets_and_health(), *self._collect_delivery()]
+        yield from (depth, age, workers, decisions, up, by_priority, dead_letters, *extra)
+
+    def _collect_delivery(self) -> list[Metric]:
+        """Redeliveries, unserved queues and the broker's memory (called under the lock)."""
+        redelivered = CounterMetricFamily(
+            "jobqueue_tasks_redelivered",
+            "Tasks of a dead worker (its Pod deleted, or its container restarted) put back on their queue.",
+            labels=[*QUEUE_LABELS, "reason"],
+        )
+        unserved = GaugeMetricFamily(
+            "jobqueue_unserved_queue_tasks",
+            "Tasks waiting in a broker queue that no queue of the JobQueue serves (queue: that broker queue).",
+            labels=QUEUE_LABELS,
+        )
+        used = GaugeMetricFamily(
+            "jobqueue_broker_used_memory_bytes", "Memory the broker's Redis uses.", labels=QUEUE_LABELS[:2]
+        )
+        limit = GaugeMetricFamily(
+            "jobqueue_broker_max_memory_bytes",
+            "The broker's maxmemory (0: no limit): at it, Redis refuses new tasks.",
+            labels=QUEUE_LABELS[:2],
+        )
+        for (namespace, jobqueue), counts in sorted(self._redelivered.items()):
+            for (queue, reason), count in sorted(counts.items()):
+                redelivered.add_metric([namespace, jobqueue, queue, reason], count)
+        for (namespace, jobqueue), series in sorted(self._brokers.items()):
+            for queue, tasks in sorted((series.unserved or {}).items()):
+                unserved.add_metric([namespace, jobqueue, queue], tasks)
+            if series.used_memory is not None and series.max_memory is not None:
+                used.add_metric([namespace, jobqueue], series.used_memory)
+                limit.add_metric([namespace, jobqueue], series.max_memory)
+        return [redelivered, unserved, used, limit]
 
     def _collect_targets_and_health(self) -> list[Metric]:
         """The spec's targets, the status conditions and the worker restarts (called under the lock)."""

@@ -26,6 +26,7 @@ class Reason(StrEnum):
     BROKER_UNREACHABLE = "BrokerUnreachable"
     BROKER_AUTH_FAILED = "BrokerAuthFailed"
     BROKER_MEMORY_FULL = "BrokerMemoryFull"
+    BROKER_MEMORY_AVAILABLE = "BrokerMemoryAvailable"
     # The workers
     WORKERS_UNAVAILABLE = "WorkersUnavailable"
     WORKERS_STARTING = "WorkersStarting"

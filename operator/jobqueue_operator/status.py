@@ -31,6 +31,9 @@ BROKER_READY: Final = "BrokerReady"
 WORKERS_AVAILABLE: Final = "WorkersAvailable"
 DEGRADED: Final = "Degraded"
 SCALING_ACTIVE: Final = "ScalingActive"
+QUEUES_SERVED: Final = "QueuesServed"
+BROKER_MEMORY_AVAILABLE: Final = "BrokerMemoryAvailable"
+AUTOSCALER_CONDITIONS: Final = (SCALING_ACTIVE, QUEUES_SERVED, BROKER_MEMORY_AVAILABLE)
 RECONCILER_CONDITIONS: Final = (BROKER_READY, WORKERS_AVAILABLE, DEGRADED, READY)
 
 Status = Literal["True", "False", "Unknown"]
@@ -220,12 +223,13 @@ class QueueDepth:
 def autoscaler(
     depths: Mapping[str, QueueDepth],
     unserved: Sequence[UnservedQueue],
-    scaling: Verdict | None,
+    verdicts: Mapping[str, Verdict],
     previous: Sequence[Condition],
     generation: int,
     now: str,
 ) -> JobQueueStatus:
-    """The tick's part of the status. Fields it leaves out (an unknown depth) are removed by the apply."""
+    """The tick's part of the status: `verdicts` the autoscaler's conditions that apply now. Fields it
+    leaves out (an unknown depth, a condition that does not apply) are removed by the apply."""
     queues = []
     for name, seen in depths.items():
         queues.append(
@@ -242,10 +246,9 @@ def autoscaler(
         )
     known = [q for q in queues if q.ready is not None and q.in_flight is not None]
     backlog = sum((q.ready or 0) + (q.in_flight or 0) for q in known) if queues and len(known) == len(queues) else None
-    conditions: list[Condition] = []
-    if scaling is not None:
-        kept = [c for c in previous if c.type == SCALING_ACTIVE]
-        conditions = set_condition(kept, SCALING_ACTIVE, *scaling, generation, now)
+    conditions = [c for c in previous if c.type in verdicts]
+    for type_, verdict in verdicts.items():
+        conditions = set_condition(conditions, type_, *verdict, generation, now)
     return JobQueueStatus(
         backlog=backlog,
         unserved_tasks=sum(q.tasks for q in unserved) if unserved else None,

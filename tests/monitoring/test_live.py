@@ -18,27 +18,6 @@ pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
 TARGET_LABELS = {"instance", "job", "namespace", "pod", "container", "endpoint", "service"}
 """Labels the monitors' relabelling adds to every scraped series."""
-AWAITED = {
-    "jobqueue_tasks_redelivered_total",
-    "jobqueue_dead_letters",
-    "jobqueue_unserved_queue_tasks",
-    "jobqueue_broker_used_memory_bytes",
-    "jobqueue_broker_max_memory_bytes",
-}
-"""Metrics of the operator's reliability work (redelivery, dead letters, unserved queues, broker memory) that
-dashboards and rules already use but the operator does not export yet. Their queries are strict xfails and
-the cross-checks leave them out, each check asserting they are still absent: once they are exported, those
-assertions fail until this set is emptied."""
-
-
-def _awaits(query: queries.Query) -> bool:
-    return bool(queries.metric_names(query.expr) & AWAITED)
-
-
-def _mark(query: queries.Query) -> object:
-    if _awaits(query):
-        return pytest.param(query, marks=pytest.mark.xfail(strict=True, reason="its metric is not exported yet"))
-    return query
 
 
 def _range(live: scenario.Live, expr: str) -> dict[str, Any]:
@@ -77,7 +56,7 @@ def test_series_carry_the_jobqueue_namespace_and_the_pod(live: scenario.Live) ->
     assert {s["metric"]["job"] for s in tasks} == {"jobqueue-worker"}
 
 
-PANELS = [_mark(q) for q in queries.dashboard_queries() if q.kind in ("panel", "annotation")]
+PANELS = [q for q in queries.dashboard_queries() if q.kind in ("panel", "annotation")]
 
 
 @pytest.mark.parametrize("query", PANELS, ids=lambda q: getattr(q, "source", None))
@@ -128,8 +107,7 @@ def _exported(live: scenario.Live) -> set[str]:
 def test_every_metric_a_dashboard_or_rule_uses_is_really_exported(live: scenario.Live) -> None:
     exported = _exported(live) | {"up"}
     used = {name for query in queries.all_queries() for name in queries.metric_names(query.expr)}
-    assert used - exported - AWAITED == set()
-    assert AWAITED & exported == set(), "exported now: take them out of AWAITED"
+    assert used - exported == set()
 
 
 def _metrics_table() -> dict[str, tuple[str, set[str]]]:
@@ -150,12 +128,8 @@ def test_the_metrics_table_matches_what_is_exported(live: scenario.Live) -> None
     for name, kind in metadata.items():
         if name.startswith("jobqueue_") and not name.endswith("_created"):
             families[f"{name}_total" if kind == "counter" and not name.endswith("_total") else name] = kind
-    assert AWAITED & set(families) == set(), "exported now: take them out of AWAITED"
-    assert set(table) - AWAITED == set(families), "docs/metrics.md and the scraped metric families differ"
-    assert set(table) >= AWAITED
+    assert set(table) == set(families), "docs/metrics.md and the scraped metric families differ"
     for name, (kind, labels) in table.items():
-        if name in AWAITED:
-            continue
         assert kind == families[name], name
         suffix = "_bucket" if kind == "histogram" else ""  # counters are named with _total already
         series = live.prometheus.api(

@@ -220,6 +220,7 @@ class LiveCollector(Collector):
 def install(settings: WorkerSettings) -> CollectorRegistry:
     """Connect the task hooks; return the registry /metrics serves (every process's files + live gauges)."""
     TaskHooks(settings).connect()
+    DEAD_LETTERS_DROPPED.labels(settings.name, settings.queue)  # exported at 0 from the start, not at the first drop
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     registry.register(LiveCollector(settings))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobqueue_operator import autoscaling, events, kube, naming, podmetrics, status
+from jobqueue_operator import autoscaling, broker, events, kube, naming, podmetrics, redelivery, status
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import OperatorMetrics
 from jobqueue_operator.reasons import Reason
@@ -43,6 +43,32 @@ def _set_deletion_costs(client: kube.KubeApi, namespace: str, jobqueue: str, sca
             client.annotate_pod(namespace, name, {autoscaling.DELETION_COST_ANNOTATION: costs[name]})
 
 
+def _restore(
+    memory: Memory, metrics: OperatorMetrics, namespace: str, jobqueue: str, dead: redelivery.Dead
+) -> Event | None:
+    """Put a dead worker's tasks back on their queues (the broker refuses if its heartbeat came back)."""
+    seen = dead.incarnation
+    if memory.url.url is None:
+        return None
+    try:
+        done = broker.restore_incarnation(memory.url.url, seen.instance)
+    except broker.BrokerError as exc:
+        return Event(
+            "Warning", Reason.WORKER_LOST, f"worker Pod {seen.pod} is gone ({dead.why}); restore failed: {exc}"
+        )
+    if done.outcome != "restored":
+        return None
+    for queue, tasks in done.restored.items():
+        metrics.count_redelivered(namespace, jobqueue, queue, dead.why, tasks)
+    moved = sum(done.restored.values())
+    where = ", ".join(f"{tasks} on {queue}" for queue, tasks in sorted(done.restored.items())) or "none"
+    message = (
+        f"worker Pod {seen.pod} of queue {seen.queue} is gone ({dead.why}): {moved} tasks it held put back "
+        f"at the head of their queues ({where})"
+    )
+    return Event("Warning", Reason.WORKER_LOST, message)
+
+
 def _scale(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) -> Event:
     decision = scale.decision
     try:
@@ -71,6 +97,7 @@ def carry_out(
     """Carry out one tick's plan for the JobQueue `body`; the Events posted."""
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+    restored = [_restore(memory, metrics, namespace, name, dead) for dead in plan.restore]
     done = [_scale(client, namespace, name, scale) for scale in plan.scales]
     kept = dict(plan.memory)
     depths = dict(plan.depths)
@@ -86,15 +113,17 @@ def carry_out(
     for queue, direction, reason in plan.decisions:
         metrics.count_decision(namespace, name, queue, direction, reason)
     metrics.set_queues(namespace, name, series, broker_up=plan.broker_up)
+    metrics.set_broker(namespace, name, plan.broker)
 
     generation = int(metadata.get("generation", 0))
     previous = previous_conditions({"status": memory.written} if memory.written is not None else body)
-    computed = status.autoscaler(depths, [], plan.scaling, previous, generation, rfc3339(at))
+    computed = status.autoscaler(depths, plan.unserved, plan.conditions, previous, generation, rfc3339(at))
     written = computed.to_body()
     if written != memory.written:
         client.apply_status(namespace, name, written, naming.AUTOSCALER_FIELD_MANAGER)
         memory.written = written
-    posted, memory.posted = events.to_post([*done, *plan.events], memory.posted, clock)
+    lost = [event for event in restored if event is not None]
+    posted, memory.posted = events.to_post([*lost, *done, *plan.events], memory.posted, clock)
     for event in posted:
         client.post_event(body, event.type, event.reason, event.message)
     return posted

@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from jobqueue_operator import autoscaling, rates, status
+from jobqueue_operator import autoscaling, naming, rates, redelivery, status
 from jobqueue_operator.events import Event
-from jobqueue_operator.metrics import QueueSeries
-from jobqueue_operator.models import Condition, JobQueue, Queue
+from jobqueue_operator.metrics import BrokerSeries, QueueSeries
+from jobqueue_operator.models import Condition, JobQueue, Queue, UnservedQueue
 from jobqueue_operator.reasons import Reason
 
 if TYPE_CHECKING:  # only the type: reading the broker is observe's job
@@ -41,6 +41,14 @@ class Seen:
     """Worker Deployments by queue name."""
     queries: Mapping[str, tuple[float | None, str | None]] = field(default_factory=dict)
     """Queue -> (value, error) of its Prometheus source, for autoscaled queues that have one."""
+    incarnations: Sequence[redelivery.Seen] = ()
+    """The worker incarnations registered in the broker (empty when it could not be read)."""
+    worker_pods: Mapping[str, Manifest] = field(default_factory=dict)
+    """The JobQueue's worker Pods by name, as the API server has them."""
+    unserved: Mapping[str, int] | None = None
+    """Broker queues outside the spec that hold tasks -> how many (None: not read)."""
+    memory: tuple[int, int] | None = None
+    """The broker's (used, max) memory in bytes; max 0: no limit (None: not read)."""
 
 
 PAUSE_ANNOTATION: Final = "jobqueue.dev/autoscaling-paused"
@@ -48,6 +56,8 @@ HELD: Final = frozenset(
     {autoscaling.Reason.PAUSED, autoscaling.Reason.METRICS_UNAVAILABLE, autoscaling.Reason.STABILIZING}
 )
 """Reasons counted as decisions even when the replicas stay: a change someone wanted and did not get."""
+BROKER_FULL_SHARE: Final = 0.95
+"""Of the broker's maxmemory, the share at which it is reported full (a few tasks more and it refuses)."""
 HOLD_GRID_SECONDS: Final = 30.0
 """The scale-down window is written to the status rounded up to this grid: fewer writes, and a restart
 holds at most this much longer than the exact window would have (never shorter)."""
@@ -60,6 +70,8 @@ class QueueMemory:
     last_scale_time: str | None = None
     query_error: str | None = None
     """The Prometheus source's last failure, so its Warning is posted once per spell, not every tick."""
+    dead_letters: int | None = None
+    """The dead-letter list's length at the last tick, so a growth is a Warning once."""
 
 
 @dataclass(frozen=True)
@@ -82,10 +94,14 @@ class TickPlan:
     """Per queue, what the status shows (lastScaleTime as it was: converge sets it for done scales)."""
     decisions: Sequence[tuple[str, str, str]]
     """(queue, direction, reason) to count in the decisions metric."""
-    scaling: status.Verdict | None
-    """The ScalingActive condition; None when no queue is autoscaled."""
+    conditions: Mapping[str, status.Verdict]
+    """The conditions the autoscaler owns that apply now (ScalingActive, QueuesServed, BrokerMemoryAvailable)."""
     events: Sequence[Event]
     broker_up: bool
+    restore: Sequence[redelivery.Dead] = ()
+    """Dead worker incarnations whose tasks go back on their queues now."""
+    unserved: Sequence[UnservedQueue] = ()
+    broker: BrokerSeries = field(default_factory=BrokerSeries)
 
 
 def paused(annotations: Mapping[str, str] | None) -> bool:
@@ -207,6 +223,7 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
     jq: JobQueue = seen.jq
     now = seen.at
     entries = _status_entries(body)
+    draining = [str(item.get("name")) for item in (body.get("status") or {}).get("drainingQueues") or []]
     is_paused = paused((body.get("metadata") or {}).get("annotations"))
     events: list[Event] = []
     kept: dict[str, QueueMemory] = {}
@@ -245,30 +262,100 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         ready_tasks = None if counts is None else counts.ready
         in_flight = None if counts is None else counts.in_flight
         by_priority = () if counts is None else counts.ready_by_step
-        series[queue.name] = QueueSeries(ready_tasks, in_flight, age, desired, current, ready, by_priority)
+        dead_letters = None if counts is None else counts.dead_letters
+        series[queue.name] = QueueSeries(
+            ready_tasks, in_flight, age, desired, current, ready, by_priority, dead_letters
+        )
+        events += _dead_letter_events(queue.name, remembered.dead_letters, dead_letters)
+        kept[queue.name] = replace(kept[queue.name], dead_letters=dead_letters)
         idle = history.idle_since
         depths[queue.name] = status.QueueDepth(
             ready_tasks,
             in_flight,
             age,
+            dead_letters=dead_letters,
             last_scale_time=remembered.last_scale_time,
             idle_since=None if idle is None or not queue.autoscaled else rfc3339(idle),
             hold=hold,
         )
+    unserved = _unserved(seen)
+    conditions = {
+        name: verdict
+        for name, verdict in (
+            (status.SCALING_ACTIVE, _scaling_condition(jq, blind)),
+            (status.QUEUES_SERVED, _served_condition(seen, unserved)),
+            (status.BROKER_MEMORY_AVAILABLE, _memory_condition(seen.memory)),
+        )
+        if verdict is not None
+    }
+    was = {condition.type: condition.status for condition in previous_conditions(body)}
+    events += [  # a condition turning False is a Warning, once (the status says it for as long as it lasts)
+        Event("Warning", verdict[1], verdict[2])
+        for type_, verdict in conditions.items()
+        if verdict[0] == "False" and was.get(type_) != "False"
+    ]
+    deployments = [naming.worker_deployment(jq.name, q) for q in {q.name for q in jq.spec.queues} | set(draining)]
+    restore = redelivery.dead(seen.incarnations, seen.worker_pods, jq.namespace, deployments)
+    used, limit = seen.memory if seen.memory is not None else (None, None)
     return TickPlan(
         scales=scales,
         memory=kept,
         series=series,
         depths=depths,
         decisions=decisions,
-        scaling=_scaling_condition(jq, blind),
+        conditions=conditions,
         events=events,
         broker_up=seen.error is None,
+        restore=restore,
+        unserved=unserved,
+        broker=BrokerSeries(seen.unserved, used, limit),
     )
 
 
 def _deployment_name(seen: Seen, queue: str) -> str:
     return str(seen.deployments[queue]["metadata"]["name"])
+
+
+def _dead_letter_events(queue: str, before: int | None, now: int | None) -> list[Event]:
+    """A Warning when a queue's dead-letter list grew since the last tick (not at the first look)."""
+    if before is None or now is None or now <= before:
+        return []
+    message = (
+        f"queue {queue}: {now - before} more tasks dead-lettered ({now} in its list); see "
+        f"`jobqueue-worker deadletter list --queue {queue}`, requeue or purge them"
+    )
+    return [Event("Warning", Reason.DEAD_LETTERS, message)]
+
+
+def _unserved(seen: Seen) -> list[UnservedQueue]:
+    return [UnservedQueue(name=name, tasks=tasks) for name, tasks in sorted((seen.unserved or {}).items())]
+
+
+def _served_condition(seen: Seen, unserved: Sequence[UnservedQueue]) -> status.Verdict | None:
+    if seen.unserved is None:
+        return None
+    if not unserved:
+        return "True", Reason.ALL_QUEUES_SERVED, "every broker queue that holds tasks is in the spec"
+    names = ", ".join(queue.name for queue in unserved)
+    message = (
+        f"tasks wait in broker queues no queue of this JobQueue serves: {names}; add a queue of that name, fix "
+        "the routing that sends them there, or purge them (jobqueue-worker queue purge NAME)"
+    )
+    return "False", Reason.UNSERVED_QUEUES, message
+
+
+def _memory_condition(memory: tuple[int, int] | None) -> status.Verdict | None:
+    if memory is None or memory[1] <= 0:
+        return None  # not read, or no limit: Redis grows until its container's limit
+    used, limit = memory
+    share = used / limit
+    if share >= BROKER_FULL_SHARE:
+        message = (
+            f"the broker uses {used / 2**20:.1f} of its {limit / 2**20:.1f} MiB ({share:.0%}): it refuses new "
+            "tasks (noeviction) until workers drain it or its memory limit is raised"
+        )
+        return "False", Reason.BROKER_MEMORY_FULL, message
+    return "True", Reason.BROKER_MEMORY_AVAILABLE, f"the broker uses {share:.0%} of its memory"
 
 
 def _scaling_condition(jq: JobQueue, blind: Sequence[str]) -> status.Verdict | None:

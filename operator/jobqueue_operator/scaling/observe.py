@@ -1,15 +1,16 @@
-"""Every read of one autoscaler tick: the broker (one pipeline for every queue), the worker Deployments,
-and the queues' Prometheus sources (sent together, each bounded by its own timeout)."""
+"""Every read of one autoscaler tick: the broker (one pipeline for every queue's depth, then the worker
+incarnations registered in it, the queues outside the spec that hold tasks and its memory), the worker
+Deployments and Pods, and the queues' Prometheus sources (sent together, each bounded by its own timeout)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
-from jobqueue_operator import broker, kube, promquery
+from jobqueue_operator import broker, kube, naming, promquery, redelivery
 from jobqueue_operator.build.common import broker_url_ref
 from jobqueue_operator.models import JobQueue
 from jobqueue_operator.scaling.decide import Seen
@@ -39,13 +40,47 @@ def _broker_url(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, now: float)
     return url
 
 
-def _counts(client: kube.KubeApi, jq: JobQueue, cache: UrlCache) -> tuple[Mapping[str, broker.QueueCounts], str | None]:
+@dataclass(frozen=True)
+class BrokerView:
+    counts: Mapping[str, broker.QueueCounts]
+    error: str | None = None
+    incarnations: Sequence[redelivery.Seen] = ()
+    unserved: Mapping[str, int] | None = None
+    memory: tuple[int, int] | None = None
+
+
+def _incarnations(url: str, queues: Collection[str]) -> list[redelivery.Seen]:
+    return [
+        redelivery.Seen(
+            instance=found.registration.instance,
+            queue=found.registration.queue,
+            pod=found.registration.pod,
+            pod_uid=found.registration.pod_uid,
+            namespace=found.registration.namespace,
+            started_at=found.registration.started_at,
+            alive=found.alive,
+            held=found.held,
+        )
+        for found in broker.list_incarnations(url, queues=queues)
+    ]
+
+
+def _broker(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str]) -> BrokerView:
     keys = [broker.QueueKeys(q.name, tuple(priority_steps(q.priority_levels))) for q in jq.spec.queues]
     try:
-        return broker.read_counts(_broker_url(client, jq, cache, time.monotonic()), keys), None
+        url = _broker_url(client, jq, cache, time.monotonic())
+        counts = broker.read_counts(url, keys)
     except (broker.BrokerError, kube.KubeError) as exc:
         cache.url = None  # read the Secret again next time: it may have been the cause
-        return {}, str(exc)
+        return BrokerView({}, str(exc))
+    queues = {key.name for key in keys} | set(draining)
+    try:
+        incarnations = _incarnations(url, queues)
+        unserved = broker.unserved_queues(url, queues).waiting
+        memory = broker.memory_usage(url)
+    except broker.BrokerError:  # the depths were read: scale on them; the rest waits for the next tick
+        return BrokerView(counts)
+    return BrokerView(counts, None, incarnations, unserved, memory)
 
 
 def _query(source: tuple[str, str, int]) -> tuple[float | None, str | None]:
@@ -73,8 +108,22 @@ def _queries(jq: JobQueue, deployments: Mapping[str, kube.Manifest]) -> dict[str
     return dict(zip(sources, answers, strict=True))
 
 
-def read(client: kube.KubeApi, jq: JobQueue, cache: UrlCache) -> Seen:
-    """Everything one tick of `jq` reads."""
-    counts, error = _counts(client, jq, cache)
+def read(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str] = ()) -> Seen:
+    """Everything one tick of `jq` reads; `draining`: queues left the spec whose workers still drain them."""
+    seen = _broker(client, jq, cache, draining)
     deployments = client.worker_deployments(jq.namespace, jq.name)
-    return Seen(jq, time.time(), counts, error, deployments, _queries(jq, deployments))
+    selector = f"{naming.children_selector(jq.name)},{naming.COMPONENT_LABEL}={naming.WORKER}"
+    lapsed = any(not incarnation.alive for incarnation in seen.incarnations)  # only then can one be dead
+    pods = {pod["metadata"]["name"]: pod for pod in client.pods(jq.namespace, selector)} if lapsed else {}
+    return Seen(
+        jq,
+        time.time(),
+        seen.counts,
+        seen.error,
+        deployments,
+        _queries(jq, deployments),
+        incarnations=seen.incarnations,
+        worker_pods=pods,
+        unserved=seen.unserved,
+        memory=seen.memory,
+    )

@@ -100,7 +100,7 @@ def test_busy_slots_sum_the_active_tasks_gauge() -> None:
 
 def test_the_autoscaler_status_has_depths_and_the_total() -> None:
     depths = {"q": status.QueueDepth(4, 2, 12.7, dead_letters=3, last_scale_time="2030-01-01T00:00:00Z")}
-    written = status.autoscaler(depths, [], None, [], 1, "2030-01-01T00:00:05Z").to_body()
+    written = status.autoscaler(depths, [], {}, [], 1, "2030-01-01T00:00:05Z").to_body()
     assert written["backlog"] == 6
     assert written["queues"] == [
         {
@@ -118,7 +118,7 @@ def test_the_autoscaler_status_has_depths_and_the_total() -> None:
 
 def test_an_unreadable_broker_leaves_the_depths_out() -> None:
     """Left out of the autoscaler's apply, a field it wrote before is removed: unknown is shown as blank."""
-    written = status.autoscaler({"q": status.QueueDepth(None, None)}, [], None, [], 1, "2030-01-01T00:00:00Z")
+    written = status.autoscaler({"q": status.QueueDepth(None, None)}, [], {}, [], 1, "2030-01-01T00:00:00Z")
     body = written.to_body()
     assert "backlog" not in body
     assert body["queues"] == [{"name": "q"}]
@@ -126,7 +126,7 @@ def test_an_unreadable_broker_leaves_the_depths_out() -> None:
 
 def test_the_total_is_blank_unless_every_queue_was_read() -> None:
     depths = {"a": status.QueueDepth(1, 0), "b": status.QueueDepth(None, None)}
-    assert status.autoscaler(depths, [], None, [], 1, "2030-01-01T00:00:00Z").backlog is None
+    assert status.autoscaler(depths, [], {}, [], 1, "2030-01-01T00:00:00Z").backlog is None
 
 
 def _jobqueue(window: int = 300) -> JobQueue:

@@ -94,6 +94,6 @@ def test_depths_make_the_backlog() -> None:
         "desiredReplicas": 0,
     }
     depths = {"a": status.QueueDepth(3, 0), "b": status.QueueDepth(4, 0)}
-    ticked = status.autoscaler(depths, [], None, [], 1, T0)
+    ticked = status.autoscaler(depths, [], {}, [], 1, T0)
     assert ticked.backlog == 7
     assert ticked.to_body()["queues"][0] == {"name": "a", "ready": 3, "inFlight": 0}
