@@ -20,7 +20,7 @@ import contextlib
 import json
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -38,6 +38,10 @@ Command = tuple[str, ...]
 
 class BrokerError(Exception):
     """The broker URL is malformed or the broker does not answer; the message never holds a password."""
+
+
+class BrokerAuthError(BrokerError):
+    """The broker answers but refuses the credentials (wrong password or user): fix the Secret, not the network."""
 
 
 _where = contract.redacted
@@ -66,10 +70,22 @@ def ping(url: str, timeout: float = TIMEOUT_SECONDS) -> None:
     connection = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         connection.ping()
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
+    except redis.ResponseError as exc:
+        if _is_auth_refusal(exc):
+            raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
+        raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
     except redis.RedisError as exc:
         raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
     finally:
         connection.close()
+
+
+def _is_auth_refusal(exc: redis.ResponseError) -> bool:
+    """NOAUTH (a password is needed), WRONGPASS (RESP3/ACL) or a refused AUTH, by Redis' error codes."""
+    text = str(exc).upper()
+    return text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "INVALID PASSWORD" in text
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +112,9 @@ class QueueCounts:
     completed: int = 0
     run_seconds: float = 0.0
     run_seconds_sq: float = 0.0
+    ready_by_step: tuple[tuple[int, int], ...] = field(default=(), compare=False)
+    """(priority step, waiting tasks) of each priority list, in the order of the steps: a breakdown of
+    `ready` for the metrics, left out of comparisons."""
     dead_letters: int = 0
     """Entries of the queue's dead-letter list (`<prefix>jobqueue:deadletter:<q>`)."""
 
@@ -180,6 +199,7 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
             completed=int(completed),
             run_seconds=run_seconds,
             run_seconds_sq=run_seconds_sq,
+            ready_by_step=tuple((step, int(length or 0)) for step, length in zip(queue.steps, lengths, strict=True)),
             dead_letters=int(dead_letters or 0),
         )
     return counts

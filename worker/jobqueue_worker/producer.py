@@ -139,7 +139,7 @@ def done_count(app: Celery, run_id: str, key_prefix: str = "") -> int:
     return len(records.read(app.backend.client, run_id, records.DONE, key_prefix))
 
 
-def _parse_arg(text: str) -> tuple[str, Any]:
+def parse_arg(text: str) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--queue", default=env.get(Env.QUEUE), help=f"default: ${Env.QUEUE}")
     parser.add_argument("--task", choices=KINDS, default="noop")
-    parser.add_argument("--arg", action="append", type=_parse_arg, default=[], help="task keyword argument NAME=VALUE")
+    parser.add_argument("--arg", action="append", type=parse_arg, default=[], help="task keyword argument NAME=VALUE")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--priorities", type=_parse_priorities, default=[None], help="e.g. 0,9: cycled over the tasks")
     parser.add_argument("--run-id", default=None, help="default: a new one, printed")

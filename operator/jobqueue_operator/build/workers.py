@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from jobqueue_operator import naming
 from jobqueue_operator.build.common import (
     RESTRICTED_CONTAINER,
+    TERMINATION_MESSAGE_POLICY,
+    Config,
     Manifest,
     broker_url_ref,
     field_env,
     metadata,
     placement,
     resources,
+    restricted_pod,
     secret_env,
     user_env,
     user_env_from,
+    with_config_hash,
 )
 from jobqueue_operator.models import JobQueue, Queue, parse_quantity
 from jobqueue_worker.contract import (
+    DEFAULT_PRIORITY_STEPS,
     DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
     METRICS_PORT,
     METRICS_PORT_NAME,
@@ -27,10 +33,28 @@ from jobqueue_worker.contract import (
     priority_steps,
 )
 
+SCRAPE_ANNOTATIONS: Final = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""For a Prometheus that discovers Pods by annotation (the chart's PodMonitor selects them by label)."""
 GRACE_BEYOND_TIME_LIMIT: Final = 30
 GRACE_WITHOUT_TIME_LIMIT: Final = 300
 MEMORY_SHARE_OF_CHILDREN: Final = Decimal("0.8")
 """Of the memory limit, the share prefork children may use before they are replaced."""
+
+
+def live_priority_steps(deployment: Mapping[str, Any]) -> list[int]:
+    """The priority steps a live worker Deployment's workers use (its env), for a queue that left the spec."""
+    for container in ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []:
+        for var in container.get("env") or []:
+            if var.get("name") == Env.PRIORITY_STEPS and var.get("value"):
+                try:
+                    return [int(step) for step in str(var["value"]).split(",")]
+                except ValueError:
+                    break
+    return list(DEFAULT_PRIORITY_STEPS)
 
 
 def max_memory_per_child_kib(queue: Queue) -> int:
@@ -58,16 +82,10 @@ def termination_grace(queue: Queue) -> int:
 
 
 def initial_replicas(queue: Queue) -> int:
+    """The replicas a new worker Deployment starts with (autoscaled: minReplicas; else `replicas`, 1)."""
     if queue.autoscaling is not None and queue.autoscaling.enabled:
         return queue.autoscaling.min_replicas
     return 1 if queue.replicas is None else queue.replicas
-
-
-def replicas(queue: Queue, current: int | None) -> int:
-    """Replicas to write: the autoscaler owns them once the Deployment exists and autoscaling is on."""
-    if queue.autoscaled and current is not None:
-        return current
-    return initial_replicas(queue)
 
 
 def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
@@ -108,8 +126,13 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
     ]
 
 
-def deployment(jq: JobQueue, queue: Queue, current_replicas: int | None = None) -> Manifest:
-    """The worker Deployment of `queue`; `current_replicas` is the live Deployment's, if it exists."""
+def deployment_name(jq: JobQueue, queue: Queue) -> str:
+    return naming.worker_deployment(jq.name, queue.name)
+
+
+def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: Config | None = None) -> Manifest:
+    """The worker Deployment of `queue`. Without `with_replicas` the manifest leaves `replicas` out: once
+    the autoscaler owns that field, the reconciler's apply must neither set it nor take it back."""
     container: Manifest = {
         "name": "worker",
         "image": jq.spec.image,
@@ -130,25 +153,32 @@ def deployment(jq: JobQueue, queue: Queue, current_replicas: int | None = None) 
         },
         "resources": resources(queue.resources),
         "securityContext": RESTRICTED_CONTAINER,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     env_from = user_env_from(jq)
     if env_from:
         container["envFrom"] = env_from
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(jq, naming.worker_deployment(jq.name, queue.name), naming.WORKER, queue.name),
-        "spec": {
-            "replicas": replicas(queue, current_replicas),
-            "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
-            "template": {
-                "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name)},
-                "spec": {
-                    **placement(jq),
-                    "containers": [container],
-                    "securityContext": {"runAsNonRoot": True},
-                    "terminationGracePeriodSeconds": termination_grace(queue),
-                },
+    spec: Manifest = {
+        "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
+        "template": {
+            "metadata": {
+                "labels": naming.labels(jq, naming.WORKER, queue.name),
+                "annotations": dict(SCRAPE_ANNOTATIONS),
+            },
+            "spec": {
+                **placement(jq),
+                "containers": [container],
+                "securityContext": restricted_pod(),
+                "terminationGracePeriodSeconds": termination_grace(queue),
             },
         },
     }
+    if with_replicas:
+        spec = {"replicas": initial_replicas(queue), **spec}
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(jq, deployment_name(jq, queue), naming.WORKER, queue.name),
+        "spec": spec,
+    }
+    return with_config_hash(manifest, config or {})
