@@ -7,6 +7,7 @@ the test ends, so no Redis, worker or pool child outlives the run.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -21,9 +22,11 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv.waiting import wait_until
+from jobqueue_worker import producer
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 WORKER = str(Path(sys.executable).with_name("jobqueue-worker"))
@@ -108,6 +111,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """The Redis all worker tests share; each test uses its own queue names."""
     with RedisServer.running(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+ProducerFor = Callable[[str], Celery]
+
+
+@pytest.fixture
+def producer_for(redis_server: RedisServer) -> Iterator[ProducerFor]:
+    """Producer apps on the shared Redis, one per key prefix asked for; closed when the test ends."""
+    apps: list[Celery] = []
+
+    def make(prefix: str = "") -> Celery:
+        apps.append(producer.producer_app(redis_server.url, key_prefix=prefix))
+        return apps[-1]
+
+    yield make
+    gc.collect()  # results caught in reference cycles unsubscribe now, while Redis still runs
+    for app in apps:
+        app.close()
 
 
 @pytest.fixture

@@ -5,13 +5,11 @@ killed pool child) or by the operator's restore (a killed worker); the queue kee
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import kombu
@@ -22,18 +20,15 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
 from jobqueue_worker import contract, producer, records
 from jobqueue_worker.contract import DeadLetter, DeadLetterReason
-from tests.worker.conftest import WORKER, RedisServer, StartWorker
+from tests.worker.conftest import WORKER, ProducerFor, RedisServer, StartWorker
 
 PREFIX = "dl:"
 NOOP = "jobqueue_worker.tasks.noop"
 
 
 @pytest.fixture
-def sender(redis_server: RedisServer) -> Iterator[Celery]:
-    app = producer.producer_app(redis_server.url, key_prefix=PREFIX)
-    yield app
-    gc.collect()
-    app.close()
+def sender(producer_for: ProducerFor) -> Celery:
+    return producer_for(PREFIX)
 
 
 def letters(client: Any, queue: str) -> list[DeadLetter]:

@@ -8,7 +8,6 @@ deliveries made by kombu's real consumer with the worker's `HeldQoS` installed i
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -29,17 +28,14 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
 from jobqueue_worker import contract, held, producer, records, restore
 from jobqueue_worker.restore import RestoreOutcome
-from tests.worker.conftest import RedisServer, StartWorker, WorkerProcess
+from tests.worker.conftest import ProducerFor, RedisServer, StartWorker, WorkerProcess
 
 PREFIX = "jq:"
 
 
 @pytest.fixture
-def sender(redis_server: RedisServer) -> Iterator[Celery]:
-    app = producer.producer_app(redis_server.url, key_prefix=PREFIX)
-    yield app
-    gc.collect()
-    app.close()
+def sender(producer_for: ProducerFor) -> Celery:
+    return producer_for(PREFIX)
 
 
 def incarnation(url: str, queue: str) -> broker.Incarnation | None:
@@ -226,7 +222,7 @@ def test_kombus_visibility_sweep_and_the_restore_never_both_put_a_message_back(
     ids = publish(sender, queue_name, total)
     with holding(redis_server.url, queue_name, total) as (instance, _):
         sweeper = subprocess.Popen(
-            [sys.executable, "-c", SWEEP, redis_server.url, PREFIX, "3"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", SWEEP, redis_server.url, PREFIX, "1.5"], stdout=subprocess.PIPE, text=True
         )
         assert sweeper.stdout is not None
         assert sweeper.stdout.readline().strip() == "ready"

@@ -3,25 +3,19 @@ from the lists themselves (priority lists summed, the key prefix honoured, never
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-
 import pytest
 from celery import Celery
 
 from jobqueue_operator import broker
 from jobqueue_worker import contract, producer
-from tests.worker.conftest import RedisServer
+from tests.worker.conftest import ProducerFor, RedisServer
 
 PREFIX = "uq:"
 
 
 @pytest.fixture
-def sender(redis_server: RedisServer) -> Iterator[Celery]:
-    app = producer.producer_app(redis_server.url, key_prefix=PREFIX)
-    yield app
-    gc.collect()
-    app.close()
+def sender(producer_for: ProducerFor) -> Celery:
+    return producer_for(PREFIX)
 
 
 def test_queues_outside_the_spec_that_hold_tasks_are_found_and_can_be_purged(

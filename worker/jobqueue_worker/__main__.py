@@ -9,11 +9,10 @@ warm-shutdown handler directly.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 
+from jobqueue_worker import metricsdir
 from jobqueue_worker.contract import Env
 from jobqueue_worker.settings import Pool, SettingsError, WorkerSettings, load_settings
 
@@ -37,38 +36,40 @@ def _patch_concurrency(pool: Pool) -> None:
 def run_worker(settings: WorkerSettings) -> int:
     """Configure the app, start the HTTP server, run the worker until it shuts down; return its exit code."""
     _patch_concurrency(settings.pool)
-    metrics_dir = tempfile.mkdtemp(prefix="jobqueue-worker-metrics-")
-    # prometheus-client picks its multiprocess mode when first imported: set the directory before that.
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    try:
-        from jobqueue_worker import app as app_module
-        from jobqueue_worker import completions, deadletter, heartbeat, incarnation, metrics, patches, probes, server
+    with metricsdir.private_directory() as metrics_dir:
+        # prometheus-client picks its multiprocess mode when first imported: set the directory before that.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        return _run(settings)
 
-        app = app_module.load_app(settings.app)
-        app_module.configure(app, settings)
-        probes.install(app)
-        heartbeat.install()
-        registry = metrics.install(settings)
-        completions.Completions(settings.queue, settings.key_prefix).connect()
-        deadletter.install(app, settings)
-        patches.install()
-        try:
-            http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
-        except OSError as exc:
-            where = f"{METRICS_ADDRESS}:{settings.metrics_port}"
-            message = f"{Env.METRICS_PORT}={settings.metrics_port}: cannot listen on {where}: {exc}"
-            raise SettingsError(message) from None
-        this = incarnation.Incarnation(app, settings)
-        this.start()
-        try:
-            worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")
-            worker.start()
-            return int(worker.exitcode or 0)
-        finally:
-            this.end()
-            http.shutdown()
+
+def _run(settings: WorkerSettings) -> int:
+    """The worker proper, once the metrics directory is set."""
+    from jobqueue_worker import app as app_module
+    from jobqueue_worker import completions, deadletter, heartbeat, incarnation, metrics, patches, probes, server
+
+    app = app_module.load_app(settings.app)
+    app_module.configure(app, settings)
+    probes.install(app)
+    heartbeat.install()
+    registry = metrics.install(settings)
+    completions.Completions(settings.queue, settings.key_prefix).connect()
+    deadletter.install(app, settings)
+    patches.install()
+    try:
+        http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
+    except OSError as exc:
+        where = f"{METRICS_ADDRESS}:{settings.metrics_port}"
+        message = f"{Env.METRICS_PORT}={settings.metrics_port}: cannot listen on {where}: {exc}"
+        raise SettingsError(message) from None
+    this = incarnation.Incarnation(app, settings)
+    this.start()
+    try:
+        worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")
+        worker.start()
+        return int(worker.exitcode or 0)
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        this.end()
+        http.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
