@@ -37,13 +37,13 @@ from typing import Any
 from celery import Celery
 from kubernetes import client, config
 
-from bench.autoscale import policies, report, trace
-from bench.autoscale.sim import Config, Simulation
-from bench.autoscale.traces import exponential, poisson
 from jobqueue_devenv import demo
 from jobqueue_devenv.deployer import Deployer, namespace_for
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
+from jobqueue_sim import policies, report, trace
+from jobqueue_sim.model import Config, Simulation
+from jobqueue_sim.shapes import exponential, poisson
 from jobqueue_worker import producer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -240,9 +240,9 @@ def summarize_measured(measured: Measured) -> dict[str, Any]:
     return {
         "tasks": len(waits),
         "mean_wait_s": round(statistics.fmean(waits), 2),
-        "p50_wait_s": report._quantile(waits, 0.50),
-        "p95_wait_s": report._quantile(waits, 0.95),
-        "p99_wait_s": report._quantile(waits, 0.99),
+        "p50_wait_s": report.quantile(waits, 0.50),
+        "p95_wait_s": report.quantile(waits, 0.95),
+        "p99_wait_s": report.quantile(waits, 0.99),
         "max_wait_s": round(waits[-1], 2),
         "worker_s": round(pod_seconds(measured.samples, horizon), 1),
         "worker_s_until_zero": round(pod_seconds(measured.samples, measured.samples[-1].at), 1),

@@ -1,7 +1,8 @@
-"""The shipped traces, regenerated exactly by `python -m bench.autoscale.traces` (seeded).
+"""Trace shapes: seeded generators of arrival times and run times (`python -m bench.autoscale.traces`
+writes them to bench/traces/).
 
-Arrivals are Poisson with a rate that changes over time (thinning); run times are drawn per task.
-Each trace stays under a few thousand rows so the whole suite simulates in seconds.
+Arrivals are Poisson with a rate that changes over time (thinning), or batches that arrive at one instant;
+run times are drawn per task. Each trace stays under several thousand rows so the suite runs in a minute.
 """
 
 from __future__ import annotations
@@ -9,11 +10,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from pathlib import Path
 
-from bench.autoscale.trace import TaskSpec, save
+from jobqueue_sim.trace import TaskSpec
 
-TRACES_DIR = Path(__file__).resolve().parent.parent / "traces"
 SEED = 20240601
 
 Rate = Callable[[float], float]
@@ -84,6 +83,60 @@ def priorities(rng: random.Random) -> list[TaskSpec]:
     return [TaskSpec(t.arrival_s, t.service_s, rng.choice((0, 0, 3, 9))) for t in step(rng)]
 
 
+def batches(rng: random.Random) -> list[TaskSpec]:
+    """Batches of 50-400 tasks that arrive at one instant every 8-20 minutes, nothing in between; run
+    times log-normal, mean 4 s, CV 1.5: a nightly export fanned out, a mailing."""
+    return _batches(rng, lambda r: lognormal(4.0, 1.5))
+
+
+def batch_kinds(rng: random.Random) -> list[TaskSpec]:
+    """Batches as in `batches`, but each batch its own kind of task (mean run time 1, 3 or 8 s): the run
+    time learned from the last batch is wrong for the next one."""
+    return _batches(rng, lambda r: lognormal(r.choice((1.0, 3.0, 8.0)), 1.0))
+
+
+def _batches(rng: random.Random, kind: Callable[[random.Random], Service]) -> list[TaskSpec]:
+    tasks: list[TaskSpec] = []
+    start = 30.0
+    while start < 7200:
+        size, service = rng.randint(50, 400), kind(rng)
+        tasks += [TaskSpec(round(start, 3), round(service(rng), 3)) for _ in range(size)]
+        start += rng.uniform(480.0, 1200.0)
+    return tasks
+
+
+def rare_long(rng: random.Random) -> list[TaskSpec]:
+    """A trickle of 1 s tasks (one a minute) and, every 10 minutes on average, a 5-20 minute task."""
+    short = poisson(rng, lambda t: 1 / 60, 1 / 60, 7200, exponential(1.0))
+    long = poisson(rng, lambda t: 1 / 600, 1 / 600, 7200, lambda r: r.uniform(300.0, 1200.0))
+    return sorted(short + long, key=lambda t: t.arrival_s)
+
+
+def short_long(rng: random.Random) -> list[TaskSpec]:
+    """98 % 10 ms tasks and 2 % 4-6 minute tasks at 3 tasks/s: the long ones hold slots for minutes
+    before the first of them finishes, so the run time seen at first is the short ones'."""
+    return poisson(rng, lambda t: 3.0, 3.0, 1800, lambda r: r.uniform(240.0, 360.0) if r.random() < 0.02 else 0.01)
+
+
+def drift(rng: random.Random) -> list[TaskSpec]:
+    """A load that wanders: every minute the rate takes a random step (x e^N(0, 0.25)) between 0.05 and
+    1.5 tasks/s, over 2 hours; run times exponential, mean 4 s."""
+    rates = [0.5]
+    for _ in range(7200 // 60):
+        rates.append(min(1.5, max(0.05, rates[-1] * math.exp(rng.gauss(0.0, 0.25)))))
+    return poisson(rng, lambda t: rates[int(t // 60)], 1.5, 7200, exponential(4.0))
+
+
+def trickle(rng: random.Random) -> list[TaskSpec]:
+    """One task every 3 minutes on average (run time exponential, mean 20 s): to zero between tasks, or not."""
+    return poisson(rng, lambda t: 1 / 180, 1 / 180, 7200, exponential(20.0))
+
+
+def spike(rng: random.Random) -> list[TaskSpec]:
+    """Steady 0.5 tasks/s, five minutes at 10 tasks/s, back to 0.5; run times exponential, mean 3 s."""
+    return poisson(rng, lambda t: 10.0 if 1200 <= t < 1500 else 0.5, 10.0, 3000, exponential(3.0))
+
+
 GENERATORS: dict[str, Callable[[random.Random], list[TaskSpec]]] = {
     "step": step,
     "ramp": ramp,
@@ -92,16 +145,18 @@ GENERATORS: dict[str, Callable[[random.Random], list[TaskSpec]]] = {
     "heavy_tail": heavy_tail,
     "mixed": mixed,
     "priorities": priorities,
+    "batches": batches,
+    "batch_kinds": batch_kinds,
+    "rare_long": rare_long,
+    "short_long": short_long,
+    "drift": drift,
+    "trickle": trickle,
+    "spike": spike,
 }
+FIRST_SEVEN = ("step", "ramp", "diurnal", "bursty", "heavy_tail", "mixed", "priorities")
+"""The traces the suite shipped before the rest were added: the ones the cost goal was first set on."""
 
 
-def main() -> None:
-    TRACES_DIR.mkdir(exist_ok=True)
-    for name, generate in GENERATORS.items():
-        tasks = generate(random.Random(f"{SEED}-{name}"))
-        save(TRACES_DIR / f"{name}.csv", tasks)
-        print(f"{name}.csv: {len(tasks)} tasks over {tasks[-1].arrival_s / 60:.0f} min")
-
-
-if __name__ == "__main__":
-    main()
+def generate(name: str, seed: str = "") -> list[TaskSpec]:
+    """The named trace; `seed` appended to the shipped seed gives another draw of the same shape."""
+    return GENERATORS[name](random.Random(f"{SEED}-{name}{seed}"))
