@@ -56,7 +56,7 @@ def sweep(
         )
         result = Simulation(tasks, controller, config).run()
         summary = report.summarize("keda-tuned", result, knobs.slo_wait_s, pod_bound)
-        keep = ("within_slo", "worker_s", "cost_ratio", "p99_wait_s", "interrupted", "busy_pods_stopped")
+        keep = ("within_slo", "worker_s", "cost_ratio", "p99_wait_s", "interrupted", "below_in_flight")
         rows.append({**setting, **{k: summary[k] for k in keep}})
     reaching = [r for r in rows if r["within_slo"] >= ours["within_slo"]]
     dominating = [r for r in reaching if r["worker_s"] < ours["worker_s"]]
@@ -64,7 +64,7 @@ def sweep(
         "against": ours["policy"],
         "settings": rows,
         "dominating": dominating,
-        "dominating_without_stopping_busy_pods": [r for r in dominating if r["busy_pods_stopped"] == 0],
+        "dominating_without_going_below_in_flight": [r for r in dominating if r["below_in_flight"] == 0],
         "cheapest_at_our_attainment": min(reaching, key=lambda r: r["worker_s"]) if reaching else None,
         "verdict": verdict(dominating, len(rows)),
     }
@@ -74,10 +74,10 @@ def verdict(dominating: Sequence[dict[str, Any]], swept: int) -> str:
     if not dominating:
         return f"no KEDA setting of {swept} is cheaper at equal or better attainment"
     cheapest = min(dominating, key=lambda r: r["worker_s"])
-    safe = [r for r in dominating if r["busy_pods_stopped"] == 0]
+    safe = [r for r in dominating if r["below_in_flight"] == 0]
     return (
-        f"{len(dominating)} of {swept} KEDA settings are cheaper at equal or better attainment, "
-        f"{len(safe)} of them without stopping pods that run tasks (the cheapest, listLength "
-        f"{cheapest['list_length']}, stopped {cheapest['busy_pods_stopped']} busy pods: their tasks beat the "
-        "30 s grace period here; longer ones would be interrupted)"
+        f"{len(dominating)} of {swept} KEDA settings are cheaper at equal or better attainment, {len(safe)} of "
+        f"them without scaling below the running tasks' slots (the cheapest, listLength {cheapest['list_length']}, "
+        f"did {cheapest['below_in_flight']} times: the busy pods it stopped finished within the grace period "
+        "here; tasks that outlast it would be interrupted)"
     )

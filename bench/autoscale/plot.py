@@ -43,22 +43,26 @@ def frontier(path: Path, traces: Mapping[str, Mapping[str, Any]], target: float)
     """Per trace: cost ratio (x) against the share of tasks within the target (y); grey dots every
     keda-tuned setting of the sweep, labelled points the suite's policies."""
     plt = _pyplot()
+    from matplotlib import ticker
+
     cols = 4
     rows = math.ceil(len(traces) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
     for ax, (name, record) in zip(axes.flat, traces.items(), strict=False):
         sweep = record["keda_frontier"]["settings"]
-        ax.scatter([s["cost_ratio"] for s in sweep], [s["within_slo"] * 100 for s in sweep], s=8, c="0.6")
+        ax.scatter([s["cost_ratio"] for s in sweep], [_floor(s["within_slo"]) for s in sweep], s=8, c="0.6")
         for row in record["policies"]:
             ours = row["policy"].startswith("jobqueue")
-            ax.scatter(row["cost_ratio"], row["within_slo"] * 100, s=24 if ours else 14, marker="*" if ours else "o")
-            ax.annotate(
-                row["policy"].replace("jobqueue-", ""), (row["cost_ratio"], row["within_slo"] * 100), fontsize=6
-            )
+            at = (row["cost_ratio"], _floor(row["within_slo"]))
+            ax.scatter(*at, s=30 if ours else 14, marker="*" if ours else "o")
+            ax.annotate(row["policy"].replace("jobqueue-", ""), at, fontsize=6)
         ax.axhline(99, color="tab:red", lw=0.6, ls="--")
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.set_ylim(max(0.0, min(s["within_slo"] * 100 for s in sweep) - 2), 100.5)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_ylim(FLOOR - 0.5, 100.3)
     for ax in list(axes.flat)[len(traces) :]:
         ax.set_visible(False)
     fig.supxlabel("worker-seconds / pod bound", fontsize=9)
@@ -66,6 +70,14 @@ def frontier(path: Path, traces: Mapping[str, Mapping[str, Any]], target: float)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
+
+
+FLOOR = 90.0
+"""The frontier plot's lowest attainment, %: settings below it are drawn on it."""
+
+
+def _floor(share: float) -> float:
+    return max(share * 100, FLOOR)
 
 
 def _pyplot() -> Any:

@@ -59,6 +59,7 @@ def main() -> None:
     for mode, verdict in goals.items():
         print(f"\n{mode}: " + "; ".join(f"{k}: {v}" for k, v in verdict.items() if k != "per_trace"))
     plot.frontier(args.out / "frontier.png", traces, knobs.slo_wait_s)
+    (args.out / "table.md").write_text(markdown(traces, knobs.slo_wait_s))
     summary = {"config": outcome["config"], "knobs": outcome["knobs"], "goals": goals, "traces": traces}
     summary["tick_cost"] = tick_cost.measure(1000)
     print(f"\none operator tick for 1,000 queues: {summary['tick_cost']['ms_per_tick_median']:.1f} ms (median)")
@@ -83,6 +84,32 @@ def check(traces: dict[str, Any], mode: str) -> dict[str, Any]:
     if mode == OURS:
         verdict["keda_dominates_on"] = [n for n, t in traces.items() if t["keda_frontier"]["dominating"]]
     return verdict
+
+
+def markdown(traces: dict[str, Any], target: float) -> str:
+    """The per-trace table of docs/autoscaling.md: every policy, then the KEDA frontier's verdict."""
+    lines = [
+        f"| trace | policy | within {target:g} s | p95 wait s | p99 wait s | worker-s | cost ratio | interrupted |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    verdicts = []
+    for name, entry in traces.items():
+        for r in entry["policies"]:
+            lines.append(
+                f"| {name} | {r['policy']} | {r['within_slo']:.2%} | {r['p95_wait_s']:.1f} | {r['p99_wait_s']:.1f} "
+                f"| {r['worker_s']:.0f} | {r['cost_ratio']:.2f} | {r['interrupted']} |".replace("%", " %")
+            )
+        bound = entry["bounds"]
+        verdicts.append(
+            f"| {name} | {bound['pod_bound_worker_s']:.0f} | {bound['work_bound_worker_s']:.0f} "
+            f"| {bound['zero_wait_startup_bound_worker_s']:.0f} | {entry['keda_frontier']['verdict']} |"
+        )
+    head = [
+        "",
+        "| trace | pod bound worker-s | work bound | zero-wait start-up bound | KEDA frontier (vs jobqueue-latency) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    return "\n".join(lines + head + verdicts) + "\n"
 
 
 def _geomean(values: list[float]) -> float | None:

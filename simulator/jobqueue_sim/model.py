@@ -113,8 +113,9 @@ class Result:
     samples: list[tuple[float, int, int, int]]
     """(time, waiting, in flight, pods alive)."""
     busy_slot_seconds: float
-    busy_stops: int = 0
-    """Pods told to stop while running tasks (they finish them within the grace period, or are killed)."""
+    below_in_flight: int = 0
+    """Scale-downs to fewer pods than the running tasks occupy (ceil(running / concurrency)): what our
+    autoscaler never does; the victims finish within the grace period, or their tasks are interrupted."""
 
     @property
     def interrupted(self) -> int:
@@ -143,7 +144,7 @@ class Simulation:
         self.run_seconds = 0.0
         self.run_seconds_sq = 0.0
         self.busy_slot_seconds = 0.0
-        self.busy_stops = 0
+        self.below_in_flight = 0
         self.samples: list[tuple[float, int, int, int]] = []
 
     def run(self) -> Result:
@@ -169,7 +170,13 @@ class Simulation:
         if self.completed < len(self.tasks):
             horizon = now
         return Result(
-            self.tasks, self.pods, horizon, self.scale_events, self.samples, self.busy_slot_seconds, self.busy_stops
+            self.tasks,
+            self.pods,
+            horizon,
+            self.scale_events,
+            self.samples,
+            self.busy_slot_seconds,
+            self.below_in_flight,
         )
 
     # events ---------------------------------------------------------------------------------------
@@ -265,6 +272,9 @@ class Simulation:
                 self.pods.append(pod)
                 self._at(ready_at, "ready", pod)
         else:
+            running = sum(len(p.running) for p in self.pods if p.gone_at is None and not p.terminating)
+            if wanted < math.ceil(running / self.config.concurrency):
+                self.below_in_flight += 1
             for pod in self._victims(self.replicas - wanted):
                 self._terminate(now, pod)
         self.replicas = wanted
@@ -279,8 +289,6 @@ class Simulation:
 
     def _terminate(self, now: float, pod: Pod) -> None:
         pod.terminating = True
-        if pod.running:
-            self.busy_stops += 1
         if not pod.running:
             pod.gone_at = now
         elif not self.controller.graceful:

@@ -42,6 +42,8 @@ class Knobs:
     stamped: bool = False
     """Ours: the producers stamp their tasks, so the broker tells the oldest task's wait; otherwise it is
     estimated from the counters (rates.oldest_wait), as for any Celery app."""
+    planned_startup_s: float | None = None
+    """Ours: a set startupSeconds; None learns the start-up from the pods, as the operator does."""
 
 
 class Jobqueue:
@@ -51,9 +53,17 @@ class Jobqueue:
     graceful = True
 
     def __init__(
-        self, name: str, policy: Policy, tick_s: float, first_tick_s: float = 0.0, stamped: bool = False
+        self,
+        name: str,
+        policy: Policy,
+        tick_s: float,
+        first_tick_s: float = 0.0,
+        stamped: bool = False,
+        fixed_startup: bool = False,
     ) -> None:
+        """`fixed_startup`: plan with `policy.startup_seconds` (a set startupSeconds) instead of learning it."""
         self.name, self.policy, self.tick_s, self.stamped = name, policy, tick_s, stamped
+        self.fixed_startup = fixed_startup
         self.history = History()
         self.window = rates.Window()
         self.learned = startup.Learned()
@@ -73,7 +83,7 @@ class Jobqueue:
         self.window = rates.add(self.window, sample)
         seen = rates.estimate(self.window)
         self.learned = startup.learn(self.learned, (startup.PodStart(str(i), s) for i, s in view.pod_starts))
-        learned = startup.estimate(self.learned)
+        learned = None if self.fixed_startup else startup.estimate(self.learned)
         policy = self.policy if learned is None else replace(self.policy, startup_seconds=learned)
         oldest = view.oldest_wait if self.stamped else rates.oldest_wait(self.window, view.ready)
         observation = Observation(
@@ -174,11 +184,14 @@ def build(name: str, tasks: Sequence[TaskSpec], config: Config, knobs: Knobs) ->
         idle_seconds_before_zero=knobs.idle_before_zero_s,
         tick_seconds=knobs.operator_tick_s,
     )
+    if knobs.planned_startup_s is not None:
+        ours = replace(ours, startup_seconds=knobs.planned_startup_s)
+    fixed = knobs.planned_startup_s is not None
     if name == "jobqueue-backlog":
-        return Jobqueue(name, ours, knobs.operator_tick_s, knobs.operator_first_tick_s, knobs.stamped)
+        return Jobqueue(name, ours, knobs.operator_tick_s, knobs.operator_first_tick_s, knobs.stamped, fixed)
     if name == "jobqueue-latency":
         latency = replace(ours, target_wait_seconds=knobs.slo_wait_s)
-        return Jobqueue(name, latency, knobs.operator_tick_s, knobs.operator_first_tick_s, knobs.stamped)
+        return Jobqueue(name, latency, knobs.operator_tick_s, knobs.operator_first_tick_s, knobs.stamped, fixed)
     if name == "keda-default":
         return Keda(name, list_length=5, polling_s=30, min_replicas=0, max_replicas=top, stabilization_s=300)
     if name == "keda-tuned":

@@ -43,7 +43,7 @@ def summarize(name: str, result: Result, slo_wait_s: float, pod_bound: float | N
         "pods_started": len(result.pods),
         "scale_events": result.scale_events,
         "interrupted": result.interrupted,
-        "busy_pods_stopped": result.busy_stops,
+        "below_in_flight": result.below_in_flight,
         "redelivered": result.interrupted,
         "lost": len(result.tasks) - len(done),
         "max_backlog": max((s[1] for s in result.samples), default=0),

@@ -36,6 +36,7 @@ def test_graceful_scale_down_lets_running_tasks_finish() -> None:
     assert result.interrupted == 0
     assert [t.done for t in result.tasks] == [100.0, 100.0]
     assert result.worker_seconds() == 200.0  # the draining pod is paid for until its task ends
+    assert result.below_in_flight == 1  # one pod for two running tasks
 
 
 def test_blind_scale_down_kills_after_grace_and_redelivers() -> None:
@@ -63,3 +64,4 @@ def test_ours_learn_the_pod_start_up_from_the_pods_they_started() -> None:
     result = Simulation(tasks, ours, Config(startup_s=25.0)).run()
     assert startup.estimate(ours.learned) == 25.0
     assert summarize("ours", result, 30.0)["lost"] == 0
+    assert result.below_in_flight == 0  # never fewer pods than the running tasks occupy
