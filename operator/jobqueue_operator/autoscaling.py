@@ -32,7 +32,7 @@ from typing import Final, Literal
 
 DELETION_COST_ANNOTATION: Final = "controller.kubernetes.io/pod-deletion-cost"
 DEFAULT_STARTUP_SECONDS: Final = 10.0
-"""A pod's start-up (creation to taking tasks) until the operator has learned the queue's own."""
+"""A pod's start-up (creation to taking tasks) until the queue's own is known (startupSeconds, startup.py)."""
 
 Direction = Literal["up", "down", "none"]
 
@@ -61,7 +61,7 @@ class Policy:
 
     `target_tasks_per_worker` None means the queue's concurrency. Setting `target_wait_seconds` selects
     latency mode. `idle_seconds_before_zero` None is the automatic rule (module docstring, rule 3). The
-    fields after `paused` are not CRD fields: operator-wide tuning, and what the operator has learned.
+    fields after `paused` are not CRD fields: operator-wide tuning, and what is known of the queue's pods.
     """
 
     min_replicas: int = 0
@@ -77,7 +77,8 @@ class Policy:
     scale_up_pods: int = 16
     """Scale-up bound: at most max(current replicas, scale_up_pods) more pods per decision."""
     startup_seconds: float = DEFAULT_STARTUP_SECONDS
-    """How long a new pod takes from creation to its first task: learned per queue (startup.py)."""
+    """How long a new pod takes from creation to its first task: the CRD's startupSeconds, or what
+    startup.py learned from the queue's Pods."""
     tick_seconds: float = 5.0
     """How often `decide` runs: a pod asked for now may have been needed up to one tick ago."""
 
