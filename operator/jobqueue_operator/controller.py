@@ -74,6 +74,8 @@ class _Entry:
     again: set[Job] = field(default_factory=set)
     first_tick: float = 0.0
     """The tick's cadence: every `tick_seconds` from this instant."""
+    references: frozenset[tuple[str, str]] = frozenset()
+    """(kind, name) of the Secrets and ConfigMaps its Pods read, as its last reconcile found."""
 
 
 class Controller:
@@ -147,6 +149,20 @@ class Controller:
             entry = self._entries.get(key)
             if entry is not None:
                 self._schedule(key, entry, job, self._clock() + delay)
+
+    def read_by(self, key: Key, references: frozenset[tuple[str, str]]) -> None:
+        """Record which Secrets and ConfigMaps (kind, name) the JobQueue `key`'s Pods read."""
+        with self._wake:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.references = references
+
+    def reference_changed(self, namespace: str, kind: str, name: str) -> None:
+        """A Secret or ConfigMap changed: reconcile every JobQueue of its namespace whose Pods read it."""
+        with self._wake:
+            for key, entry in self._entries.items():
+                if key[0] == namespace and (kind, name) in entry.references:
+                    self._schedule(key, entry, "reconcile", self._clock() + CHILD_DEBOUNCE_SECONDS)
 
     def body(self, key: Key) -> Mapping[str, Any] | None:
         with self._wake:

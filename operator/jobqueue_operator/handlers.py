@@ -66,6 +66,15 @@ def jobqueue_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_
         controller.jobqueue_seen(copy.deepcopy(dict(body)))
 
 
+@kopf.on.event("", "v1", "secrets")
+@kopf.on.event("", "v1", "configmaps")
+def reference_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Secret or ConfigMap changed: the JobQueues whose Pods read it reconcile (their Pods roll when the
+    values they read changed, and a fixed broker Secret clears the condition at once)."""
+    kind = "Secret" if body.get("kind") == "Secret" else "ConfigMap"
+    _runtime(memo).controller.reference_changed(body.metadata.namespace or "", kind, body.metadata.name or "")
+
+
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=OURS)
 @kopf.on.event("", "v1", "pods", labels=OURS)

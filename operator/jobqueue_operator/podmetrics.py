@@ -14,11 +14,10 @@ from typing import Any, Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobqueue_operator.build.workers import METRICS_PORT
+from jobqueue_worker import contract
 
 SCRAPE_TIMEOUT_SECONDS: Final = 1.0
 PARALLEL_SCRAPES: Final = 16
-ACTIVE_TASKS_METRIC: Final = "jobqueue_worker_active_tasks"
 
 
 def busy_slots(metrics_text: str) -> int:
@@ -27,7 +26,7 @@ def busy_slots(metrics_text: str) -> int:
         sum(
             sample.value
             for family in text_string_to_metric_families(metrics_text)
-            if family.name == ACTIVE_TASKS_METRIC
+            if family.name == contract.ACTIVE_TASKS_METRIC
             for sample in family.samples
         )
     )
@@ -37,7 +36,7 @@ def _scrape(pod: Mapping[str, Any], concurrency: int) -> int:
     ip = (pod.get("status") or {}).get("podIP")
     if not ip:
         return concurrency
-    url = f"http://{ip}:{METRICS_PORT}/metrics"
+    url = f"http://{ip}:{contract.METRICS_PORT}/metrics"
     try:
         with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_SECONDS) as reply:
             return busy_slots(reply.read().decode())

@@ -123,20 +123,21 @@ def _workers(queues: Sequence[QueueObservation]) -> Verdict:
 
 
 def _degraded(observation: Observation) -> Verdict:
-    if observation.problems:
-        first = observation.problems[0]
-        return "True", first.reason, "; ".join(p.message for p in observation.problems)
+    """True when anything is wrong: the reason is the first thing found, the message says every one."""
+    found: list[tuple[str, str]] = [(p.reason, p.message) for p in observation.problems]
     if not observation.broker.ready:
-        return "True", observation.broker.reason, observation.broker.message
+        found.append((observation.broker.reason, observation.broker.message))
     troubled = [q for q in observation.queues if q.cause is not None]
     if troubled:
         refused = any(q.cause is not None and q.cause.kind == "refused" for q in troubled)
         reason = Reason.WORKER_PODS_REFUSED if refused else Reason.WORKERS_FAILING
-        return "True", reason, "; ".join(_queue_cause(q) for q in troubled)
+        found.append((reason, "; ".join(_queue_cause(q) for q in troubled)))
     stalled = [q.name for q in observation.queues if q.stalled]
     if stalled:
-        return "True", Reason.WORKERS_STALLED, f"worker Deployments not progressing: {', '.join(stalled)}"
-    return "False", Reason.AS_EXPECTED, "nothing is wrong"
+        found.append((Reason.WORKERS_STALLED, f"worker Deployments not progressing: {', '.join(stalled)}"))
+    if not found:
+        return "False", Reason.AS_EXPECTED, "nothing is wrong"
+    return "True", found[0][0], "; ".join(message for _, message in found)
 
 
 def _ready(observation: Observation, workers: Verdict) -> Verdict:

@@ -25,13 +25,11 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-STATS = "jobqueue:stats:"
+from jobqueue_worker.brokerclient import plain_client
+from jobqueue_worker.contract import STATS_FIELDS, stats_key
+
 FLUSH_INTERVAL_SECONDS = 1.0
 logger = logging.getLogger(__name__)
-
-
-def key(queue: str, prefix: str = "") -> str:
-    return f"{prefix}{STATS}{queue}"
 
 
 @dataclass
@@ -50,11 +48,12 @@ class Totals:
 
 def record(client: redis.Redis, queue: str, totals: Totals, prefix: str = "") -> None:
     """Add `totals` to the queue's stats hash, all three fields or none (MULTI/EXEC)."""
-    name = key(queue, prefix)
+    name = stats_key(queue, prefix)
+    completed, run_seconds, run_seconds_sq = STATS_FIELDS
     pipe = client.pipeline(transaction=True)
-    pipe.hincrby(name, "completed", totals.completed)
-    pipe.hincrbyfloat(name, "run_seconds", totals.run_seconds)
-    pipe.hincrbyfloat(name, "run_seconds_sq", totals.run_seconds_sq)
+    pipe.hincrby(name, completed, totals.completed)
+    pipe.hincrbyfloat(name, run_seconds, totals.run_seconds)
+    pipe.hincrbyfloat(name, run_seconds_sq, totals.run_seconds_sq)
     pipe.execute()
 
 
@@ -100,10 +99,7 @@ class Completions:
         if not totals.completed or app is None:
             return
         try:
-            with app.pool.acquire(block=True, timeout=5) as connection:
-                # A plain client on the transport's own connection pool: kombu's prefixed client would
-                # prefix only the commands it knows, so the prefix is added here, explicitly.
-                client = redis.Redis(connection_pool=connection.default_channel.client.connection_pool)
+            with plain_client(app) as client:
                 record(client, self._queue, totals, self._prefix)
         except Exception as exc:  # the broker's trouble must not fail tasks; the consumer reports it
             logger.warning("could not record %d finished tasks in the broker: %s", totals.completed, exc)

@@ -56,14 +56,14 @@ app.kubernetes.io/part-of: jobqueue
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, update, delete]
-# Secrets: the managed broker's password (created once), the external broker URL and the Secrets the
-# Pods' env reads (read: their values' hash rolls the Pods when they change).
+# Secrets: the managed broker's password (created once), the external broker URL and the Secrets and
+# ConfigMaps the Pods' env reads (watched: their values' hash rolls the Pods when they change).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, create, delete]
+  verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get]
+  verbs: [get, list, watch]
 # Pods: watched so the status follows them (crash loops, image pulls) and a dead worker's tasks are put
 # back at once; pod-deletion-cost set on idle workers before a scale-down.
 - apiGroups: [""]

@@ -44,6 +44,20 @@ class ContainerView:
     last_terminated: Terminated | None = None
 
 
+TERMINATION_MESSAGE_BYTES = 2048
+TERMINATION_MESSAGE_LINES = 80
+
+
+def termination_message(policy: str | None, exit_code: int, log_tail: str) -> str:
+    """What the kubelet reports as a terminated container's message: with `FallbackToLogsOnError`, the
+    last lines of its log when it failed (at most 2 KiB, 80 lines); nothing otherwise (the process runtime
+    has no termination-log file)."""
+    if policy != "FallbackToLogsOnError" or exit_code == 0:
+        return ""
+    lines = log_tail[-TERMINATION_MESSAGE_BYTES:].splitlines()[-TERMINATION_MESSAGE_LINES:]
+    return "\n".join(lines).strip()
+
+
 def termination_reason(exit_code: int, oom_killed: bool) -> str:
     if oom_killed:
         return "OOMKilled"

@@ -24,32 +24,37 @@ from jobqueue_operator.build.common import (
     with_config_hash,
 )
 from jobqueue_operator.models import JobQueue, Queue, parse_quantity
+from jobqueue_worker.contract import (
+    DEFAULT_PRIORITY_STEPS,
+    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
+    Env,
+    priority_steps,
+)
 
-METRICS_PORT: Final = 9808
-DEFAULT_VISIBILITY_TIMEOUT: Final = 3600
+SCRAPE_ANNOTATIONS: Final = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""For a Prometheus that discovers Pods by annotation (the chart's PodMonitor selects them by label)."""
 GRACE_BEYOND_TIME_LIMIT: Final = 30
 GRACE_WITHOUT_TIME_LIMIT: Final = 300
 MEMORY_SHARE_OF_CHILDREN: Final = Decimal("0.8")
 """Of the memory limit, the share prefork children may use before they are replaced."""
 
 
-def priority_steps(levels: int) -> list[int]:
-    """Redis priority steps spread over 0..9: 4 levels give 0, 3, 6, 9 (kombu's default)."""
-    if levels == 1:
-        return [0]
-    return [round(i * 9 / (levels - 1)) for i in range(levels)]
-
-
 def live_priority_steps(deployment: Mapping[str, Any]) -> list[int]:
     """The priority steps a live worker Deployment's workers use (its env), for a queue that left the spec."""
     for container in ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []:
         for var in container.get("env") or []:
-            if var.get("name") == "JOBQUEUE_PRIORITY_STEPS" and var.get("value"):
+            if var.get("name") == Env.PRIORITY_STEPS and var.get("value"):
                 try:
                     return [int(step) for step in str(var["value"]).split(",")]
                 except ValueError:
                     break
-    return priority_steps(4)
+    return list(DEFAULT_PRIORITY_STEPS)
 
 
 def max_memory_per_child_kib(queue: Queue) -> int:
@@ -66,7 +71,7 @@ def visibility_timeout(queue: Queue) -> int:
     """The broker's redelivery timeout: the queue's own, else longer than any task may run."""
     if queue.visibility_timeout_seconds is not None:
         return queue.visibility_timeout_seconds
-    return max(DEFAULT_VISIBILITY_TIMEOUT, 2 * (queue.time_limit_seconds or 0))
+    return max(DEFAULT_VISIBILITY_TIMEOUT_SECONDS, 2 * (queue.time_limit_seconds or 0))
 
 
 def termination_grace(queue: Queue) -> int:
@@ -87,32 +92,36 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
     secret, key = broker_url_ref(jq)
     results = jq.spec.results
     values = {
-        "JOBQUEUE_APP": jq.spec.app,
-        "JOBQUEUE_NAME": jq.name,
-        "JOBQUEUE_QUEUE": queue.name,
-        "JOBQUEUE_RESULT_EXPIRES_SECONDS": results.expires_seconds,
-        "JOBQUEUE_CONCURRENCY": queue.concurrency,
-        "JOBQUEUE_POOL": queue.pool,
-        "JOBQUEUE_PREFETCH_MULTIPLIER": queue.prefetch_multiplier,
-        "JOBQUEUE_MAX_TASKS_PER_CHILD": queue.max_tasks_per_child,
-        "JOBQUEUE_MAX_MEMORY_PER_CHILD_KB": max_memory_per_child_kib(queue),
-        "JOBQUEUE_SOFT_TIME_LIMIT_SECONDS": queue.soft_time_limit_seconds or 0,
-        "JOBQUEUE_TIME_LIMIT_SECONDS": queue.time_limit_seconds or 0,
-        "JOBQUEUE_VISIBILITY_TIMEOUT_SECONDS": visibility_timeout(queue),
-        "JOBQUEUE_PRIORITY_STEPS": ",".join(str(step) for step in priority_steps(queue.priority_levels)),
-        "JOBQUEUE_METRICS_PORT": METRICS_PORT,
+        Env.APP: jq.spec.app,
+        Env.NAME: jq.name,
+        Env.QUEUE: queue.name,
+        Env.RESULT_EXPIRES_SECONDS: results.expires_seconds,
+        Env.CONCURRENCY: queue.concurrency,
+        Env.POOL: queue.pool,
+        Env.PREFETCH_MULTIPLIER: queue.prefetch_multiplier,
+        Env.MAX_TASKS_PER_CHILD: queue.max_tasks_per_child,
+        Env.MAX_MEMORY_PER_CHILD_KB: max_memory_per_child_kib(queue),
+        Env.SOFT_TIME_LIMIT_SECONDS: queue.soft_time_limit_seconds or 0,
+        Env.TIME_LIMIT_SECONDS: queue.time_limit_seconds or 0,
+        Env.VISIBILITY_TIMEOUT_SECONDS: visibility_timeout(queue),
+        Env.PRIORITY_STEPS: ",".join(str(step) for step in priority_steps(queue.priority_levels)),
+        Env.METRICS_PORT: METRICS_PORT,
+        Env.DEAD_LETTER_ENABLED: str(queue.dead_letter.enabled).lower(),
+        Env.DEAD_LETTER_MAX_LENGTH: queue.dead_letter.max_length,
+        Env.MAX_WORKER_LOSSES: queue.dead_letter.max_worker_losses,
     }
     variables = [
-        secret_env("JOBQUEUE_BROKER_URL", secret, key),
+        secret_env(Env.BROKER_URL, secret, key),
         *({"name": name, "value": str(value)} for name, value in values.items()),
     ]
     if results.backend_secret_ref is not None:
         ref = results.backend_secret_ref
-        variables.append(secret_env("JOBQUEUE_RESULT_BACKEND", ref.name, ref.key))
+        variables.append(secret_env(Env.RESULT_BACKEND, ref.name, ref.key))
     return [
         *variables,
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env(Env.POD_NAME, "metadata.name"),
+        field_env(Env.POD_NAMESPACE, "metadata.namespace"),
+        field_env(Env.POD_UID, "metadata.uid"),
         *user_env(jq),
     ]
 
@@ -130,15 +139,15 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
         "imagePullPolicy": jq.spec.image_pull_policy,
         "command": ["jobqueue-worker"],
         "env": env(jq, queue),
-        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "httpGet": {"path": "/healthz", "port": METRICS_PORT_NAME},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "httpGet": {"path": "/readyz", "port": METRICS_PORT_NAME},
             "periodSeconds": 5,
             "timeoutSeconds": 5,
         },
@@ -152,7 +161,10 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
     spec: Manifest = {
         "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
         "template": {
-            "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name)},
+            "metadata": {
+                "labels": naming.labels(jq, naming.WORKER, queue.name),
+                "annotations": dict(SCRAPE_ANNOTATIONS),
+            },
             "spec": {
                 **placement(jq),
                 "containers": [container],

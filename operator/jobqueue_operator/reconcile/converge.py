@@ -4,7 +4,9 @@ autoscaler takes over, the children (applied together), the deletions, then the 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobqueue_operator import events, kube, naming, status
 from jobqueue_operator.build import redis
@@ -20,6 +22,8 @@ class Memory:
 
     conditions: list[Condition] | None = None
     """The conditions last written: newer than the watched body until our own write comes back."""
+    written: dict[str, Any] | None = None
+    """The status body last applied, so an unchanged one is not written again."""
     posted: dict[tuple[str, str], float] = field(default_factory=dict)
     failures: int = 0
     """Reconciles in a row that did not converge, for the back-off."""
@@ -30,6 +34,10 @@ class Outcome:
     status: JobQueueStatus
     events: list[Event]
     converged: bool
+    references: frozenset[tuple[str, str]] = frozenset()
+    """("Secret" or "ConfigMap", name) the JobQueue's Pods read."""
+    pods: Sequence[kube.Manifest] = ()
+    """The JobQueue's Pods as this reconcile read them (the worker restart counters look at them)."""
 
 
 def _password_secret(client: kube.KubeApi, plan: Plan) -> list[Event]:
@@ -51,6 +59,14 @@ def _take_replicas(client: kube.KubeApi, plan: Plan) -> list[status.Problem]:
     return problems
 
 
+def _changed(before: kube.Manifest, after: kube.Manifest) -> bool:
+    """Whether an apply changed what a child does: its spec (or, without one, anything). Not its metadata:
+    handing `replicas` over to the autoscaler changes only who owns a field, and the applied-hash with it."""
+    if "spec" in before or "spec" in after:
+        return bool(before.get("spec") != after.get("spec"))
+    return bool(before["metadata"]["resourceVersion"] != after["metadata"]["resourceVersion"])
+
+
 def _apply(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.Problem]]:
     done, problems = [], []
     for manifest, result in zip(plan.apply, client.apply_many(plan.apply), strict=True):
@@ -61,7 +77,7 @@ def _apply(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.P
         before = plan.existing.get(key)
         if before is None:
             done.append(Event("Normal", Reason.CREATED, f"Created {key[0]} {key[1]}"))
-        elif before["metadata"]["resourceVersion"] != result["metadata"]["resourceVersion"]:
+        elif _changed(before, result):
             done.append(Event("Normal", Reason.UPDATED, f"Updated {key[0]} {key[1]}"))
     return done, problems
 
@@ -85,7 +101,10 @@ def carry_out(client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock:
     deleted, undeletable = _delete(client, plan)
     problems += refused + undeletable
     computed = status.with_problems(plan.status, plan.observation, problems, now)
-    client.apply_status(plan.namespace, plan.name, computed.to_body(), naming.FIELD_MANAGER)
+    body = computed.to_body()
+    if body != memory.written:
+        client.apply_status(plan.namespace, plan.name, body, naming.FIELD_MANAGER)
+        memory.written = body
     memory.conditions = list(computed.conditions)
     warnings = [Event("Warning", p.reason, p.message) for p in problems]
     posted, memory.posted = events.to_post([*done, *applied, *deleted, *plan.events, *warnings], memory.posted, clock)
@@ -93,7 +112,7 @@ def carry_out(client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock:
         client.post_event(plan.body, event.type, event.reason, event.message)
     converged = plan.converged and not problems
     memory.failures = 0 if converged else memory.failures + 1
-    return Outcome(computed, posted, converged)
+    return Outcome(computed, posted, converged, plan.references)
 
 
 def retry_after(memory: Memory, first: float = 2.0, limit: float = 30.0) -> float:

@@ -70,6 +70,8 @@ class Plan:
     events: Sequence[Event] = ()
     converged: bool = True
     """False: come back soon (something is starting or failing), not only at the next resync."""
+    references: frozenset[tuple[str, str]] = frozenset()
+    """The Secrets and ConfigMaps the Pods read: a change to one of them calls for a reconcile."""
 
 
 def owns_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
@@ -278,6 +280,7 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
         delete=delete,
         events=events,
         converged=ready is not None and ready.status == "True" and not draining,
+        references=frozenset(world.config),
     )
 
 

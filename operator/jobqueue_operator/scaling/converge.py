@@ -23,6 +23,8 @@ class Memory:
     written: dict[str, Any] | None = None
     """The status body last applied, so an unchanged one is not written again."""
     posted: dict[tuple[str, str], float] = field(default_factory=dict)
+    broker_up: bool | None = None
+    """Whether the last tick could read the broker (None: no tick yet)."""
 
 
 def _set_deletion_costs(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) -> None:
@@ -80,6 +82,7 @@ def carry_out(
             depths[scale.queue.name] = replace(depths[scale.queue.name], last_scale_time=stamp)
             series[scale.queue.name] = replace(series[scale.queue.name], desired=scale.decision.replicas)
     memory.queues = kept
+    memory.broker_up = plan.broker_up
     for queue, direction, reason in plan.decisions:
         metrics.count_decision(namespace, name, queue, direction, reason)
     metrics.set_queues(namespace, name, series, broker_up=plan.broker_up)

@@ -11,9 +11,9 @@ from typing import Final
 
 from jobqueue_operator import broker, kube, promquery
 from jobqueue_operator.build.common import broker_url_ref
-from jobqueue_operator.build.workers import priority_steps
 from jobqueue_operator.models import JobQueue
 from jobqueue_operator.scaling.decide import Seen
+from jobqueue_worker.contract import priority_steps
 
 URL_REFRESH_SECONDS: Final = 60.0
 """How long the broker URL read from its Secret is reused before it is read again."""
