@@ -1,6 +1,6 @@
 """Replay a short bursty trace through a real JobQueue on the local cluster and set it beside the simulator.
 
-    python -m bench.autoscale_replay [--trace FILE] [--json OUT] [--write-trace]
+    python -m bench.autoscale_replay [--latency] [--trace FILE] [--json OUT] [--write-trace]
 
 Needs KUBECONFIG pointing at a `jobqueue_devenv up` cluster. Installs the chart, runs the operator (as the
 e2e tests do), applies a JobQueue with one autoscaled queue of `jobqueue_worker.demo:app` on a managed Redis,
@@ -11,8 +11,9 @@ sends built-in `sleep` tasks at the trace's arrival times with its run times, an
 - queue waits: send time to start (the result's `date_done` minus the task's run time);
 - start-up delay: at each wake from zero, first worker Pod seen to the first task started after it.
 
-Then it simulates the same trace with `jobqueue-backlog` at the same concurrency, maxReplicas, windows,
-operator tick and the measured start-up delay, and prints both side by side.
+Then it simulates the same trace with the same policy (`jobqueue-backlog`; with `--latency`,
+`jobqueue-latency` at targetWaitSeconds 20 and startupSeconds 5 on both sides) at the same concurrency,
+maxReplicas, windows, operator tick and the measured start-up delay, and prints both side by side.
 `--write-trace` regenerates the trace (seeded).
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import os
 import random
@@ -37,18 +37,21 @@ from typing import Any
 from celery import Celery
 from kubernetes import client, config
 
-from bench.autoscale import policies, report, trace
-from bench.autoscale.sim import Config, Simulation
-from bench.autoscale.traces import exponential, poisson
-from jobqueue_devenv import demo
+from jobqueue_devenv import bench_results, demo
 from jobqueue_devenv.deployer import Deployer, namespace_for
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
+from jobqueue_sim import policies, report, trace
+from jobqueue_sim.model import Config, Simulation
+from jobqueue_sim.shapes import exponential, poisson
 from jobqueue_worker import producer
 
 REPO = Path(__file__).resolve().parent.parent
 TRACE = REPO / "bench" / "traces" / "replay" / "short.csv"  # a folder of its own: not one of the suite's traces
 RESULT = REPO / "bench" / "results" / "autoscale_replay.json"
+RESULT_LATENCY = REPO / "bench" / "results" / "autoscale_replay_latency.json"
+LATENCY_TARGET_S = 20.0
+"""`--latency`: targetWaitSeconds for the replay (a new pod serves within half of it, as in the suite)."""
 QUEUE = "work"
 
 
@@ -62,6 +65,14 @@ class Settings:
     idle_before_zero_s: float = 10.0
     operator_tick_s: float = 5.0  # the operator's default --autoscale-seconds
     sample_s: float = 0.5
+    target_wait_s: float | None = None
+    """Latency mode (targetWaitSeconds) when set; backlog mode otherwise."""
+    planned_startup_s: float = 5.0
+    """Latency mode: the JobQueue's startupSeconds, the start-up the autoscaler plans with on both sides."""
+
+    @property
+    def policy(self) -> str:
+        return "jobqueue-backlog" if self.target_wait_s is None else "jobqueue-latency"
 
 
 def short_trace(seed: int = 20240601) -> list[trace.TaskSpec]:
@@ -84,6 +95,9 @@ def manifest(name: str, settings: Settings) -> dict[str, Any]:
         "scaleDownStabilizationSeconds": int(settings.stabilization_s),
         "idleSecondsBeforeZero": int(settings.idle_before_zero_s),
     }
+    if settings.target_wait_s is not None:
+        autoscaling["targetWaitSeconds"] = int(settings.target_wait_s)
+        autoscaling["startupSeconds"] = int(settings.planned_startup_s)
     queue = {"name": QUEUE, "concurrency": settings.concurrency, "timeLimitSeconds": 60, "autoscaling": autoscaling}
     return {
         "apiVersion": demo.GROUP_VERSION,
@@ -240,9 +254,9 @@ def summarize_measured(measured: Measured) -> dict[str, Any]:
     return {
         "tasks": len(waits),
         "mean_wait_s": round(statistics.fmean(waits), 2),
-        "p50_wait_s": report._quantile(waits, 0.50),
-        "p95_wait_s": report._quantile(waits, 0.95),
-        "p99_wait_s": report._quantile(waits, 0.99),
+        "p50_wait_s": report.quantile(waits, 0.50),
+        "p95_wait_s": report.quantile(waits, 0.95),
+        "p99_wait_s": report.quantile(waits, 0.99),
         "max_wait_s": round(waits[-1], 2),
         "worker_s": round(pod_seconds(measured.samples, horizon), 1),
         "worker_s_until_zero": round(pod_seconds(measured.samples, measured.samples[-1].at), 1),
@@ -259,19 +273,23 @@ def summarize_measured(measured: Measured) -> dict[str, Any]:
 def simulate(
     tasks: Sequence[trace.TaskSpec], settings: Settings, startup_s: float, first_tick_s: float = 0.0
 ) -> dict[str, Any]:
-    """`jobqueue-backlog` in the simulator with the replay's settings, the measured start-up delay and the
-    measured timer phase (asked every 0.1 s, so the phase is kept to a tenth of a second)."""
+    """Our policy in the simulator with the replay's settings, the measured start-up delay and the
+    measured timer phase (asked every 0.1 s, so the phase is kept to a tenth of a second). The replay's
+    producer stamps its tasks, so the simulated operator knows the oldest wait too."""
     sim_config = Config(
         concurrency=settings.concurrency, max_replicas=settings.max_replicas, startup_s=startup_s, tick_s=0.1
     )
     knobs = policies.Knobs(
+        slo_wait_s=policies.Knobs().slo_wait_s if settings.target_wait_s is None else settings.target_wait_s,
         stabilization_s=settings.stabilization_s,
         idle_before_zero_s=settings.idle_before_zero_s,
         operator_tick_s=settings.operator_tick_s,
         operator_first_tick_s=round(first_tick_s, 1),
+        stamped=True,
+        planned_startup_s=None if settings.target_wait_s is None else settings.planned_startup_s,
     )
-    controller = policies.build("jobqueue-backlog", tasks, sim_config, knobs)
-    return report.summarize("jobqueue-backlog", Simulation(tasks, controller, sim_config).run(), knobs.slo_wait_s)
+    controller = policies.build(settings.policy, tasks, sim_config, knobs)
+    return report.summarize(settings.policy, Simulation(tasks, controller, sim_config).run(), knobs.slo_wait_s)
 
 
 COMPARED = ("worker_s", "mean_wait_s", "p50_wait_s", "p95_wait_s")
@@ -316,6 +334,7 @@ def run(
     record = {
         "trace": str(TRACE.relative_to(REPO)),
         "settings": asdict(settings),
+        "policy": settings.policy,
         "simulated_startup_s": round(startup, 2),
         "simulated_first_tick_s": round(phase, 1),
         "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
@@ -330,8 +349,15 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.autoscale_replay", description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=TRACE, help=f"default: {TRACE.relative_to(REPO)}")
-    parser.add_argument("--json", type=Path, default=RESULT, help=f"default: {RESULT.relative_to(REPO)}")
+    parser.add_argument(
+        "--json", type=Path, help=f"default: {RESULT.relative_to(REPO)} (--latency: {RESULT_LATENCY.name})"
+    )
     parser.add_argument("--write-trace", action="store_true", help="regenerate the trace file and exit")
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help=f"latency mode, targetWaitSeconds {LATENCY_TARGET_S:g} (default: backlog)",
+    )
     args = parser.parse_args(argv)
     if args.write_trace:
         trace.save(args.trace, short_trace())
@@ -344,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     if state is None:
         raise SystemExit("KUBECONFIG does not point at a `jobqueue_devenv up` cluster")
     kube = demo.Kube.for_cluster(state)
-    settings = Settings()
+    settings = Settings(target_wait_s=LATENCY_TARGET_S if args.latency else None)
     tasks = trace.load(args.trace)
     session = uuid.uuid4().hex[:6]
     log = Path(f"/tmp/autoscale-replay-{session}.log")
@@ -359,9 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             deployer.close()
     print(table(record["comparison"]))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    bench_results.write(args.json or (RESULT_LATENCY if args.latency else RESULT), record)
 
 
 if __name__ == "__main__":

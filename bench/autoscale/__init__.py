@@ -1,7 +1,8 @@
-"""Autoscaling benchmark: a discrete-event simulator of one Celery queue on Kubernetes, driven by the
-operator's own `jobqueue_operator.autoscaling` and by re-implementations of KEDA's and a static baseline.
+"""Autoscaling benchmark on the simulator (simulator/jobqueue_sim): the operator's autoscaler against KEDA
+and a static baseline, per trace, measured against the pod bound.
 
-Modules: trace (the CSV format), sim (queue, pods, dispatch, scale-down), policies (who decides replicas),
-report (metrics, table, JSON, plot), traces (the seeded generator of bench/traces), suite (every shipped
-trace, the target check), tick_cost (one operator tick for 1,000 queues). CLI: `python -m bench.autoscale`.
+Modules: __main__ (`python -m bench.autoscale --trace FILE ... --json OUT`: one trace), suite (every trace
+in bench/traces, the goals checked, the KEDA frontier), frontier (the keda-tuned sweep), plot (PNG of
+waiting tasks and pods), traces (writes bench/traces from jobqueue_sim.shapes), tick_cost (one operator
+tick for 1,000 queues).
 """

@@ -14,7 +14,12 @@ from jobqueue_operator.autoscaling import History, Observation, Policy, decide
 def measure(queues: int, ticks: int = 70) -> dict[str, Any]:
     rng = random.Random(7)
     waits = (None, 10.0, 60.0)  # a mix of backlog and latency mode
-    policies = [Policy(max_replicas=50, concurrency=4, target_wait_seconds=rng.choice(waits)) for _ in range(queues)]
+    policies = [
+        Policy(
+            max_replicas=50, concurrency=4, target_wait_seconds=rng.choice(waits), scale_down_stabilization_seconds=300
+        )
+        for _ in range(queues)
+    ]
     histories = [History() for _ in range(queues)]
     replicas = [rng.randint(0, 20) for _ in range(queues)]
     samples = []

@@ -116,8 +116,11 @@ class Autoscaling(Model):
     max_replicas: int = Field(default=10, ge=1, le=1000)
     target_tasks_per_worker: int | None = Field(default=None, ge=1, le=100000)
     target_wait_seconds: int | None = Field(default=None, ge=1, le=86400)
-    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=86400)
-    idle_seconds_before_zero: int = Field(default=300, ge=0, le=86400)
+    scale_down_stabilization_seconds: int = Field(default=0, ge=0, le=86400)
+    idle_seconds_before_zero: int | None = Field(default=None, ge=0, le=86400)
+    """None: automatic (autoscaling.idle_keep_seconds)."""
+    startup_seconds: int | None = Field(default=None, ge=0, le=3600)
+    """None: the operator's estimate of the queue's pod start-up."""
     prometheus: PrometheusSource | None = None
 
     @model_validator(mode="after")

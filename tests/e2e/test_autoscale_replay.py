@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench import autoscale_replay as replay
-from bench.autoscale import trace
 from jobqueue_devenv import demo
+from jobqueue_sim import trace
 from jobqueue_worker import records
 from tests.e2e.conftest import Deploy
 

@@ -119,8 +119,13 @@ def policy_for(queue: Queue, is_paused: bool) -> autoscaling.Policy:
         target_tasks_per_worker=block.target_tasks_per_worker,
         target_wait_seconds=None if block.target_wait_seconds is None else float(block.target_wait_seconds),
         scale_down_stabilization_seconds=float(block.scale_down_stabilization_seconds),
-        idle_seconds_before_zero=float(block.idle_seconds_before_zero),
+        idle_seconds_before_zero=(
+            None if block.idle_seconds_before_zero is None else float(block.idle_seconds_before_zero)
+        ),
         paused=is_paused,
+        startup_seconds=(
+            autoscaling.DEFAULT_STARTUP_SECONDS if block.startup_seconds is None else float(block.startup_seconds)
+        ),
     )
 
 
@@ -130,6 +135,8 @@ def observation(
     replicas: int,
     seen: rates.Rates,
     waiting: float | None = None,
+    oldest_wait: float | None = None,
+    ready_replicas: int | None = None,
 ) -> autoscaling.Observation:
     """The autoscaler's input for one queue; `error` (the broker's or the Prometheus source's) holds the
     replicas. `waiting` is the Prometheus source's value when the queue has one: rounded up, it replaces the
@@ -139,7 +146,14 @@ def observation(
         return autoscaling.Observation(0, 0, replicas, error=error or "the queue was not read")
     ready = counts.ready if waiting is None else math.ceil(waiting)
     return autoscaling.Observation(
-        ready, counts.in_flight, replicas, seen.arrival_rate, seen.mean_service_seconds, seen.service_scv
+        ready,
+        counts.in_flight,
+        replicas,
+        seen.arrival_rate,
+        seen.mean_service_seconds,
+        seen.service_scv,
+        oldest_wait_seconds=oldest_wait,
+        ready_replicas=ready_replicas,
     )
 
 
@@ -238,7 +252,12 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         window = remembered.window
         if counts is not None:
             sample = rates.Sample(
-                now, counts.ready + counts.in_flight, counts.completed, counts.run_seconds, counts.run_seconds_sq
+                now,
+                counts.ready + counts.in_flight,
+                counts.completed,
+                counts.run_seconds,
+                counts.run_seconds_sq,
+                counts.in_flight,
             )
             window = rates.add(window, sample)
         desired, current, ready = replicas_of(seen.deployments.get(queue.name))
@@ -247,7 +266,9 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         if queue.autoscaled and queue.name in seen.deployments:
             policy = policy_for(queue, is_paused)
             waiting, error, query_error = _query(queue, seen, remembered, events)
-            observed = observation(counts, error or seen.error, desired, rates.estimate(window), waiting)
+            stamped = None if counts is None or counts.oldest_sent_at is None else max(now - counts.oldest_sent_at, 0.0)
+            oldest = stamped if stamped is not None or counts is None else rates.oldest_wait(window, counts.ready)
+            observed = observation(counts, error or seen.error, desired, rates.estimate(window), waiting, oldest, ready)
             decision = autoscaling.decide(observed, policy, history, now)
             history = decision.history
             hold = hold_steps(history, policy.scale_down_stabilization_seconds)

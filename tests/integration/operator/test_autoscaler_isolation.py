@@ -115,7 +115,9 @@ def test_a_restarted_operator_keeps_the_scale_down_window(
     operator does too (today's memory is in the status), instead of scaling straight down."""
     queue = f"work-{uuid.uuid4().hex[:6]}"
     _secret(core, namespace, "keep-url", server.url)
-    document = _jobqueue("keep", "keep-url", {"minReplicas": 0, "maxReplicas": 3})
+    # The window and the idle time set: the defaults (no window, automatic idle time) would scale down at once.
+    window = {"scaleDownStabilizationSeconds": 300, "idleSecondsBeforeZero": 300}
+    document = _jobqueue("keep", "keep-url", {"minReplicas": 0, "maxReplicas": 3, **window})
     document["spec"]["queues"][0]["name"] = queue
     deployment = f"keep-{queue}-worker"
     sender: Celery = producer.producer_app(server.url)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from jobqueue_operator.autoscaling import Decision, History, Observation, Policy, Reason, decide
+from jobqueue_operator.autoscaling import Decision, History, Observation, Policy, Reason, decide, idle_keep_seconds
 
-BACKLOG = Policy(min_replicas=0, max_replicas=20, concurrency=4, scale_down_stabilization_seconds=60)
-LATENCY = Policy(min_replicas=0, max_replicas=50, concurrency=4, target_wait_seconds=10)
+BACKLOG = Policy(
+    min_replicas=0, max_replicas=20, concurrency=4, scale_down_stabilization_seconds=60, idle_seconds_before_zero=300
+)
+LATENCY = Policy(min_replicas=0, max_replicas=50, concurrency=4, target_wait_seconds=10, idle_seconds_before_zero=300)
 
 
 def run(obs: Observation, policy: Policy = BACKLOG, history: History | None = None, now: float = 1000.0) -> Decision:
@@ -129,7 +133,7 @@ def test_pause_holds_everything() -> None:
 
 
 def test_metric_failure_holds_and_restarts_idle_clock() -> None:
-    policy = Policy(concurrency=4, idle_seconds_before_zero=10)
+    policy = Policy(concurrency=4, idle_seconds_before_zero=10, scale_down_stabilization_seconds=300)
     history = History(idle_since=0.0, recommendations=((999.0, 2),))
     failed = run(Observation(ready=0, in_flight=0, replicas=2, error="redis: connection refused"), policy, history)
     assert (failed.replicas, failed.reason, failed.direction) == (2, Reason.METRICS_UNAVAILABLE, "none")
@@ -150,10 +154,13 @@ def test_latency_mode_sizes_from_arrival_rate_and_run_time() -> None:
     assert "busy slots" in decision.message
 
 
-def test_latency_mode_adds_what_drains_the_backlog_in_time() -> None:
-    # 400 waiting x 1 s / 10 s = 40 slots more than the 10 busy ones: 50 slots, 13 pods
+def test_latency_mode_keeps_what_drains_the_backlog_in_time() -> None:
+    # Within 10 s: 400 waiting x 1 s + 10 running x 0.5 s + half the 10/s x 1 s arrivals x 10 s = 455
+    # slot-seconds; the 13 pods (520 slot-seconds) can, so the fewest that do: 46 slots, 12 pods.
     obs = Observation(ready=400, in_flight=10, replicas=13, arrival_rate=10.0, mean_service_seconds=1.0)
-    assert run(obs, LATENCY).replicas == 13
+    decision = run(obs, LATENCY)
+    assert (decision.replicas, decision.reason) == (12, Reason.DRAIN)
+    assert "start the 400 waiting within 10s" in decision.message
 
 
 def test_latency_mode_heavier_tails_need_more() -> None:
@@ -204,3 +211,58 @@ def test_policy_rejects_nonsense(kwargs: dict[str, float]) -> None:
 
 def _fields(obs: Observation) -> dict[str, object]:
     return {name: getattr(obs, name) for name in Observation.__dataclass_fields__}
+
+
+DRAIN = Policy(max_replicas=100, concurrency=4, target_wait_seconds=30, startup_seconds=10, idle_seconds_before_zero=0)
+
+
+def test_a_batch_gets_the_pods_that_start_it_in_time_after_a_start_up() -> None:
+    # 400 two-second tasks at zero pods: 800 slot-seconds, of which half the arrivals (none) and nothing
+    # running; new pods serve 30 - 10 = 20 s of the 30 s, so 40 slots: 10 pods, not the backlog rule's 100.
+    obs = Observation(ready=400, in_flight=0, replicas=0, arrival_rate=0.0, mean_service_seconds=2.0)
+    decision = run(obs, DRAIN)
+    assert (decision.replicas, decision.reason) == (10, Reason.DRAIN)
+
+
+def test_the_oldest_wait_shortens_the_time_left() -> None:
+    fresh = Observation(ready=400, in_flight=0, replicas=0, arrival_rate=0.0, mean_service_seconds=2.0)
+    late = replace(fresh, oldest_wait_seconds=10.0)  # 20 s left, 10 after a start-up: 80 slots
+    assert run(late, DRAIN).recommendation == 20 > run(fresh, DRAIN).recommendation
+
+
+def test_pods_that_are_starting_count_for_part_of_the_time() -> None:
+    # 10 pods asked for, none ready yet: they serve from about half a start-up on (25 of 30 s, 1000
+    # slot-seconds >= 800), so no more are asked for; ready, they would leave room to spare.
+    starting = Observation(ready=400, in_flight=0, replicas=10, arrival_rate=0.0, mean_service_seconds=2.0)
+    assert run(replace(starting, ready_replicas=0), DRAIN).replicas == 7  # ceil(800 / 30 / 4)
+    short = replace(DRAIN, startup_seconds=50.0)
+    assert run(replace(starting, ready_replicas=0), short).replicas > 10  # with a 50 s start-up: too late
+
+
+def test_no_more_pods_while_the_first_are_starting_and_no_run_time_is_known() -> None:
+    waiting = Observation(ready=400, in_flight=0, replicas=16, arrival_rate=5.0, ready_replicas=0)
+    held = run(waiting, DRAIN)
+    assert (held.replicas, held.reason, held.direction) == (16, Reason.SCALE_UP_LIMITED, "none")
+    assert held.recommendation == 100  # the backlog rule, until a run time is known
+    ready = run(replace(waiting, ready_replicas=16), DRAIN)
+    assert ready.replicas == 32  # then up, by the usual bound
+
+
+def test_idle_pods_are_kept_only_while_the_next_task_is_due_within_a_start_up() -> None:
+    auto = Policy(concurrency=4, startup_seconds=10)
+    busy = Observation(ready=0, in_flight=0, replicas=2, arrival_rate=0.5)  # next task due in 2 s
+    quiet = replace(busy, arrival_rate=0.05)  # next task due in 20 s: a new pod is cheaper than waiting
+    assert idle_keep_seconds(busy, auto) == 10.0
+    assert idle_keep_seconds(quiet, auto) == 0.0
+    assert decide(quiet, auto, History(), 0.0).replicas == 0
+    kept = decide(busy, auto, History(), 0.0)
+    assert (kept.replicas, kept.reason) == (1, Reason.IDLE)
+    assert decide(busy, auto, kept.history, 10.0).replicas == 0
+    fixed = Policy(concurrency=4, idle_seconds_before_zero=60)
+    assert idle_keep_seconds(quiet, fixed) == 60.0  # a set idleSecondsBeforeZero wins
+
+
+def test_no_window_by_default_scales_down_to_the_recommendation() -> None:
+    history = History(recommendations=((990.0, 8),))
+    decision = run(Observation(ready=4, in_flight=0, replicas=8), Policy(max_replicas=20, concurrency=4), history)
+    assert (decision.replicas, decision.direction) == (1, "down")

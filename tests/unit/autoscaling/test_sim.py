@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.autoscale.policies import Jobqueue, Keda
-from bench.autoscale.report import summarize
-from bench.autoscale.sim import Config, Simulation, View
-from bench.autoscale.trace import TaskSpec
+from jobqueue_operator import startup
 from jobqueue_operator.autoscaling import Policy
+from jobqueue_sim.model import Config, Simulation, View
+from jobqueue_sim.policies import Jobqueue, Keda
+from jobqueue_sim.report import summarize
+from jobqueue_sim.trace import TaskSpec
 
 
 @dataclass
@@ -35,6 +36,7 @@ def test_graceful_scale_down_lets_running_tasks_finish() -> None:
     assert result.interrupted == 0
     assert [t.done for t in result.tasks] == [100.0, 100.0]
     assert result.worker_seconds() == 200.0  # the draining pod is paid for until its task ends
+    assert result.below_in_flight == 1  # one pod for two running tasks
 
 
 def test_blind_scale_down_kills_after_grace_and_redelivers() -> None:
@@ -54,3 +56,12 @@ def test_keda_sees_only_the_plain_list_and_ours_sees_every_priority() -> None:
     assert blind["lost"] == 20  # never activated: LLEN of the plain list stays 0
     assert seen["lost"] == 0
     assert seen["within_slo"] == 1.0
+
+
+def test_ours_learn_the_pod_start_up_from_the_pods_they_started() -> None:
+    ours = Jobqueue("jobqueue-latency", Policy(max_replicas=10, concurrency=4, target_wait_seconds=30), tick_s=5)
+    tasks = [TaskSpec(float(i), 5.0) for i in range(40)]
+    result = Simulation(tasks, ours, Config(startup_s=25.0)).run()
+    assert startup.estimate(ours.learned) == 25.0
+    assert summarize("ours", result, 30.0)["lost"] == 0
+    assert result.below_in_flight == 0  # never fewer pods than the running tasks occupy

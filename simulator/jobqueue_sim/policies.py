@@ -17,36 +17,56 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from bench.autoscale.sim import Config, View
-from bench.autoscale.trace import TaskSpec
+from jobqueue_operator import rates, startup
 from jobqueue_operator.autoscaling import History, Observation, Policy, decide, slots_for_wait
+from jobqueue_sim.model import Config, View
+from jobqueue_sim.trace import TaskSpec
 
 NAMES = ("jobqueue-backlog", "jobqueue-latency", "keda-default", "keda-tuned", "static-peak")
 
 
 @dataclass(frozen=True, slots=True)
 class Knobs:
-    """The benchmark's settings shared by every policy on one trace."""
+    """The benchmark's settings shared by every policy on one trace. Ours default to the CRD's defaults."""
 
     slo_wait_s: float = 30.0
-    stabilization_s: float = 60.0
-    """Ours: scaleDownStabilizationSeconds (keda-tuned's HPA window is 60 s too)."""
-    idle_before_zero_s: float = 60.0
-    """Ours: idleSecondsBeforeZero."""
+    """The wait target: latency mode's targetWaitSeconds, and what "within target" is measured against."""
+    stabilization_s: float = 0.0
+    """Ours: scaleDownStabilizationSeconds (the CRD default)."""
+    idle_before_zero_s: float | None = None
+    """Ours: idleSecondsBeforeZero; None is the CRD default (unset: the automatic ski-rental rule)."""
     operator_tick_s: float = 5.0
     operator_first_tick_s: float = 0.0
     """Ours: when the first tick falls, i.e. the operator's timer phase against the trace (the replay on the
     cluster measures it; 0 is the worst case for a task arriving just after the start)."""
+    stamped: bool = False
+    """Ours: the producers stamp their tasks, so the broker tells the oldest task's wait; otherwise it is
+    estimated from the counters (rates.oldest_wait), as for any Celery app."""
+    planned_startup_s: float | None = None
+    """Ours: a set startupSeconds; None learns the start-up from the pods, as the operator does."""
 
 
 class Jobqueue:
-    """The operator's autoscaler: every tick, measure as broker.py will, then call `decide`."""
+    """The operator's autoscaler: every tick, measure as the operator's tick does (rates.py on the broker's
+    counts and counters, the start-up learned from its own pods by startup.py), then call `decide`."""
 
     graceful = True
 
-    def __init__(self, name: str, policy: Policy, tick_s: float, first_tick_s: float = 0.0) -> None:
-        self.name, self.policy, self.tick_s = name, policy, tick_s
+    def __init__(
+        self,
+        name: str,
+        policy: Policy,
+        tick_s: float,
+        first_tick_s: float = 0.0,
+        stamped: bool = False,
+        fixed_startup: bool = False,
+    ) -> None:
+        """`fixed_startup`: plan with `policy.startup_seconds` (a set startupSeconds) instead of learning it."""
+        self.name, self.policy, self.tick_s, self.stamped = name, policy, tick_s, stamped
+        self.fixed_startup = fixed_startup
         self.history = History()
+        self.window = rates.Window()
+        self.learned = startup.Learned()
         self.next_tick = first_tick_s
         self.reasons: Counter[str] = Counter()
 
@@ -57,27 +77,30 @@ class Jobqueue:
         if view.now < self.next_tick:
             return None
         self.next_tick = view.now + self.tick_s
-        rate, service, scv = measure(view)
-        observation = Observation(view.ready, view.in_flight, view.replicas, rate, service, scv)
-        decision = decide(observation, self.policy, self.history, view.now)
+        sample = rates.Sample(
+            view.now, view.ready + view.in_flight, view.completed, view.run_seconds, view.run_seconds_sq, view.in_flight
+        )
+        self.window = rates.add(self.window, sample)
+        seen = rates.estimate(self.window)
+        self.learned = startup.learn(self.learned, (startup.PodStart(str(i), s) for i, s in view.pod_starts))
+        learned = None if self.fixed_startup else startup.estimate(self.learned)
+        policy = self.policy if learned is None else replace(self.policy, startup_seconds=learned)
+        oldest = view.oldest_wait if self.stamped else rates.oldest_wait(self.window, view.ready)
+        observation = Observation(
+            view.ready,
+            view.in_flight,
+            view.replicas,
+            seen.arrival_rate,
+            seen.mean_service_seconds,
+            seen.service_scv,
+            oldest_wait_seconds=oldest,
+            ready_replicas=view.ready_replicas,
+        )
+        decision = decide(observation, policy, self.history, view.now)
         self.history = decision.history
         if decision.direction != "none":
             self.reasons[decision.reason] += 1
         return decision.replicas
-
-
-def measure(view: View) -> tuple[float | None, float | None, float]:
-    """What broker.py is to provide: arrivals per second over the last 60 s, and the mean run time and its
-    squared coefficient of variation over the last 300 s of completions. (A max of a 30 s and a 120 s
-    window cost 2-8 % more worker-seconds for no better attainment on the shipped traces.)"""
-    span = max(min(60.0, view.now), 5.0)
-    rate = sum(1 for t in view.recent_arrivals if t > view.now - 60.0) / span if view.arrived else None
-    runs = [run for _, run in view.recent_runs]
-    if not runs:
-        return rate, None, 1.0
-    mean = statistics.fmean(runs)
-    scv = statistics.pvariance(runs) / mean**2 if len(runs) > 1 and mean > 0 else 1.0
-    return rate, mean if mean > 0 else None, scv
 
 
 @dataclass
@@ -153,27 +176,34 @@ Controller = Jobqueue | Keda | Static
 def build(name: str, tasks: Sequence[TaskSpec], config: Config, knobs: Knobs) -> Controller:
     """The named policy, configured for this trace as the issue specifies."""
     k, top = config.concurrency, config.max_replicas
-    mean_service = statistics.fmean(t.service_s for t in tasks)
     ours = Policy(
         min_replicas=0,
         max_replicas=top,
         concurrency=k,
         scale_down_stabilization_seconds=knobs.stabilization_s,
         idle_seconds_before_zero=knobs.idle_before_zero_s,
+        tick_seconds=knobs.operator_tick_s,
     )
+    if knobs.planned_startup_s is not None:
+        ours = replace(ours, startup_seconds=knobs.planned_startup_s)
+    fixed = knobs.planned_startup_s is not None
     if name == "jobqueue-backlog":
-        return Jobqueue(name, ours, knobs.operator_tick_s, knobs.operator_first_tick_s)
+        return Jobqueue(name, ours, knobs.operator_tick_s, knobs.operator_first_tick_s, knobs.stamped, fixed)
     if name == "jobqueue-latency":
         latency = replace(ours, target_wait_seconds=knobs.slo_wait_s)
-        return Jobqueue(name, latency, knobs.operator_tick_s, knobs.operator_first_tick_s)
+        return Jobqueue(name, latency, knobs.operator_tick_s, knobs.operator_first_tick_s, knobs.stamped, fixed)
     if name == "keda-default":
         return Keda(name, list_length=5, polling_s=30, min_replicas=0, max_replicas=top, stabilization_s=300)
-    if name == "keda-tuned":  # AWS's acceptable backlog per instance: k * latency / mean service time
-        per_pod = max(1, math.floor(k * knobs.slo_wait_s / mean_service))
-        return Keda(name, list_length=per_pod, polling_s=5, min_replicas=1, max_replicas=top, stabilization_s=60)
+    if name == "keda-tuned":
+        return Keda(name, keda_tuned_list_length(tasks, config, knobs), 5, 1, top, stabilization_s=60)
     if name == "static-peak":
         return Static(name, static_peak_replicas(tasks, config, knobs.slo_wait_s))
     raise ValueError(f"unknown policy {name!r}; choose from {', '.join(NAMES)}")
+
+
+def keda_tuned_list_length(tasks: Sequence[TaskSpec], config: Config, knobs: Knobs) -> int:
+    """AWS's acceptable backlog per instance: concurrency x wait target / mean run time of the trace."""
+    return max(1, math.floor(config.concurrency * knobs.slo_wait_s / statistics.fmean(t.service_s for t in tasks)))
 
 
 def static_peak_replicas(tasks: Sequence[TaskSpec], config: Config, slo_wait_s: float) -> int:

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bench.autoscale.trace import TaskSpec
+from jobqueue_sim.trace import TaskSpec
 
 PRIORITY_STEPS = (0, 3, 6, 9)
 
@@ -79,10 +79,16 @@ class View:
     in_flight: int
     replicas: int
     arrived: int
-    recent_arrivals: tuple[float, ...]
-    """Arrival times within the last 300 s."""
-    recent_runs: tuple[tuple[float, float], ...]
-    """(finish time, run time) of tasks completed within the last 300 s."""
+    completed: int = 0
+    """Tasks finished so far, and the sum of their run times and of its squares: the workers' counters."""
+    run_seconds: float = 0.0
+    run_seconds_sq: float = 0.0
+    ready_replicas: int = 0
+    """Pods that have started and take tasks."""
+    oldest_wait: float | None = None
+    """How long the oldest waiting task has waited (None: none waits): what a stamping producer tells."""
+    pod_starts: tuple[tuple[int, float], ...] = ()
+    """(pod id, creation to ready in seconds) of the pods alive and ready: what the Pods' status tells."""
 
 
 class Controller(Protocol):
@@ -107,6 +113,9 @@ class Result:
     samples: list[tuple[float, int, int, int]]
     """(time, waiting, in flight, pods alive)."""
     busy_slot_seconds: float
+    below_in_flight: int = 0
+    """Scale-downs to fewer pods than the running tasks occupy (ceil(running / concurrency)): what our
+    autoscaler never does; the victims finish within the grace period, or their tasks are interrupted."""
 
     @property
     def interrupted(self) -> int:
@@ -130,11 +139,12 @@ class Simulation:
         self.seq = itertools.count()
         self.replicas = 0
         self.scale_events = 0
-        self.arrivals: deque[float] = deque()
-        self.runs: deque[tuple[float, float]] = deque()
         self.arrived = 0
         self.completed = 0
+        self.run_seconds = 0.0
+        self.run_seconds_sq = 0.0
         self.busy_slot_seconds = 0.0
+        self.below_in_flight = 0
         self.samples: list[tuple[float, int, int, int]] = []
 
     def run(self) -> Result:
@@ -159,7 +169,15 @@ class Simulation:
         horizon = max([float(end_of_trace)] + [t.done for t in self.tasks if t.done is not None])
         if self.completed < len(self.tasks):
             horizon = now
-        return Result(self.tasks, self.pods, horizon, self.scale_events, self.samples, self.busy_slot_seconds)
+        return Result(
+            self.tasks,
+            self.pods,
+            horizon,
+            self.scale_events,
+            self.samples,
+            self.busy_slot_seconds,
+            self.below_in_flight,
+        )
 
     # events ---------------------------------------------------------------------------------------
     def _at(self, time: float, kind: str, obj: object) -> None:
@@ -168,7 +186,6 @@ class Simulation:
     def _on_arrive(self, now: float, task: object) -> None:
         assert isinstance(task, Task)
         self.queues[task.step].append(task)
-        self.arrivals.append(now)
         self.arrived += 1
 
     def _on_requeue(self, now: float, task: object) -> None:
@@ -193,8 +210,9 @@ class Simulation:
         del pod.running[task.id]
         task.done = now
         self.completed += 1
+        self.run_seconds += task.service
+        self.run_seconds_sq += task.service * task.service
         self.busy_slot_seconds += task.service
-        self.runs.append((now, task.service))
         if pod.terminating:
             if not pod.running:
                 pod.gone_at = now
@@ -215,10 +233,6 @@ class Simulation:
         pod.gone_at = now
 
     def _on_tick(self, now: float, _: object) -> None:
-        while self.arrivals and self.arrivals[0] < now - 300:
-            self.arrivals.popleft()
-        while self.runs and self.runs[0][0] < now - 300:
-            self.runs.popleft()
         live = [p for p in self.pods if p.gone_at is None]
         view = View(
             now=now,
@@ -227,8 +241,12 @@ class Simulation:
             in_flight=sum(len(p.running) for p in live),
             replicas=self.replicas,
             arrived=self.arrived,
-            recent_arrivals=tuple(self.arrivals),
-            recent_runs=tuple(self.runs),
+            completed=self.completed,
+            run_seconds=self.run_seconds,
+            run_seconds_sq=self.run_seconds_sq,
+            ready_replicas=sum(1 for p in live if p.ready and not p.terminating),
+            oldest_wait=max((now - q[0].arrival for q in self.queues.values() if q), default=None),
+            pod_starts=tuple((p.id, p.ready_at - p.created) for p in live if p.ready),
         )
         wanted = self.controller.tick(view)
         if wanted is not None and wanted != self.replicas:
@@ -254,6 +272,9 @@ class Simulation:
                 self.pods.append(pod)
                 self._at(ready_at, "ready", pod)
         else:
+            running = sum(len(p.running) for p in self.pods if p.gone_at is None and not p.terminating)
+            if wanted < math.ceil(running / self.config.concurrency):
+                self.below_in_flight += 1
             for pod in self._victims(self.replicas - wanted):
                 self._terminate(now, pod)
         self.replicas = wanted
