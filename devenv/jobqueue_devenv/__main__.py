@@ -1,4 +1,4 @@
-"""Command line of the local environment: `python -m jobqueue_devenv {binaries,up,down,status,demo,exec,logs}`.
+"""Command line of the local environment: `python -m jobqueue_devenv {binaries,images,up,down,status,demo,exec,logs}`.
 
 Progress goes to stderr; `up` prints shell `export` lines on stdout, KUBECONFIG last, so
 `eval "$(python -m jobqueue_devenv up)"` works.
@@ -37,6 +37,13 @@ def exports(state: cluster.ClusterState) -> str:
 def cmd_binaries(args: argparse.Namespace) -> None:
     found = binaries.ensure(tools=args.tools)
     _say(f"binaries ready: {', '.join(str(d) for d in found.bin_dirs)}")
+
+
+def cmd_images(args: argparse.Namespace) -> None:
+    from jobqueue_devenv import images
+
+    built = images.ensure(args.names)
+    _say(f"images ready: {', '.join(built.values())}")
 
 
 def cmd_up(args: argparse.Namespace) -> None:
@@ -133,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     build = commands.add_parser("binaries", help="build (or find) etcd, the control plane, kubectl and helm")
     build.add_argument("--tools", action="store_true", help="also the tests' tools: prometheus and promtool")
     build.set_defaults(func=cmd_binaries)
+    image = commands.add_parser("images", help="build the operator, worker and examples images with buildah")
+    image.add_argument("names", nargs="*", help="only these (jobqueue-operator, jobqueue-worker, jobqueue-examples)")
+    image.set_defaults(func=cmd_images)
     run = commands.add_parser("exec", help="run a host command that resolves Service names like a Pod")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     run.set_defaults(func=cmd_exec)
