@@ -14,6 +14,7 @@ from pathlib import Path
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.nodeagent import cleanup as nodeagent_cleanup
+from jobqueue_devenv.nodeagent import logs as nodeagent_logs
 from jobqueue_devenv.paths import default_cluster_dir
 
 
@@ -103,7 +104,11 @@ def cmd_exec(args: argparse.Namespace) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> None:
-    """Print the log files of a Pod's containers (kept after the Pod is deleted, until `down`)."""
+    """Print every run's output of a Pod's containers (kept after the Pod is deleted, until `down`).
+
+    `kubectl logs` (with -f, --previous, -c) works too while the cluster runs; this also reads Pods
+    that are gone.
+    """
     namespace, _, name = args.pod.rpartition("/")
     folders = sorted(
         (nodeagent_cleanup.agent_folder(args.dir) / "pods").glob(f"{namespace or 'default'}_{name}_*"),
@@ -113,11 +118,11 @@ def cmd_logs(args: argparse.Namespace) -> None:
         raise DevenvError(
             f"no logs of pod {args.pod} in {args.dir}", "name it as NAMESPACE/NAME (see kubectl get pods -A)"
         )
-    logs = sorted(folders[-1].glob(f"{args.container or '*'}.log"))
-    for log in logs:
-        if len(logs) > 1:
-            print(f"==> {log.stem} <==", flush=True)
-        sys.stdout.write(log.read_text(errors="replace"))
+    names = [args.container] if args.container else nodeagent_logs.containers(folders[-1])
+    for name in names:
+        if len(names) > 1:
+            print(f"==> {name} <==", flush=True)
+        sys.stdout.write(nodeagent_logs.read_all(folders[-1], name))
     sys.stdout.flush()
 
 

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -327,5 +326,3 @@ def _build(go: str, build: GoBuild) -> None:
     shutil.rmtree(build.bin_dir, ignore_errors=True)
     staging.rename(build.bin_dir)
     say(f"built {build.name} {build.version} in {minutes(time.monotonic() - started)} -> {build.bin_dir}")
-
-

@@ -14,7 +14,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from typing import Any, Final, TextIO
 import redis
 
 from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv.nodeagent import logs as nodeagent_logs
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from jobqueue_worker import producer, records
@@ -121,11 +121,11 @@ def operator_pod(kube: Kube, release: str, namespace: str) -> dict[str, Any]:
     return dict(live[0])
 
 
-def pod_log(kube: Kube, pod: Mapping[str, Any], container: str = "operator") -> Path:
-    """Where the node agent writes a container's output (`make logs` reads the same file)."""
+def pod_log(kube: Kube, pod: Mapping[str, Any], container: str = "operator") -> str:
+    """Everything a container of a Pod wrote, every run (the node agent's files; `make logs` reads them too)."""
     meta = pod["metadata"]
-    folder = f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
-    return Path(kube.kubeconfig).parent / "node-agent" / "pods" / folder / f"{container}.log"
+    folder = Path(kube.kubeconfig).parent / "node-agent" / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
+    return nodeagent_logs.read_all(folder, container)
 
 
 @dataclass(frozen=True)
@@ -160,8 +160,8 @@ def operator(
             current = kube.get("pod", pod["metadata"]["name"], "-n", release_namespace)
             restarts = sum(c.get("restartCount", 0) for c in current["status"].get("containerStatuses") or [])
         uninstall_chart(kube, release, release_namespace)
-        if pod is not None and pod_log(kube, pod).exists():
-            shutil.copyfile(pod_log(kube, pod), log)
+        if pod is not None:
+            log.write_text(pod_log(kube, pod))
     if restarts:
         raise RuntimeError(f"the operator's container restarted {restarts} time(s); see {log}")
 

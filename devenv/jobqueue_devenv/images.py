@@ -119,7 +119,7 @@ def containers_conf() -> Path:
     text = (
         "# Written by jobqueue_devenv.images: podman's default ulimits exceed this machine's hard limits,\n"
         "# and crun refuses its hybrid cgroup layout.\n"
-        f"[containers]\ndefault_ulimits = {json.dumps(limits)}\n\n[engine]\nruntime = \"runc\"\n"
+        f'[containers]\ndefault_ulimits = {json.dumps(limits)}\n\n[engine]\nruntime = "runc"\n'
     )
     path = _images_cache() / "containers.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,8 +203,8 @@ def _run(args: Sequence[str], log: Path, progress: Progress, step: re.Pattern[st
 
 def _apt_sources() -> list[str]:
     """The host's apt sources files: the stand-in base comes from the same Debian mirror as the host's packages."""
-    found = [Path("/etc/apt/sources.list")] + sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
-    found += sorted(Path("/etc/apt/sources.list.d").glob("*.list"))
+    folder = Path("/etc/apt/sources.list.d")
+    found = [Path("/etc/apt/sources.list"), *sorted(folder.glob("*.sources")), *sorted(folder.glob("*.list"))]
     return [str(p) for p in found if p.is_file() and p.read_text().strip() and _debian(p.read_text())]
 
 
@@ -227,7 +227,14 @@ def ensure_base() -> str:
         )
         partial = tarball.with_suffix(".partial")
         partial.unlink(missing_ok=True)
-        args = ["mmdebstrap", "--format=tar", *_BASE_OPTIONS, f"--include={','.join(BASE_PACKAGES)}", BASE_SUITE, str(partial)]
+        args = [
+            "mmdebstrap",
+            "--format=tar",
+            *_BASE_OPTIONS,
+            f"--include={','.join(BASE_PACKAGES)}",
+            BASE_SUITE,
+            str(partial),
+        ]
         _run([*args, *_apt_sources()], log, Progress("python base"), re.compile(r"^I: .*"), "mmdebstrap")
         partial.rename(tarball)
         say(f"built the base root filesystem in {minutes(time.monotonic() - started)} -> {tarball}")
@@ -241,8 +248,10 @@ def build(image: ImageBuild, base: str, may_pull: bool) -> None:
     """`buildah bud` of one Dockerfile; buildah's layer cache makes an unchanged rebuild take seconds."""
     log = _log(image.name)
     started = time.monotonic()
-    say(f"building image {image.reference} from {image.dockerfile} (FROM {base}); about {image.expected_seconds} s cold, "
-        f"seconds when cached. Log: {log}")  # fmt: skip
+    say(
+        f"building image {image.reference} from {image.dockerfile} (FROM {base}); "
+        f"about {image.expected_seconds} s cold, seconds when cached. Log: {log}"
+    )
     args = [
         # Host network: build steps reach the package index as the host does (no bridge or firewall set-up).
         "buildah", "bud", "--layers", "--network=host", *(() if may_pull else ("--pull-never",)),
