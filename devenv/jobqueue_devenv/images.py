@@ -304,3 +304,20 @@ def inspect(image: str) -> Mapping[str, object]:
 def size_mb(image: str) -> float:
     size = inspect(image).get("Size", 0)
     return float(size if isinstance(size, int | float) else 0) / 1e6
+
+
+def build_derived(reference_name: str, dockerfile: str, context: Path) -> str:
+    """Build an image from Dockerfile text in `context` (a user's image FROM ours: tests, docs/worker.md's
+    example). Only local images as bases; returns its reference."""
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "Dockerfile").write_text(dockerfile)
+    args = ["buildah", "bud", "--layers", "--pull-never", "--network=host", "-t", reference_name, str(context)]
+    done = subprocess.run(args, env=tool_env(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DevenvError(f"building {reference_name} failed: {_last(done.stdout + done.stderr)}", "see the Dockerfile")
+    return reference_name
+
+
+def _last(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"

@@ -72,6 +72,8 @@ class Container:
     image: Image | None = None
     """The image of the current run; None when it runs as a host process (no such image in local storage)."""
     pulls_failed: int = 0
+    container_id: str = ""
+    """Of the latest run: runc://ID (from an image) or process://NAME (a host process)."""
     plan: Path | None = None
     """The mounter's plan of the current run, when the container has volumes (see `volumes`)."""
     env: dict[str, str] = field(default_factory=dict)
@@ -104,12 +106,6 @@ class Container:
             return self.process.exec_argv(argv)
         return in_netns(netns, self.command(argv))
 
-    @property
-    def runtime_id(self) -> str:
-        if isinstance(self.process, RuncContainer):
-            return f"runc://{self.process.id}"
-        return f"process://{self.name}"
-
     def view(self) -> status.ContainerView:
         waiting = status.ContainerView(
             name=self.name,
@@ -118,7 +114,7 @@ class Container:
             last_terminated=self.last_terminated,
             reason=self.waiting_reason,
             message=self.waiting_message,
-            container_id=self.runtime_id if self.runs else "",
+            container_id=self.container_id,
             image_id=f"sha256:{self.image.id}" if self.image is not None else "",
             image=self.image.reference if self.image is not None else "",
         )
@@ -281,6 +277,10 @@ class PodWorker(threading.Thread):
         if not started:
             return
         container.image = image
+        process = container.process
+        container.container_id = (
+            f"runc://{process.id}" if isinstance(process, RuncContainer) else f"process://{container.name}"
+        )
         container.runs += 1
         container.pulls_failed = 0
         container.started_at = now_stamp()
