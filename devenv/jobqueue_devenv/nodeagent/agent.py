@@ -95,7 +95,7 @@ class Agent:
             volume_sources=ApiSources(self.core),
             images=ImageStore(),
             runc_root=runc.state_root(folder),
-            cgroup_parent=f"jobqueue-{block.bridge}",
+            cgroup_parent=runc.cgroup_parent(block.bridge),
         )
         self.provisioner = storage.Provisioner(api_client, folder, node_name)
 

@@ -86,4 +86,5 @@ def clean_up(cluster_directory: Path) -> list[int]:
         owner = network.bridge_owner(block.bridge)
         if owner is None or owner == str(folder.resolve()):
             network.remove_block(block)
+            runc.remove_cgroup_parent(runc.cgroup_parent(block.bridge))
     return pids

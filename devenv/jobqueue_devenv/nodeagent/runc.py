@@ -35,14 +35,24 @@ _MOUNT_AND_RUN = (
 )
 
 
+def cgroup_parent(bridge: str) -> str:
+    """The cgroup folder (in every controller) of one cluster's containers, named after its Pod bridge."""
+    return f"jobqueue-{bridge}"
+
+
 def state_root(agent_folder: Path) -> Path:
     """runc's state folder of one agent: its containers are listed, killed and deleted from here."""
     return agent_folder / "runc"
 
 
+def runc_binary() -> str:
+    """runc's full path (probes run with the container's PATH, which need not have /usr/sbin)."""
+    return shutil.which(RUNC) or shutil.which(RUNC, path="/usr/sbin:/usr/bin:/sbin:/bin") or RUNC
+
+
 def _runc(root: Path, *args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [RUNC, "--root", str(root), *args], capture_output=True, text=True, check=False, timeout=timeout
+        [runc_binary(), "--root", str(root), *args], capture_output=True, text=True, check=False, timeout=timeout
     )
 
 
@@ -75,7 +85,7 @@ class RuncContainer:
         command = [
             "unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_AND_RUN, "sh",
             ":".join(layers), str(bundle / "upper"), str(bundle / "work"), str(bundle / "rootfs"),
-            shutil.which(RUNC) or RUNC, str(root), str(bundle), container_id,
+            runc_binary(), str(root), str(bundle), container_id,
         ]  # fmt: skip
         with log_path.open("ab") as sink:
             self.popen = subprocess.Popen(
@@ -131,7 +141,7 @@ class RuncContainer:
 
     def exec_argv(self, argv: Sequence[str]) -> list[str]:
         """`argv` run inside the container (its user, env, namespaces and mounts): exec probes, preStop."""
-        return [RUNC, "--root", str(self.root), "exec", self.id, *argv]
+        return [runc_binary(), "--root", str(self.root), "exec", self.id, *argv]
 
     # -- after the exit ----------------------------------------------------------------------------
 
@@ -161,6 +171,13 @@ class RuncContainer:
         if done.returncode != 0 and "does not exist" not in done.stderr:
             log.warning("runc delete %s: %s", self.id, done.stderr.strip())
         shutil.rmtree(self.bundle, ignore_errors=True)
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    """Remove the (by then empty) cgroup folder under which one agent's containers had theirs."""
+    for folder in [CGROUP_ROOT / parent, *(p / parent for p in CGROUP_ROOT.iterdir() if p.is_dir())]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def delete_all(root: Path) -> list[str]:
