@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from jobqueue_devenv.nodeagent import containers
+
 log = logging.getLogger("node-agent.runc")
 
 RUNC = "runc"
@@ -80,23 +82,13 @@ class RuncContainer:
             (bundle / name).mkdir(parents=True)
         (bundle / "config.json").write_text(json.dumps(config, indent=1))
         root.mkdir(parents=True, exist_ok=True)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         _runc(root, "delete", "--force", container_id)  # a run of the same id left by a dead agent
         command = [
             "unshare", "--mount", "--propagation", "private", "sh", "-c", _MOUNT_AND_RUN, "sh",
             ":".join(layers), str(bundle / "upper"), str(bundle / "work"), str(bundle / "rootfs"),
             runc_binary(), str(root), str(bundle), container_id,
         ]  # fmt: skip
-        with log_path.open("ab") as sink:
-            self.popen = subprocess.Popen(
-                command,
-                env=dict(env),
-                cwd=bundle,
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.popen = containers.spawn(command, env, bundle, log_path)
         self.pid = self.popen.pid
         self.started = time.monotonic()
 
