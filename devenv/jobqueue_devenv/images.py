@@ -66,8 +66,8 @@ def reference(name: str) -> str:
     return f"localhost/{name}:{TAG}"
 
 
-WORKER: Final = ImageBuild("jobqueue-worker", "Dockerfile.worker", ".", "PYTHON_IMAGE", 60)
-OPERATOR: Final = ImageBuild("jobqueue-operator", "Dockerfile.operator", ".", "PYTHON_IMAGE", 90)
+WORKER: Final = ImageBuild("jobqueue-worker", "Dockerfile.worker", ".", "PYTHON_IMAGE", 30)
+OPERATOR: Final = ImageBuild("jobqueue-operator", "Dockerfile.operator", ".", "PYTHON_IMAGE", 60)
 EXAMPLES: Final = ImageBuild(
     "jobqueue-examples", "examples/Dockerfile", "examples", "WORKER_IMAGE", 10, needs=(WORKER.name,)
 )
@@ -80,7 +80,7 @@ MAX_NPROC: Final = 32768
 BASE_SUITE: Final = "bookworm"
 """Debian 12: Python 3.11, as the Dockerfiles' python:3.11-slim."""
 BASE_PACKAGES: Final = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates")
-BASE_EXPECTED_SECONDS: Final = 150
+BASE_EXPECTED_SECONDS: Final = 90
 _BASE_OPTIONS: Final = (
     "--variant=minbase",
     "--dpkgopt=path-exclude=/usr/share/man/*",
