@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from typing import Final
 
 import kopf
+from pydantic import ValidationError
+
+from jobqueue_operator.settings import OperatorSettings
 
 BATCH_WINDOW_SECONDS: Final = 0.02
 """How long kopf gathers a JobQueue's watch events before it acts (kopf's default is 0.1 s). A new
@@ -50,18 +53,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("JOBQUEUE_METRICS_PORT", "8081")),
-        help="port of the operator's Prometheus /metrics, on all interfaces; 0 serves none",
+        default=None,
+        help="port of the operator's Prometheus /metrics, on all interfaces; 0 serves none (default 8081)",
     )
     parser.add_argument(
         "--autoscale-seconds",
         type=float,
-        default=float(os.environ.get("JOBQUEUE_AUTOSCALE_SECONDS", "5")),
-        help="how often each JobQueue's queues are measured and scaled",
+        default=None,
+        help="how often each JobQueue's queues are measured and scaled (default 5)",
     )
     parser.add_argument("--peering", default="", help="a KopfPeering name; without it the operator runs standalone")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
+
+
+def operator_settings(args: argparse.Namespace) -> OperatorSettings:
+    """The environment's settings with the flags given on the command line on top."""
+    flags = {"metrics_port": args.metrics_port, "autoscale_seconds": args.autoscale_seconds}
+    given = {name: value for name, value in flags.items() if value is not None}
+    return OperatorSettings.model_validate({**OperatorSettings.from_environment().model_dump(), **given})
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -70,14 +80,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    # The handlers read these when they are registered, i.e. imported: set them first.
-    os.environ["JOBQUEUE_METRICS_PORT"] = str(args.metrics_port)
-    os.environ["JOBQUEUE_AUTOSCALE_SECONDS"] = str(args.autoscale_seconds)
+    if not args.verbose:  # kopf logs every watch handler's success: one line per child event
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    try:
+        chosen = operator_settings(args)
+    except ValidationError as exc:  # a bad flag or JOBQUEUE_* variable: one line, no traceback
+        error = exc.errors()[0]
+        raise SystemExit(f"jobqueue-operator: invalid setting {error['loc'][0]}: {error['msg']}") from None
     import jobqueue_operator.handlers  # noqa: F401 - registers the handlers
 
     namespaces = args.namespace or [n for n in os.environ.get("JOBQUEUE_NAMESPACES", "").split(",") if n]
     kopf.run(
         settings=settings(),
+        memo=kopf.Memo(settings=chosen),
         clusterwide=args.all_namespaces or not namespaces,
         namespaces=() if args.all_namespaces else namespaces,
         standalone=not args.peering,

@@ -22,20 +22,20 @@ from urllib.parse import urlsplit
 
 import redis
 
+from jobqueue_worker import contract
+
 SCHEMES: Final = ("redis", "rediss", "sentinel")
 TIMEOUT_SECONDS: Final = 2.0
-PRIORITY_SEPARATOR: Final = "\x06\x16"
-UNACKED: Final = "unacked"
-STATS: Final = "jobqueue:stats:"
-"""Per-queue hash the worker keeps (docs/worker-contract.md): completed, run_seconds, run_seconds_sq."""
-STATS_FIELDS: Final = ("completed", "run_seconds", "run_seconds_sq")
-SENT_AT_HEADER: Final = "jobqueue_sent_at"
 
 Command = tuple[str, ...]
 
 
 class BrokerError(Exception):
     """The broker URL is malformed or the broker does not answer; the message never holds a password."""
+
+
+class BrokerAuthError(BrokerError):
+    """The broker answers but refuses the credentials (wrong password or user): fix the Secret, not the network."""
 
 
 def _where(url: str) -> str:
@@ -67,10 +67,22 @@ def ping(url: str, timeout: float = TIMEOUT_SECONDS) -> None:
     connection = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         connection.ping()
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
+    except redis.ResponseError as exc:
+        if _is_auth_refusal(exc):
+            raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
+        raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
     except redis.RedisError as exc:
         raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
     finally:
         connection.close()
+
+
+def _is_auth_refusal(exc: redis.ResponseError) -> bool:
+    """NOAUTH (a password is needed), WRONGPASS (RESP3/ACL) or a refused AUTH, by Redis' error codes."""
+    text = str(exc).upper()
+    return text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "INVALID PASSWORD" in text
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +90,11 @@ class QueueKeys:
     """Where one queue lives in Redis: its name and priority steps (kombu's `priority_steps`)."""
 
     name: str
-    steps: tuple[int, ...] = (0, 3, 6, 9)
+    steps: tuple[int, ...] = contract.DEFAULT_PRIORITY_STEPS
 
     def lists(self, prefix: str = "") -> list[str]:
         """The list of every priority step, highest priority first (kombu's `_q_for_pri`: step 0 has no suffix)."""
-        return [
-            f"{prefix}{self.name}{PRIORITY_SEPARATOR}{step}" if step else f"{prefix}{self.name}" for step in self.steps
-        ]
+        return contract.queue_lists(self.name, self.steps, prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +119,8 @@ def commands(queues: Sequence[QueueKeys], prefix: str = "") -> list[Command]:
         lists = queue.lists(prefix)
         pipeline += [("LLEN", key) for key in lists]
         pipeline += [("LINDEX", key, "-1") for key in lists]
-        pipeline.append(("HMGET", f"{prefix}{STATS}{queue.name}", *STATS_FIELDS))
-    pipeline.append(("HVALS", f"{prefix}{UNACKED}"))
+        pipeline.append(("HMGET", contract.stats_key(queue.name, prefix), *contract.STATS_FIELDS))
+    pipeline.append(("HVALS", f"{prefix}{contract.UNACKED}"))
     return pipeline
 
 
@@ -131,7 +141,7 @@ def sent_at(raw: Any) -> float | None:
         return None
     try:
         message = json.loads(raw)
-        value = (message.get("headers") or {}).get(SENT_AT_HEADER)
+        value = (message.get("headers") or {}).get(contract.SENT_AT_HEADER)
     except (ValueError, AttributeError):
         return None
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

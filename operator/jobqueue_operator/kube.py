@@ -2,17 +2,26 @@
 
 Children are written with server-side apply under one field manager, so a reconcile that runs twice (or
 after a restart) changes nothing, and fields other managers own (the autoscaler's replicas) are left alone.
+The JobQueue's status is server-side applied too, by two field managers that own different fields: the
+reconciler (conditions, children's replicas) and the autoscaler (backlog, depths, its own state).
 Independent requests of one reconcile (the four child lists, the applies) go out together: on a busy API
 server a reconcile then waits about one round trip per step instead of one per object.
+
+`KubeApi` is the interface the reconcile and the tick use, so their unit tests can hand them a fake.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime
 import json
-from collections.abc import Callable, Iterable, Sequence
+import logging
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -25,20 +34,57 @@ Manifest = dict[str, Any]
 Key = tuple[str, str]
 """(kind, name) of a child in the JobQueue's namespace."""
 
-AUTOSCALER_FIELD_MANAGER: Final = "jobqueue-autoscaler"
-"""Owns the worker replicas it writes through the scale subresource."""
+EVENT_MESSAGE_LIMIT: Final = 1024
+"""The API server refuses longer Event messages."""
 CHILD_KINDS: Final = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "Secret"))
 CONNECTIONS: Final = 32
 """HTTP connections kept to the API server: handler threads times the requests each sends at once."""
 PARALLEL_REQUESTS: Final = 6
 """Requests one reconcile sends at once (one per child of a three-queue JobQueue, roughly)."""
 
+_logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class KubeError(Exception):
     """The API server refused a request; the message says which object and why, never a Secret's data."""
+
+
+EventType = Literal["Normal", "Warning"]
+
+
+class KubeApi(Protocol):
+    """What the reconcile and the autoscaler's tick ask of the API server."""
+
+    def children(self, namespace: str, jobqueue: str) -> dict[Key, Manifest]: ...
+    def pods(self, namespace: str, selector: str) -> list[Manifest]: ...
+    def failed_create_events(self, namespace: str, kind: str, name: str) -> list[Manifest]: ...
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None: ...
+    def create(self, manifest: Manifest) -> bool: ...
+    def apply_many(self, manifests: Sequence[Manifest]) -> list[Manifest | KubeError]: ...
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+    def apply_status(self, namespace: str, name: str, status: Manifest, manager: str) -> None: ...
+    def post_event(self, involved: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None: ...
+    def worker_deployments(self, namespace: str, jobqueue: str) -> dict[str, Manifest]: ...
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None: ...
+    def scale(self, namespace: str, name: str, replicas: int) -> None: ...
+
+
+def decoded(data: Mapping[str, str] | None, key: str) -> str | None:
+    """One value of a Secret's data (base64 as the API server returns it), decoded; None if absent or bad."""
+    if data is None or key not in data:
+        return None
+    try:
+        return base64.b64decode(data[key]).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def secret_value(api: KubeApi, namespace: str, name: str, key: str) -> str | None:
+    """One key of a Secret, decoded; None when the Secret or the key does not exist."""
+    return decoded(api.secret_data(namespace, name), key)
 
 
 def _reason(exc: ApiException) -> str:
@@ -153,21 +199,76 @@ class Kube:
             raise KubeError(f"Secret {name}: {_reason(exc)}") from None
         return dict(secret.data or {})
 
-    def patch_status(self, namespace: str, name: str, status: Manifest) -> None:
-        """Replace the JobQueue's status (a merge patch of the status subresource)."""
-        resource = self._resource(models.API_VERSION, models.KIND)
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data, or None when it does not exist."""
         try:
-            self.dynamic.patch(
+            found = client.CoreV1Api(self.api).read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"ConfigMap {name}: {_reason(exc)}") from None
+        return {**(found.binary_data or {}), **(found.data or {})}
+
+    def failed_create_events(self, namespace: str, kind: str, name: str) -> list[Manifest]:
+        """The FailedCreate Events of one object (admission or quota refusing its Pods), newest last."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name},reason=FailedCreate"
+        listed = client.CoreV1Api(self.api).list_namespaced_event(namespace, field_selector=selector)
+        events = [self.api.sanitize_for_serialization(item) for item in listed.items]
+        return sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
+    def apply_status(self, namespace: str, name: str, status: Manifest, manager: str) -> None:
+        """Server-side apply of the JobQueue's status fields `manager` owns (the others stay as they are)."""
+        resource = self._resource(models.API_VERSION, models.KIND)
+        body = {
+            "apiVersion": models.API_VERSION,
+            "kind": models.KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        try:
+            self.dynamic.server_side_apply(
                 resource.subresources["status"],
-                body={"status": status},
+                body=body,
                 name=name,
                 namespace=namespace,
-                content_type="application/merge-patch+json",
+                field_manager=manager,
+                force_conflicts=True,
             )
         except ApiException as exc:
             if exc.status == 404:
                 return
             raise KubeError(f"JobQueue {name} status: {_reason(exc)}") from None
+
+    def post_event(self, involved: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
+        """An Event on `involved` (a JobQueue body), as `kubectl describe` shows it; never raises."""
+        metadata = involved.get("metadata") or {}
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {
+                "generateName": f"{metadata.get('name', 'jobqueue')}.",
+                "namespace": metadata.get("namespace"),
+            },
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", models.API_VERSION),
+                "kind": involved.get("kind", models.KIND),
+                "name": metadata.get("name"),
+                "namespace": metadata.get("namespace"),
+                "uid": metadata.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "source": {"component": naming.OPERATOR_NAME},
+            "reportingComponent": naming.OPERATOR_NAME,
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            client.CoreV1Api(self.api).create_namespaced_event(metadata.get("namespace"), event)
+        except ApiException as exc:  # an Event is a report: losing one must not fail the reconcile
+            _logger.warning("Event %s on JobQueue %s not posted: %s", reason, metadata.get("name"), _reason(exc))
 
     # -- the autoscaler's calls (scaling.py) --
 
@@ -196,10 +297,23 @@ class Kube:
                 raise KubeError(f"Pod {name}: {_reason(exc)}") from None
 
     def scale(self, namespace: str, name: str, replicas: int) -> None:
-        """Set a Deployment's replicas through its scale subresource."""
+        """Set a worker Deployment's replicas as the autoscaler's field manager (server-side apply of that one
+        field), so the field is the autoscaler's and the reconciler's applies, which leave it out, keep it."""
+        resource = self._resource("apps/v1", "Deployment")
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas},
+        }
         try:
-            client.AppsV1Api(self.api).patch_namespaced_deployment_scale(
-                name, namespace, {"spec": {"replicas": replicas}}, field_manager=AUTOSCALER_FIELD_MANAGER
+            self.dynamic.server_side_apply(
+                resource,
+                body=body,
+                name=name,
+                namespace=namespace,
+                field_manager=naming.AUTOSCALER_FIELD_MANAGER,
+                force_conflicts=True,
             )
         except ApiException as exc:
             raise KubeError(f"Deployment {name} scale: {_reason(exc)}") from None

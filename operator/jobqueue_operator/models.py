@@ -251,16 +251,44 @@ class Condition(Model):
     last_transition_time: str | None = None
 
 
+class ScaleDownStep(Model):
+    """One step of the autoscaler's scale-down window: hold `replicas` until `until`."""
+
+    until: str
+    replicas: int
+
+
 class QueueStatus(Model):
+    """One queue's status entry. The reconciler writes the Deployment's fields, the autoscaler the broker's
+    and its own; each leaves the other's unset (None), so a server-side apply touches only its own."""
+
     name: str
     deployment: str | None = None
     ready: int | None = None
     in_flight: int | None = None
     oldest_task_age_seconds: int | None = None
-    replicas: int = 0
-    ready_replicas: int = 0
-    desired_replicas: int = 0
+    dead_letters: int | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    desired_replicas: int | None = None
     last_scale_time: str | None = None
+    idle_since: str | None = None
+    scale_down_hold: list[ScaleDownStep] | None = None
+
+
+class UnservedQueue(Model):
+    """A Celery queue in the broker that holds tasks and that no queue of the JobQueue serves."""
+
+    name: str
+    tasks: int
+
+
+class DrainingQueue(Model):
+    """A queue removed from the spec whose workers keep running until it is empty."""
+
+    name: str
+    deployment: str
+    tasks: int | None = None
 
 
 class JobQueueStatus(Model):
@@ -268,9 +296,14 @@ class JobQueueStatus(Model):
     queue_count: int | None = None
     backlog: int | None = None
     workers: str | None = None
+    unserved_tasks: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     queues: list[QueueStatus] = Field(default_factory=list)
+    unserved_queues: list[UnservedQueue] = Field(default_factory=list)
+    draining_queues: list[DrainingQueue] = Field(default_factory=list)
 
     def to_body(self) -> dict[str, Any]:
-        """The status as the API server stores it (camelCase, unset fields left out)."""
-        return self.model_dump(by_alias=True, exclude_none=True)
+        """The status as the API server stores it (camelCase, unset fields and empty lists left out: in a
+        server-side apply, a field left out is one this writer no longer asserts)."""
+        dumped = self.model_dump(by_alias=True, exclude_none=True)
+        return {key: value for key, value in dumped.items() if value != []}

@@ -14,6 +14,9 @@ from jobqueue_operator.models import JobQueue
 
 MAX_NAME: Final = 63
 FIELD_MANAGER: Final = "jobqueue-operator"
+"""The reconciler's server-side apply field manager."""
+AUTOSCALER_FIELD_MANAGER: Final = "jobqueue-autoscaler"
+"""The autoscaler's: it owns the worker replicas and the status fields it writes."""
 OPERATOR_NAME: Final = "jobqueue-operator"
 
 # Label keys.
@@ -28,6 +31,8 @@ QUEUE_LABEL: Final = "jobqueue.dev/queue"
 # Annotation keys.
 APPLIED_HASH_ANNOTATION: Final = "jobqueue.dev/applied-hash"
 """On each child: the hash of the manifest last applied, so an unchanged child is not applied again."""
+CONFIG_HASH_ANNOTATION: Final = "jobqueue.dev/config-hash"
+"""On each Pod template: the hash of the Secret and ConfigMap values its env reads (rolls the Pods on change)."""
 
 # Component values.
 WORKER: Final = "worker"

@@ -1,5 +1,10 @@
-"""PURE: the status of a JobQueue from what the reconciler observed.
+"""PURE: the status of a JobQueue from what was observed.
 
+Two writers share the status, each server-side applying only the fields it owns (kube.apply_status):
+- the reconciler (`compute`): observedGeneration, queueCount, workers, the conditions Ready, BrokerReady,
+  WorkersAvailable and Degraded, each queue's deployment and replica counts, and the draining queues;
+- the autoscaler's tick (`autoscaler`): backlog, each queue's depth, oldest task age, dead letters,
+  lastScaleTime and the autoscaler's own state, the unserved queues, and the ScalingActive condition.
 Conditions follow the Kubernetes convention: each has observedGeneration, and lastTransitionTime moves
 only when the condition's status changes.
 """
@@ -10,14 +15,27 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from jobqueue_operator.models import Condition, JobQueueStatus, QueueStatus
+from jobqueue_operator.causes import Cause
+from jobqueue_operator.models import (
+    Condition,
+    DrainingQueue,
+    JobQueueStatus,
+    QueueStatus,
+    ScaleDownStep,
+    UnservedQueue,
+)
+from jobqueue_operator.reasons import Reason
 
 READY: Final = "Ready"
 BROKER_READY: Final = "BrokerReady"
 WORKERS_AVAILABLE: Final = "WorkersAvailable"
 DEGRADED: Final = "Degraded"
+SCALING_ACTIVE: Final = "ScalingActive"
+RECONCILER_CONDITIONS: Final = (BROKER_READY, WORKERS_AVAILABLE, DEGRADED, READY)
 
 Status = Literal["True", "False", "Unknown"]
+Verdict = tuple[Status, str, str]
+"""(status, reason, message) of one condition."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,8 @@ class QueueObservation:
     available: int = 0
     stalled: bool = False
     """The Deployment's Progressing condition is False (e.g. ProgressDeadlineExceeded)."""
+    cause: Cause | None = None
+    """Why some of its Pods do not run (refused, crashing, image not pulled), if any."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +75,8 @@ class Observation:
     broker: BrokerState
     queues: Sequence[QueueObservation]
     problems: Sequence[Problem] = field(default_factory=tuple)
-    depths: dict[str, int] | None = None
-    """Tasks waiting per queue, when the broker could be read."""
+    draining: Sequence[DrainingQueue] = field(default_factory=tuple)
+    """Queues removed from the spec whose workers stay until the broker queue is empty."""
 
 
 def set_condition(
@@ -83,27 +103,44 @@ def set_condition(
     return [*others, updated] if previous is None else [updated if c.type == type_ else c for c in conditions]
 
 
-def _workers(queues: Sequence[QueueObservation]) -> tuple[Status, str, str]:
+def _queue_cause(queue: QueueObservation) -> str:
+    assert queue.cause is not None
+    return f"queue {queue.name}: {queue.cause.message}"
+
+
+def _workers(queues: Sequence[QueueObservation]) -> Verdict:
     waiting = [q for q in queues if q.desired > 0 and q.available == 0]
-    if waiting:
-        detail = ", ".join(f"{q.name} ({q.available}/{q.desired} available)" for q in waiting)
-        return "False", "WorkersUnavailable", f"queues without an available worker: {detail}"
-    return "True", "AllQueuesServed", "every queue that wants workers has at least one available"
+    if not waiting:
+        return "True", Reason.ALL_QUEUES_SERVED, "every queue that wants workers has at least one available"
+    refused = [q for q in waiting if q.cause is not None and q.cause.kind == "refused"]
+    if refused:
+        return "False", Reason.WORKER_PODS_REFUSED, "; ".join(_queue_cause(q) for q in refused)
+    failing = [q for q in waiting if q.cause is not None]
+    if failing:
+        return "False", Reason.WORKERS_FAILING, "; ".join(_queue_cause(q) for q in failing)
+    detail = ", ".join(f"{q.name} ({q.available}/{q.desired} available)" for q in waiting)
+    return "False", Reason.WORKERS_UNAVAILABLE, f"queues without an available worker: {detail}"
 
 
-def _degraded(observation: Observation) -> tuple[Status, str, str]:
-    if observation.problems:
-        first = observation.problems[0]
-        return "True", first.reason, "; ".join(p.message for p in observation.problems)
+def _degraded(observation: Observation) -> Verdict:
+    """True when anything is wrong: the reason is the first thing found, the message says every one."""
+    found: list[tuple[str, str]] = [(p.reason, p.message) for p in observation.problems]
     if not observation.broker.ready:
-        return "True", observation.broker.reason, observation.broker.message
+        found.append((observation.broker.reason, observation.broker.message))
+    troubled = [q for q in observation.queues if q.cause is not None]
+    if troubled:
+        refused = any(q.cause is not None and q.cause.kind == "refused" for q in troubled)
+        reason = Reason.WORKER_PODS_REFUSED if refused else Reason.WORKERS_FAILING
+        found.append((reason, "; ".join(_queue_cause(q) for q in troubled)))
     stalled = [q.name for q in observation.queues if q.stalled]
     if stalled:
-        return "True", "WorkersStalled", f"worker Deployments not progressing: {', '.join(stalled)}"
-    return "False", "AsExpected", "nothing is wrong"
+        found.append((Reason.WORKERS_STALLED, f"worker Deployments not progressing: {', '.join(stalled)}"))
+    if not found:
+        return "False", Reason.AS_EXPECTED, "nothing is wrong"
+    return "True", found[0][0], "; ".join(message for _, message in found)
 
 
-def _ready(observation: Observation, workers: tuple[Status, str, str]) -> tuple[Status, str, str]:
+def _ready(observation: Observation, workers: Verdict) -> Verdict:
     if observation.problems:
         first = observation.problems[0]
         return "False", first.reason, first.message
@@ -111,17 +148,17 @@ def _ready(observation: Observation, workers: tuple[Status, str, str]) -> tuple[
         return "False", observation.broker.reason, observation.broker.message
     if workers[0] != "True":
         return "False", workers[1], workers[2]
-    return "True", "AllQueuesAvailable", "the broker is ready and every queue is served"
+    return "True", Reason.ALL_QUEUES_AVAILABLE, "the broker is ready and every queue is served"
 
 
 def compute(observation: Observation, previous: Sequence[Condition], now: str) -> JobQueueStatus:
-    """The whole status for one observation."""
+    """The reconciler's part of the status for one observation."""
     generation = observation.generation
     broker = observation.broker
     workers = _workers(observation.queues)
-    conditions = list(previous)
+    conditions = [c for c in previous if c.type in RECONCILER_CONDITIONS]
     broker_status: Status = "True" if broker.ready else "False"
-    updates: list[tuple[str, tuple[Status, str, str]]] = [
+    updates: list[tuple[str, Verdict]] = [
         (BROKER_READY, (broker_status, broker.reason, broker.message)),
         (WORKERS_AVAILABLE, workers),
         (DEGRADED, _degraded(observation)),
@@ -129,12 +166,10 @@ def compute(observation: Observation, previous: Sequence[Condition], now: str) -
     ]
     for type_, (status, reason, message) in updates:
         conditions = set_condition(conditions, type_, status, reason, message, generation, now)
-    depths = observation.depths
     queues = [
         QueueStatus(
             name=q.name,
             deployment=q.deployment,
-            ready=None if depths is None else depths.get(q.name, 0),
             replicas=q.replicas,
             ready_replicas=q.ready,
             desired_replicas=q.desired,
@@ -144,47 +179,77 @@ def compute(observation: Observation, previous: Sequence[Condition], now: str) -
     return JobQueueStatus(
         observed_generation=generation,
         queue_count=len(observation.queues),
-        backlog=None if depths is None else sum(depths.get(q.name, 0) for q in observation.queues),
         workers=f"{sum(q.ready for q in observation.queues)}/{sum(q.desired for q in observation.queues)}",
         conditions=conditions,
         queues=queues,
+        draining_queues=list(observation.draining),
     )
 
 
+def with_problems(
+    computed: JobQueueStatus, observation: Observation, problems: Sequence[Problem], now: str
+) -> JobQueueStatus:
+    """`computed` again, with problems found while converging (a refused apply) added to the observation's."""
+    if not problems:
+        return computed
+    again = Observation(
+        observation.generation,
+        observation.broker,
+        observation.queues,
+        (*observation.problems, *problems),
+        observation.draining,
+    )
+    return compute(again, computed.conditions, now)
+
+
 @dataclass(frozen=True)
-class QueueBacklog:
-    """What the autoscaler's last tick saw of one queue (None: the broker could not be read)."""
+class QueueDepth:
+    """What the autoscaler's tick saw of one queue (None: the broker could not be read)."""
 
     ready: int | None
     in_flight: int | None
     oldest_age_seconds: float | None = None
+    dead_letters: int | None = None
     last_scale_time: str | None = None
-    workers: tuple[int, int, int] | None = None
-    """(desired, current, ready) worker Pods, when the tick listed the Deployment."""
+    idle_since: str | None = None
+    """The autoscaler's idle clock (RFC 3339), kept in the status so an operator restart does not reset it."""
+    hold: Sequence[tuple[str, int]] = ()
+    """The autoscaler's scale-down window as (until, replicas) steps, kept for the same reason."""
 
 
-def with_backlog(computed: JobQueueStatus, backlog: Mapping[str, QueueBacklog]) -> JobQueueStatus:
-    """`computed` with each queue's backlog fields and the total (blank unless every queue was read).
-
-    Both writers of the status (the reconciler and the autoscaler's tick) pass it through this, so neither
-    undoes what the other wrote."""
+def autoscaler(
+    depths: Mapping[str, QueueDepth],
+    unserved: Sequence[UnservedQueue],
+    scaling: Verdict | None,
+    previous: Sequence[Condition],
+    generation: int,
+    now: str,
+) -> JobQueueStatus:
+    """The tick's part of the status. Fields it leaves out (an unknown depth) are removed by the apply."""
     queues = []
-    for queue in computed.queues:
-        seen = backlog.get(queue.name)
-        if seen is None:
-            queues.append(queue)
-            continue
-        update: dict[str, object] = {
-            "ready": seen.ready,
-            "in_flight": seen.in_flight,
-            "oldest_task_age_seconds": None if seen.oldest_age_seconds is None else int(seen.oldest_age_seconds),
-            "last_scale_time": seen.last_scale_time or queue.last_scale_time,
-        }
-        if seen.workers is not None:
-            desired, current, ready = seen.workers
-            update.update(desired_replicas=desired, replicas=current, ready_replicas=ready)
-        queues.append(queue.model_copy(update=update))
+    for name, seen in depths.items():
+        queues.append(
+            QueueStatus(
+                name=name,
+                ready=seen.ready,
+                in_flight=seen.in_flight,
+                oldest_task_age_seconds=None if seen.oldest_age_seconds is None else int(seen.oldest_age_seconds),
+                dead_letters=seen.dead_letters,
+                last_scale_time=seen.last_scale_time,
+                idle_since=seen.idle_since,
+                scale_down_hold=[ScaleDownStep(until=until, replicas=n) for until, n in seen.hold] or None,
+            )
+        )
     known = [q for q in queues if q.ready is not None and q.in_flight is not None]
-    total = sum((q.ready or 0) + (q.in_flight or 0) for q in known) if queues and len(known) == len(queues) else None
-    workers = f"{sum(q.ready_replicas for q in queues)}/{sum(q.desired_replicas for q in queues)}"
-    return computed.model_copy(update={"queues": queues, "backlog": total, "workers": workers})
+    backlog = sum((q.ready or 0) + (q.in_flight or 0) for q in known) if queues and len(known) == len(queues) else None
+    conditions: list[Condition] = []
+    if scaling is not None:
+        kept = [c for c in previous if c.type == SCALING_ACTIVE]
+        conditions = set_condition(kept, SCALING_ACTIVE, *scaling, generation, now)
+    return JobQueueStatus(
+        backlog=backlog,
+        unserved_tasks=sum(q.tasks for q in unserved) if unserved else None,
+        unserved_queues=list(unserved),
+        conditions=conditions,
+        queues=queues,
+    )

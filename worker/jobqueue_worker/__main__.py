@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from jobqueue_worker.contract import Env
 from jobqueue_worker.settings import Pool, SettingsError, WorkerSettings, load_settings
 
 EXIT_CONFIG = 2
@@ -31,9 +32,7 @@ def _patch_concurrency(pool: Pool) -> None:
     try:
         celery.maybe_patch_concurrency(["-P", pool.value])
     except ImportError as exc:
-        raise SettingsError(
-            f"JOBQUEUE_POOL={pool.value!r}: the {pool.value} package is not installed ({exc})"
-        ) from None
+        raise SettingsError(f"{Env.POOL}={pool.value!r}: the {pool.value} package is not installed ({exc})") from None
 
 
 def run_worker(settings: WorkerSettings) -> int:
@@ -56,7 +55,7 @@ def run_worker(settings: WorkerSettings) -> int:
             http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
         except OSError as exc:
             where = f"{METRICS_ADDRESS}:{settings.metrics_port}"
-            message = f"JOBQUEUE_METRICS_PORT={settings.metrics_port}: cannot listen on {where}: {exc}"
+            message = f"{Env.METRICS_PORT}={settings.metrics_port}: cannot listen on {where}: {exc}"
             raise SettingsError(message) from None
         try:
             worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")

@@ -14,6 +14,7 @@ from celery import Celery
 from celery.app.utils import find_app
 from celery.utils.imports import import_from_cwd
 
+from jobqueue_worker.contract import Env
 from jobqueue_worker.settings import SettingsError, WorkerSettings
 
 
@@ -26,9 +27,9 @@ def load_app(spec: str) -> Celery:
         else:  # a bare module: let Celery look for its `app` or `celery` attribute
             found = find_app(module_name)
     except Exception as exc:  # the user's module can raise anything while importing
-        raise SettingsError(f"JOBQUEUE_APP={spec!r}: cannot load it: {type(exc).__name__}: {exc}") from None
+        raise SettingsError(f"{Env.APP}={spec!r}: cannot load it: {type(exc).__name__}: {exc}") from None
     if not isinstance(found, Celery):
-        raise SettingsError(f"JOBQUEUE_APP={spec!r}: is a {type(found).__name__}, not a Celery app")
+        raise SettingsError(f"{Env.APP}={spec!r}: is a {type(found).__name__}, not a Celery app")
     return found
 
 

@@ -25,13 +25,10 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-STATS = "jobqueue:stats:"
+from jobqueue_worker.contract import STATS_FIELDS, stats_key
+
 FLUSH_INTERVAL_SECONDS = 1.0
 logger = logging.getLogger(__name__)
-
-
-def key(queue: str, prefix: str = "") -> str:
-    return f"{prefix}{STATS}{queue}"
 
 
 @dataclass
@@ -50,11 +47,12 @@ class Totals:
 
 def record(client: redis.Redis, queue: str, totals: Totals, prefix: str = "") -> None:
     """Add `totals` to the queue's stats hash, all three fields or none (MULTI/EXEC)."""
-    name = key(queue, prefix)
+    name = stats_key(queue, prefix)
+    completed, run_seconds, run_seconds_sq = STATS_FIELDS
     pipe = client.pipeline(transaction=True)
-    pipe.hincrby(name, "completed", totals.completed)
-    pipe.hincrbyfloat(name, "run_seconds", totals.run_seconds)
-    pipe.hincrbyfloat(name, "run_seconds_sq", totals.run_seconds_sq)
+    pipe.hincrby(name, completed, totals.completed)
+    pipe.hincrbyfloat(name, run_seconds, totals.run_seconds)
+    pipe.hincrbyfloat(name, run_seconds_sq, totals.run_seconds_sq)
     pipe.execute()
 
 

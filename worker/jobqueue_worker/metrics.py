@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, multiproces
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from jobqueue_worker.contract import ACTIVE_TASKS_METRIC
 from jobqueue_worker.sent_time import sent_at
 from jobqueue_worker.settings import WorkerSettings
 
@@ -153,7 +154,7 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         active = GaugeMetricFamily(
-            "jobqueue_worker_active_tasks", "Tasks executing in this worker's pool now.", labels=list(LABELS)
+            ACTIVE_TASKS_METRIC, "Tasks executing in this worker's pool now.", labels=list(LABELS)
         )
         by_task = collections.Counter(request.name for request in list(worker_state.active_requests))
         for task, count in sorted(by_task.items()):

@@ -25,6 +25,7 @@ from celery.result import AsyncResult
 import jobqueue_worker.sent_time  # noqa: F401  # stamps the send time, for the queue-wait histogram
 from jobqueue_worker import records, tasks
 from jobqueue_worker.app import transport_options
+from jobqueue_worker.contract import DEFAULT_PRIORITY_STEPS, DEFAULT_VISIBILITY_TIMEOUT_SECONDS, Env
 
 KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky")
 
@@ -33,11 +34,11 @@ def producer_app(
     broker_url: str,
     result_backend: str | None = None,
     key_prefix: str = "",
-    priority_steps: Sequence[int] = (0, 3, 6, 9),
+    priority_steps: Sequence[int] = DEFAULT_PRIORITY_STEPS,
 ) -> Celery:
     """A Celery app configured like the workers' (same key prefix and priority steps), for sending."""
     app = Celery("jobqueue-producer", set_as_current=False)
-    options = transport_options(3600, priority_steps, key_prefix)
+    options = transport_options(DEFAULT_VISIBILITY_TIMEOUT_SECONDS, priority_steps, key_prefix)
     app.conf.update(
         broker_url=broker_url,
         result_backend=result_backend or broker_url,
@@ -97,11 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`jobqueue-worker send`: send a burst, optionally wait until every task is done."""
     env = os.environ
     parser = argparse.ArgumentParser(prog="jobqueue-worker send", description=__doc__.splitlines()[0])
-    parser.add_argument("--broker-url", default=env.get("JOBQUEUE_BROKER_URL"), help="default: $JOBQUEUE_BROKER_URL")
-    parser.add_argument("--result-backend", default=env.get("JOBQUEUE_RESULT_BACKEND") or None)
-    parser.add_argument("--key-prefix", default=env.get("JOBQUEUE_KEY_PREFIX", ""))
-    parser.add_argument("--priority-steps", default=env.get("JOBQUEUE_PRIORITY_STEPS") or "0,3,6,9")
-    parser.add_argument("--queue", default=env.get("JOBQUEUE_QUEUE"), help="default: $JOBQUEUE_QUEUE")
+    parser.add_argument("--broker-url", default=env.get(Env.BROKER_URL), help=f"default: ${Env.BROKER_URL}")
+    parser.add_argument("--result-backend", default=env.get(Env.RESULT_BACKEND) or None)
+    parser.add_argument("--key-prefix", default=env.get(Env.KEY_PREFIX, ""))
+    parser.add_argument(
+        "--priority-steps", default=env.get(Env.PRIORITY_STEPS) or ",".join(map(str, DEFAULT_PRIORITY_STEPS))
+    )
+    parser.add_argument("--queue", default=env.get(Env.QUEUE), help=f"default: ${Env.QUEUE}")
     parser.add_argument("--task", choices=KINDS, default="noop")
     parser.add_argument("--arg", action="append", type=_parse_arg, default=[], help="task keyword argument NAME=VALUE")
     parser.add_argument("--count", type=int, default=1)
@@ -110,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wait", type=float, default=0, help="seconds to wait for every task to be done")
     args = parser.parse_args(argv)
     if not args.broker_url or not args.queue:
-        parser.error("--broker-url and --queue are required (or JOBQUEUE_BROKER_URL and JOBQUEUE_QUEUE)")
+        parser.error(f"--broker-url and --queue are required (or {Env.BROKER_URL} and {Env.QUEUE})")
     run_id = args.run_id or uuid.uuid4().hex
     steps = [int(step) for step in args.priority_steps.split(",")]
     app = producer_app(args.broker_url, args.result_backend, args.key_prefix, steps)

@@ -13,7 +13,9 @@ from typing import Any
 
 from celery.signals import before_task_publish
 
-HEADER = "jobqueue_sent_at"
+from jobqueue_worker.contract import SENT_AT_HEADER
+
+HEADER = SENT_AT_HEADER
 
 
 def stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:

@@ -13,6 +13,8 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from jobqueue_worker.contract import DEFAULT_PRIORITY_STEPS, DEFAULT_VISIBILITY_TIMEOUT_SECONDS, METRICS_PORT, Env
+
 
 class SettingsError(Exception):
     """The environment is not a valid worker configuration; the message is one line naming the variable."""
@@ -38,52 +40,54 @@ def _split_steps(value: object) -> object:
 BROKER_SCHEMES = ("redis://", "rediss://", "sentinel://")
 PrioritySteps = Annotated[tuple[Annotated[int, Field(ge=0, le=255)], ...], BeforeValidator(_split_steps)]
 # Values never echoed back in error messages: URLs carry passwords.
-_SECRET_VARIABLES = frozenset({"JOBQUEUE_BROKER_URL", "JOBQUEUE_RESULT_BACKEND"})
+_SECRET_VARIABLES = frozenset({Env.BROKER_URL, Env.RESULT_BACKEND})
 
 
 class WorkerSettings(BaseModel):
-    """One worker process's configuration; field aliases are the environment variable names."""
+    """One worker process's configuration; validation aliases are the environment variable names (contract.Env)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    app: str = Field(alias="JOBQUEUE_APP", pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
-    name: str = Field("", alias="JOBQUEUE_NAME")
-    queue: str = Field(alias="JOBQUEUE_QUEUE", pattern=r"^[^\s\x00-\x1f]+$")
-    broker_url: str = Field(alias="JOBQUEUE_BROKER_URL")
-    result_backend: str | None = Field(None, alias="JOBQUEUE_RESULT_BACKEND")
-    result_expires_seconds: int = Field(86400, alias="JOBQUEUE_RESULT_EXPIRES_SECONDS", ge=0)
-    concurrency: int = Field(1, alias="JOBQUEUE_CONCURRENCY", ge=1)
-    pool: Pool = Field(Pool.PREFORK, alias="JOBQUEUE_POOL")
-    prefetch_multiplier: int = Field(1, alias="JOBQUEUE_PREFETCH_MULTIPLIER", ge=1)
-    max_tasks_per_child: int = Field(0, alias="JOBQUEUE_MAX_TASKS_PER_CHILD", ge=0)
-    max_memory_per_child_kb: int = Field(0, alias="JOBQUEUE_MAX_MEMORY_PER_CHILD_KB", ge=0)
-    soft_time_limit_seconds: float = Field(0, alias="JOBQUEUE_SOFT_TIME_LIMIT_SECONDS", ge=0)
-    time_limit_seconds: float = Field(0, alias="JOBQUEUE_TIME_LIMIT_SECONDS", ge=0)
-    visibility_timeout_seconds: int = Field(3600, alias="JOBQUEUE_VISIBILITY_TIMEOUT_SECONDS", ge=1)
-    priority_steps: PrioritySteps = Field((0, 3, 6, 9), alias="JOBQUEUE_PRIORITY_STEPS", min_length=1)
-    key_prefix: str = Field("", alias="JOBQUEUE_KEY_PREFIX")
-    soft_shutdown_timeout_seconds: float = Field(30, alias="JOBQUEUE_SOFT_SHUTDOWN_TIMEOUT_SECONDS", ge=0)
-    metrics_port: int = Field(9808, alias="JOBQUEUE_METRICS_PORT", ge=1, le=65535)
-    pod_name: str = Field("", alias="POD_NAME")
-    pod_namespace: str = Field("", alias="POD_NAMESPACE")
+    app: str = Field(validation_alias=Env.APP, pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$")
+    name: str = Field("", validation_alias=Env.NAME)
+    queue: str = Field(validation_alias=Env.QUEUE, pattern=r"^[^\s\x00-\x1f]+$")
+    broker_url: str = Field(validation_alias=Env.BROKER_URL)
+    result_backend: str | None = Field(None, validation_alias=Env.RESULT_BACKEND)
+    result_expires_seconds: int = Field(86400, validation_alias=Env.RESULT_EXPIRES_SECONDS, ge=0)
+    concurrency: int = Field(1, validation_alias=Env.CONCURRENCY, ge=1)
+    pool: Pool = Field(Pool.PREFORK, validation_alias=Env.POOL)
+    prefetch_multiplier: int = Field(1, validation_alias=Env.PREFETCH_MULTIPLIER, ge=1)
+    max_tasks_per_child: int = Field(0, validation_alias=Env.MAX_TASKS_PER_CHILD, ge=0)
+    max_memory_per_child_kb: int = Field(0, validation_alias=Env.MAX_MEMORY_PER_CHILD_KB, ge=0)
+    soft_time_limit_seconds: float = Field(0, validation_alias=Env.SOFT_TIME_LIMIT_SECONDS, ge=0)
+    time_limit_seconds: float = Field(0, validation_alias=Env.TIME_LIMIT_SECONDS, ge=0)
+    visibility_timeout_seconds: int = Field(
+        DEFAULT_VISIBILITY_TIMEOUT_SECONDS, validation_alias=Env.VISIBILITY_TIMEOUT_SECONDS, ge=1
+    )
+    priority_steps: PrioritySteps = Field(DEFAULT_PRIORITY_STEPS, validation_alias=Env.PRIORITY_STEPS, min_length=1)
+    key_prefix: str = Field("", validation_alias=Env.KEY_PREFIX)
+    soft_shutdown_timeout_seconds: float = Field(30, validation_alias=Env.SOFT_SHUTDOWN_TIMEOUT_SECONDS, ge=0)
+    metrics_port: int = Field(METRICS_PORT, validation_alias=Env.METRICS_PORT, ge=1, le=65535)
+    pod_name: str = Field("", validation_alias=Env.POD_NAME)
+    pod_namespace: str = Field("", validation_alias=Env.POD_NAMESPACE)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         """Cross-field rules; each message names the variables involved."""
         if not self.broker_url.startswith(BROKER_SCHEMES):
-            raise ValueError(f"JOBQUEUE_BROKER_URL must start with one of {', '.join(BROKER_SCHEMES)}")
+            raise ValueError(f"{Env.BROKER_URL} must start with one of {', '.join(BROKER_SCHEMES)}")
         if list(self.priority_steps) != sorted(set(self.priority_steps)):
-            raise ValueError("JOBQUEUE_PRIORITY_STEPS must be distinct integers in ascending order, e.g. 0,3,6,9")
+            raise ValueError(f"{Env.PRIORITY_STEPS} must be distinct integers in ascending order, e.g. 0,3,6,9")
         hard, soft = self.time_limit_seconds, self.soft_time_limit_seconds
         if hard and soft and soft >= hard:
             raise ValueError(
-                f"JOBQUEUE_SOFT_TIME_LIMIT_SECONDS ({soft:g}) must be less than JOBQUEUE_TIME_LIMIT_SECONDS ({hard:g})"
+                f"{Env.SOFT_TIME_LIMIT_SECONDS} ({soft:g}) must be less than {Env.TIME_LIMIT_SECONDS} ({hard:g})"
             )
         longest = hard or soft
         if longest and self.visibility_timeout_seconds <= longest:
-            limit = "JOBQUEUE_TIME_LIMIT_SECONDS" if hard else "JOBQUEUE_SOFT_TIME_LIMIT_SECONDS"
+            limit = Env.TIME_LIMIT_SECONDS if hard else Env.SOFT_TIME_LIMIT_SECONDS
             raise ValueError(
-                f"JOBQUEUE_VISIBILITY_TIMEOUT_SECONDS ({self.visibility_timeout_seconds}) must be greater than "
+                f"{Env.VISIBILITY_TIMEOUT_SECONDS} ({self.visibility_timeout_seconds}) must be greater than "
                 f"{limit} ({longest:g}), or Redis redelivers tasks that are still running"
             )
         return self

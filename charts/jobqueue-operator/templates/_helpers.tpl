@@ -56,19 +56,22 @@ app.kubernetes.io/part-of: jobqueue
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, update, delete]
-# Secrets: the managed broker's password (created once) and the external broker URL (read).
+# Secrets: the managed broker's password (created once), the external broker URL and the Secrets and
+# ConfigMaps the Pods' env reads (watched: their values' hash rolls the Pods when they change).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, create, delete]
-# Autoscaler: worker replicas through the scale subresource; pod-deletion-cost on worker Pods.
-- apiGroups: [apps]
-  resources: [deployments/scale]
-  verbs: [get, patch, update]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
+# Pods: watched so the status follows them (crash loops, image pulls) and a dead worker's tasks are put
+# back at once; pod-deletion-cost set on idle workers before a scale-down.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, patch]
-# Framework: kopf posts Events on the JobQueues.
-- apiGroups: ["", events.k8s.io]
+  verbs: [get, list, watch, patch]
+# Events: the operator posts its own on the JobQueues, and reads a StatefulSet's FailedCreate Events
+# (admission or quota refusing the Redis Pod), which has no condition for it.
+- apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}

@@ -439,6 +439,15 @@ class PodWorker(threading.Thread):
         log.warning("%s: %s %s has no supported handler (exec, httpGet, tcpSocket)", self.name, container.name, kind)
         return False
 
+    def _log_tail(self, container: Container) -> str:
+        path = self.folder / f"{container.name}.log"
+        try:
+            with path.open("rb") as log_file:
+                log_file.seek(max(path.stat().st_size - status.TERMINATION_MESSAGE_BYTES, 0))
+                return log_file.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def _ended(self, container: Container, returncode: int) -> None:
         process = container.process
         assert process is not None
@@ -452,6 +461,9 @@ class PodWorker(threading.Thread):
             reason=status.termination_reason(code, container.oom_killed),
             started_at=container.started_at,
             finished_at=now_stamp(),
+            message=status.termination_message(
+                container.spec.get("terminationMessagePolicy"), code, self._log_tail(container)
+            ),
         )
         log.info("%s: %s exited with %d (%s)", self.name, container.name, code, ended.reason)
         container.process, container.ready = None, False

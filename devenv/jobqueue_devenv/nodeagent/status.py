@@ -47,6 +47,20 @@ class ContainerView:
     image: str = ""  # the image as found in local storage (the spec's name when empty)
 
 
+TERMINATION_MESSAGE_BYTES = 2048
+TERMINATION_MESSAGE_LINES = 80
+
+
+def termination_message(policy: str | None, exit_code: int, log_tail: str) -> str:
+    """What the kubelet reports as a terminated container's message: with `FallbackToLogsOnError`, the
+    last lines of its log when it failed (at most 2 KiB, 80 lines); nothing otherwise (the process runtime
+    has no termination-log file)."""
+    if policy != "FallbackToLogsOnError" or exit_code == 0:
+        return ""
+    lines = log_tail[-TERMINATION_MESSAGE_BYTES:].splitlines()[-TERMINATION_MESSAGE_LINES:]
+    return "\n".join(lines).strip()
+
+
 def termination_reason(exit_code: int, oom_killed: bool) -> str:
     if oom_killed:
         return "OOMKilled"

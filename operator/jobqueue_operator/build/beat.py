@@ -8,21 +8,25 @@ from typing import Final
 from jobqueue_operator import naming
 from jobqueue_operator.build.common import (
     RESTRICTED_CONTAINER,
+    TERMINATION_MESSAGE_POLICY,
+    Config,
     Manifest,
     broker_url_ref,
     field_env,
     metadata,
     placement,
+    restricted_pod,
     secret_env,
     user_env,
     user_env_from,
+    with_config_hash,
 )
 from jobqueue_operator.models import JobQueue
 
 SCHEDULE_DIR: Final = "/var/run/beat"
 
 
-def deployment(jq: JobQueue) -> Manifest:
+def deployment(jq: JobQueue, config: Config | None = None) -> Manifest:
     secret, key = broker_url_ref(jq)
     container: Manifest = {
         "name": "beat",
@@ -50,12 +54,13 @@ def deployment(jq: JobQueue) -> Manifest:
         ],
         "resources": dict(jq.spec.beat.resources or {}),
         "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
         "volumeMounts": [{"name": "schedule", "mountPath": SCHEDULE_DIR}],
     }
     env_from = user_env_from(jq)
     if env_from:
         container["envFrom"] = env_from
-    return {
+    manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(jq, naming.beat(jq.name), naming.BEAT),
@@ -68,9 +73,10 @@ def deployment(jq: JobQueue) -> Manifest:
                 "spec": {
                     **placement(jq),
                     "containers": [container],
-                    "securityContext": {"runAsNonRoot": True},
+                    "securityContext": restricted_pod(),
                     "volumes": [{"name": "schedule", "emptyDir": {}}],
                 },
             },
         },
     }
+    return with_config_hash(manifest, config or {})

@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection
 
 from jobqueue_operator.build import beat, flower, redis, workers
-from jobqueue_operator.build.common import Manifest
+from jobqueue_operator.build.common import Config, Manifest
 from jobqueue_operator.models import JobQueue
 
 
-def desired(jq: JobQueue, current_replicas: Mapping[str, int] | None = None) -> list[Manifest]:
+def desired(jq: JobQueue, config: Config | None = None, without_replicas: Collection[str] = ()) -> list[Manifest]:
     """The children of `jq` except the broker's password Secret (created once, see reconcile).
 
-    `current_replicas` maps live worker Deployment names to their replicas, which the autoscaler owns.
+    `config`: the Secrets and ConfigMaps the Pods read (their values' hash rolls the Pods when they change).
+    `without_replicas`: worker Deployments whose `replicas` the autoscaler owns, left out of their manifests.
     """
-    current = current_replicas or {}
+    config = config or {}
     objects: list[Manifest] = []
     if jq.spec.broker.managed is not None:
         objects += [redis.service(jq), redis.statefulset(jq)]
     for queue in jq.spec.queues:
-        deployment = workers.deployment(jq, queue)
-        name = deployment["metadata"]["name"]
-        if name in current:
-            deployment = workers.deployment(jq, queue, current[name])
-        objects.append(deployment)
+        name = workers.deployment_name(jq, queue)
+        objects.append(workers.deployment(jq, queue, name not in without_replicas, config))
     if jq.spec.beat.enabled:
-        objects.append(beat.deployment(jq))
+        objects.append(beat.deployment(jq, config))
     if jq.spec.flower.enabled:
-        objects += [flower.service(jq), flower.deployment(jq)]
+        objects += [flower.service(jq), flower.deployment(jq, config)]
     return objects
-
-
-def owned_by(manifest: Manifest, owner_api_version: str, owner_kind: str, owner_name: str, owner_uid: str) -> Manifest:
-    """`manifest` with a controller owner reference, so deleting the owner deletes it."""
-    reference = {
-        "apiVersion": owner_api_version,
-        "kind": owner_kind,
-        "name": owner_name,
-        "uid": owner_uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-    return {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": [reference]}}

@@ -6,13 +6,25 @@ from typing import Final
 
 from jobqueue_operator import naming
 from jobqueue_operator.build import common
-from jobqueue_operator.build.common import RESTRICTED_CONTAINER, Manifest, broker_url_ref, metadata, secret_env
+from jobqueue_operator.build.common import (
+    RESTRICTED_CONTAINER,
+    TERMINATION_MESSAGE_POLICY,
+    Config,
+    Manifest,
+    broker_url_ref,
+    metadata,
+    restricted_pod,
+    secret_env,
+    with_config_hash,
+)
 from jobqueue_operator.models import JobQueue
 
 PORT: Final = 5555
+FLOWER_UID: Final = 10001
+"""Flower's image names its user (the kubelet cannot check a name is not root): run as a numeric one."""
 
 
-def deployment(jq: JobQueue) -> Manifest:
+def deployment(jq: JobQueue, config: Config | None = None) -> Manifest:
     secret, key = broker_url_ref(jq)
     probe: Manifest = {"httpGet": {"path": "/healthcheck", "port": "http"}, "periodSeconds": 10}
     container: Manifest = {
@@ -25,8 +37,9 @@ def deployment(jq: JobQueue) -> Manifest:
         "readinessProbe": probe,
         "livenessProbe": {**probe, "failureThreshold": 6},
         "securityContext": RESTRICTED_CONTAINER,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
-    return {
+    manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(jq, naming.flower(jq.name), naming.FLOWER),
@@ -35,10 +48,11 @@ def deployment(jq: JobQueue) -> Manifest:
             "selector": {"matchLabels": naming.selector_labels(jq, naming.FLOWER)},
             "template": {
                 "metadata": {"labels": naming.labels(jq, naming.FLOWER)},
-                "spec": {"containers": [container]},
+                "spec": {"containers": [container], "securityContext": restricted_pod(FLOWER_UID)},
             },
         },
     }
+    return with_config_hash(manifest, config or {})
 
 
 def service(jq: JobQueue) -> Manifest:

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Final
 
 from jobqueue_operator import naming
 from jobqueue_operator.build import common
-from jobqueue_operator.build.common import RESTRICTED_CONTAINER, Manifest, metadata, resources, secret_env
-from jobqueue_operator.models import JobQueue, ManagedBroker
+from jobqueue_operator.build.common import (
+    RESTRICTED_CONTAINER,
+    TERMINATION_MESSAGE_POLICY,
+    Manifest,
+    metadata,
+    resources,
+    restricted_pod,
+    secret_env,
+)
+from jobqueue_operator.models import JobQueue, ManagedBroker, parse_quantity
 
 PORT: Final = 6379
 DATA_DIR: Final = "/data"
 REDIS_UID: Final = 999
 """The redis user of the official image."""
+MAXMEMORY_SHARE: Final = Decimal("0.8")
+"""Of the container's memory limit, what Redis may hold in data: the rest is its own overhead and the
+copy-on-write pages of a background save or AOF rewrite. Full, it refuses writes (noeviction) instead of
+evicting a queue or the unacked hash, and the status says so."""
 
 
 def _managed(jq: JobQueue) -> ManagedBroker:
@@ -42,6 +55,12 @@ def secret(jq: JobQueue, password: str) -> Manifest:
     }
 
 
+def maxmemory(managed: ManagedBroker) -> int:
+    """`--maxmemory` in bytes: a share of the memory limit; 0 (no limit) without one."""
+    limit = managed.resources.limits.get("memory") if managed.resources else None
+    return 0 if limit is None else int(parse_quantity(limit) * MAXMEMORY_SHARE)
+
+
 def args(managed: ManagedBroker) -> list[str]:
     """redis-server's arguments. The working directory (/data) is where the append-only file goes."""
     persistence = (
@@ -54,6 +73,8 @@ def args(managed: ManagedBroker) -> list[str]:
         str(PORT),
         "--requirepass",
         "$(REDIS_PASSWORD)",
+        "--maxmemory",
+        str(maxmemory(managed)),
         "--maxmemory-policy",
         "noeviction",
         *persistence,
@@ -76,6 +97,7 @@ def statefulset(jq: JobQueue) -> Manifest:
         "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "failureThreshold": 6},
         "resources": resources(managed.resources),
         "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
         "volumeMounts": [{"name": "data", "mountPath": DATA_DIR}],
     }
     spec: Manifest = {
@@ -86,12 +108,7 @@ def statefulset(jq: JobQueue) -> Manifest:
             "metadata": {"labels": naming.labels(jq, naming.BROKER)},
             "spec": {
                 "containers": [container],
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "runAsUser": REDIS_UID,
-                    "runAsGroup": REDIS_UID,
-                    "fsGroup": REDIS_UID,
-                },
+                "securityContext": {**restricted_pod(REDIS_UID), "fsGroup": REDIS_UID},
                 "terminationGracePeriodSeconds": 30,
             },
         },

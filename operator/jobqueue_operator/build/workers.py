@@ -2,37 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
 from jobqueue_operator import naming
 from jobqueue_operator.build.common import (
     RESTRICTED_CONTAINER,
+    TERMINATION_MESSAGE_POLICY,
+    Config,
     Manifest,
     broker_url_ref,
     field_env,
     metadata,
     placement,
     resources,
+    restricted_pod,
     secret_env,
     user_env,
     user_env_from,
+    with_config_hash,
 )
 from jobqueue_operator.models import JobQueue, Queue, parse_quantity
+from jobqueue_worker.contract import (
+    DEFAULT_PRIORITY_STEPS,
+    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    METRICS_PORT,
+    METRICS_PORT_NAME,
+    Env,
+    priority_steps,
+)
 
-METRICS_PORT: Final = 9808
-DEFAULT_VISIBILITY_TIMEOUT: Final = 3600
 GRACE_BEYOND_TIME_LIMIT: Final = 30
 GRACE_WITHOUT_TIME_LIMIT: Final = 300
 MEMORY_SHARE_OF_CHILDREN: Final = Decimal("0.8")
 """Of the memory limit, the share prefork children may use before they are replaced."""
 
 
-def priority_steps(levels: int) -> list[int]:
-    """Redis priority steps spread over 0..9: 4 levels give 0, 3, 6, 9 (kombu's default)."""
-    if levels == 1:
-        return [0]
-    return [round(i * 9 / (levels - 1)) for i in range(levels)]
+def live_priority_steps(deployment: Mapping[str, Any]) -> list[int]:
+    """The priority steps a live worker Deployment's workers use (its env), for a queue that left the spec."""
+    for container in ((deployment.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []:
+        for var in container.get("env") or []:
+            if var.get("name") == Env.PRIORITY_STEPS and var.get("value"):
+                try:
+                    return [int(step) for step in str(var["value"]).split(",")]
+                except ValueError:
+                    break
+    return list(DEFAULT_PRIORITY_STEPS)
 
 
 def max_memory_per_child_kib(queue: Queue) -> int:
@@ -49,7 +65,7 @@ def visibility_timeout(queue: Queue) -> int:
     """The broker's redelivery timeout: the queue's own, else longer than any task may run."""
     if queue.visibility_timeout_seconds is not None:
         return queue.visibility_timeout_seconds
-    return max(DEFAULT_VISIBILITY_TIMEOUT, 2 * (queue.time_limit_seconds or 0))
+    return max(DEFAULT_VISIBILITY_TIMEOUT_SECONDS, 2 * (queue.time_limit_seconds or 0))
 
 
 def termination_grace(queue: Queue) -> int:
@@ -60,93 +76,96 @@ def termination_grace(queue: Queue) -> int:
 
 
 def initial_replicas(queue: Queue) -> int:
+    """The replicas a new worker Deployment starts with (autoscaled: minReplicas; else `replicas`, 1)."""
     if queue.autoscaling is not None and queue.autoscaling.enabled:
         return queue.autoscaling.min_replicas
     return 1 if queue.replicas is None else queue.replicas
-
-
-def replicas(queue: Queue, current: int | None) -> int:
-    """Replicas to write: the autoscaler owns them once the Deployment exists and autoscaling is on."""
-    if queue.autoscaled and current is not None:
-        return current
-    return initial_replicas(queue)
 
 
 def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
     secret, key = broker_url_ref(jq)
     results = jq.spec.results
     values = {
-        "JOBQUEUE_APP": jq.spec.app,
-        "JOBQUEUE_NAME": jq.name,
-        "JOBQUEUE_QUEUE": queue.name,
-        "JOBQUEUE_RESULT_EXPIRES_SECONDS": results.expires_seconds,
-        "JOBQUEUE_CONCURRENCY": queue.concurrency,
-        "JOBQUEUE_POOL": queue.pool,
-        "JOBQUEUE_PREFETCH_MULTIPLIER": queue.prefetch_multiplier,
-        "JOBQUEUE_MAX_TASKS_PER_CHILD": queue.max_tasks_per_child,
-        "JOBQUEUE_MAX_MEMORY_PER_CHILD_KB": max_memory_per_child_kib(queue),
-        "JOBQUEUE_SOFT_TIME_LIMIT_SECONDS": queue.soft_time_limit_seconds or 0,
-        "JOBQUEUE_TIME_LIMIT_SECONDS": queue.time_limit_seconds or 0,
-        "JOBQUEUE_VISIBILITY_TIMEOUT_SECONDS": visibility_timeout(queue),
-        "JOBQUEUE_PRIORITY_STEPS": ",".join(str(step) for step in priority_steps(queue.priority_levels)),
-        "JOBQUEUE_METRICS_PORT": METRICS_PORT,
+        Env.APP: jq.spec.app,
+        Env.NAME: jq.name,
+        Env.QUEUE: queue.name,
+        Env.RESULT_EXPIRES_SECONDS: results.expires_seconds,
+        Env.CONCURRENCY: queue.concurrency,
+        Env.POOL: queue.pool,
+        Env.PREFETCH_MULTIPLIER: queue.prefetch_multiplier,
+        Env.MAX_TASKS_PER_CHILD: queue.max_tasks_per_child,
+        Env.MAX_MEMORY_PER_CHILD_KB: max_memory_per_child_kib(queue),
+        Env.SOFT_TIME_LIMIT_SECONDS: queue.soft_time_limit_seconds or 0,
+        Env.TIME_LIMIT_SECONDS: queue.time_limit_seconds or 0,
+        Env.VISIBILITY_TIMEOUT_SECONDS: visibility_timeout(queue),
+        Env.PRIORITY_STEPS: ",".join(str(step) for step in priority_steps(queue.priority_levels)),
+        Env.METRICS_PORT: METRICS_PORT,
     }
     variables = [
-        secret_env("JOBQUEUE_BROKER_URL", secret, key),
+        secret_env(Env.BROKER_URL, secret, key),
         *({"name": name, "value": str(value)} for name, value in values.items()),
     ]
     if results.backend_secret_ref is not None:
         ref = results.backend_secret_ref
-        variables.append(secret_env("JOBQUEUE_RESULT_BACKEND", ref.name, ref.key))
+        variables.append(secret_env(Env.RESULT_BACKEND, ref.name, ref.key))
     return [
         *variables,
-        field_env("POD_NAME", "metadata.name"),
-        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env(Env.POD_NAME, "metadata.name"),
+        field_env(Env.POD_NAMESPACE, "metadata.namespace"),
         *user_env(jq),
     ]
 
 
-def deployment(jq: JobQueue, queue: Queue, current_replicas: int | None = None) -> Manifest:
-    """The worker Deployment of `queue`; `current_replicas` is the live Deployment's, if it exists."""
+def deployment_name(jq: JobQueue, queue: Queue) -> str:
+    return naming.worker_deployment(jq.name, queue.name)
+
+
+def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: Config | None = None) -> Manifest:
+    """The worker Deployment of `queue`. Without `with_replicas` the manifest leaves `replicas` out: once
+    the autoscaler owns that field, the reconciler's apply must neither set it nor take it back."""
     container: Manifest = {
         "name": "worker",
         "image": jq.spec.image,
         "imagePullPolicy": jq.spec.image_pull_policy,
         "command": ["jobqueue-worker"],
         "env": env(jq, queue),
-        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "httpGet": {"path": "/healthz", "port": METRICS_PORT_NAME},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
         "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "httpGet": {"path": "/readyz", "port": METRICS_PORT_NAME},
             "periodSeconds": 5,
             "timeoutSeconds": 5,
         },
         "resources": resources(queue.resources),
         "securityContext": RESTRICTED_CONTAINER,
+        "terminationMessagePolicy": TERMINATION_MESSAGE_POLICY,
     }
     env_from = user_env_from(jq)
     if env_from:
         container["envFrom"] = env_from
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(jq, naming.worker_deployment(jq.name, queue.name), naming.WORKER, queue.name),
-        "spec": {
-            "replicas": replicas(queue, current_replicas),
-            "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
-            "template": {
-                "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name)},
-                "spec": {
-                    **placement(jq),
-                    "containers": [container],
-                    "securityContext": {"runAsNonRoot": True},
-                    "terminationGracePeriodSeconds": termination_grace(queue),
-                },
+    spec: Manifest = {
+        "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
+        "template": {
+            "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name)},
+            "spec": {
+                **placement(jq),
+                "containers": [container],
+                "securityContext": restricted_pod(),
+                "terminationGracePeriodSeconds": termination_grace(queue),
             },
         },
     }
+    if with_replicas:
+        spec = {"replicas": initial_replicas(queue), **spec}
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(jq, deployment_name(jq, queue), naming.WORKER, queue.name),
+        "spec": spec,
+    }
+    return with_config_hash(manifest, config or {})

@@ -200,8 +200,10 @@ def test_edit_remove_and_add_queues_with_an_external_broker(
     assert not apps.list_namespaced_stateful_set(ns, label_selector="jobqueue.dev/jobqueue=shop").items
     assert _env(_deployments(apps, ns, "shop")["shop-orders-worker"])["JOBQUEUE_BROKER_URL"] is None
 
-    # The autoscaler owns replicas: the operator leaves them alone on the next reconcile.
+    # The autoscaler owns replicas: the operator leaves them alone on the next reconcile. (Paused, so the
+    # autoscaler's own next tick does not change them either.)
     apps.patch_namespaced_deployment_scale("shop-orders-worker", ns, {"spec": {"replicas": 2}})
+    document["metadata"]["annotations"] = {"jobqueue.dev/autoscaling-paused": "true"}
 
     document["spec"]["queues"] = [
         {"name": "orders", "concurrency": 6, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}},
@@ -209,10 +211,17 @@ def test_edit_remove_and_add_queues_with_an_external_broker(
         {"name": "billing", "replicas": 0},
     ]
     _apply(kubectl, ns, document)
+
     # The workers' app (tasks.app) does not exist: the two replicas the "autoscaler" asked for never become
     # available.
-    body = _wait_status(custom, ns, "shop", _ready("WorkersUnavailable"), "shop at generation 2")
-    assert "orders (0/2 available)" in condition(body, "Ready")["message"]  # type: ignore[index]
+    # available: not Ready, and the reason names the queue (and, once its Pods crash, why they do).
+    def orders_unavailable(body: dict[str, Any]) -> bool:
+        ready = condition(body, "Ready") or {}
+        return ready.get("reason") in ("WorkersUnavailable", "WorkersFailing") and "orders" in ready["message"]
+
+    body = _wait_status(custom, ns, "shop", orders_unavailable, "shop at generation 2")
+    ready = condition(body, "Ready") or {}
+    assert "orders (0/2 available)" in ready["message"] or "queue orders: Pod" in ready["message"]
     deployments = wait_until(
         lambda: (
             (d := _deployments(apps, ns, "shop"))

@@ -9,12 +9,13 @@ import pytest
 
 from jobqueue_operator import broker
 from jobqueue_operator.broker import QueueCounts, QueueKeys
+from jobqueue_worker import contract
 
 
 def _message(sent_at: float | None = None, routing_key: str = "q") -> bytes:
     headers: dict[str, Any] = {"task": "t", "id": "1"}
     if sent_at is not None:
-        headers[broker.SENT_AT_HEADER] = sent_at
+        headers[contract.SENT_AT_HEADER] = sent_at
     properties = {"delivery_info": {"exchange": "", "routing_key": routing_key}, "priority": 0}
     return json.dumps({"body": "", "headers": headers, "properties": properties}).encode()
 

@@ -147,19 +147,54 @@ def test_time_limits_drive_visibility_and_grace(queue: dict[str, Any], visibilit
 def test_replicas_belong_to_the_autoscaler_once_the_deployment_exists() -> None:
     scaled = Queue.model_validate({"name": "q", "autoscaling": {"minReplicas": 2, "maxReplicas": 9}})
     fixed = Queue.model_validate({"name": "q", "replicas": 3})
-    assert workers.replicas(scaled, None) == 2
-    assert workers.replicas(scaled, 7) == 7
-    assert workers.replicas(fixed, 7) == 3
-    assert workers.replicas(Queue.model_validate({"name": "q"}), None) == 1
+    assert workers.initial_replicas(scaled) == 2
+    assert workers.initial_replicas(fixed) == 3
+    assert workers.initial_replicas(Queue.model_validate({"name": "q"})) == 1
     off = Queue.model_validate({"name": "q", "replicas": 4, "autoscaling": {"enabled": False}})
-    assert workers.replicas(off, 9) == 4
+    assert workers.initial_replicas(off) == 4
+    jq = _sample("media")
+    (high,) = [q for q in jq.spec.queues if q.name == "high"]
+    assert workers.deployment(jq, high)["spec"]["replicas"] == 0
+    assert "replicas" not in workers.deployment(jq, high, with_replicas=False)["spec"]
 
 
-def test_owned_by_sets_a_controller_reference() -> None:
-    owned = children.owned_by({"metadata": {"name": "x"}}, "jobqueue.dev/v1alpha1", "JobQueue", "media", "uid-1")
-    (reference,) = owned["metadata"]["ownerReferences"]
-    assert reference["controller"] is True
-    assert reference["uid"] == "uid-1"
+def test_every_child_is_owned_by_its_jobqueue() -> None:
+    for manifest in [*children.desired(_sample("scheduled")), redis.secret(_sample("scheduled"), "pw")]:
+        (reference,) = manifest["metadata"]["ownerReferences"]
+        assert reference["controller"] is True
+        assert (reference["kind"], reference["name"], reference["uid"]) == ("JobQueue", "nightly", "0000-uid")
+
+
+def test_a_changed_secret_value_changes_the_pod_template_and_nothing_else_does() -> None:
+    jq = _sample("external-broker")
+    (queue,) = jq.spec.queues
+    url = ("Secret", "redis-url")
+
+    def template(config: dict[tuple[str, str], dict[str, str] | None]) -> dict[str, Any]:
+        return dict(workers.deployment(jq, queue, config=config)["spec"]["template"]["metadata"])
+
+    before = template({url: {"url": "old", "other": "x"}})
+    assert template({url: {"url": "old", "other": "changed"}}) == before  # a key the Pods do not read
+    assert template({url: {"url": "new", "other": "x"}}) != before
+
+
+def test_every_pod_the_operator_makes_is_restricted() -> None:
+    """Pod Security `restricted`: non-root, RuntimeDefault seccomp, no privilege escalation, no capabilities."""
+    jq = _sample("scheduled")
+    jq = jq.model_copy(
+        update={"spec": jq.spec.model_copy(update={"flower": jq.spec.flower.model_copy(update={"enabled": True})})}
+    )
+    for manifest in children.desired(jq):
+        template = manifest["spec"].get("template")
+        if template is None:
+            continue
+        pod = template["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
 def test_every_child_has_the_labels_and_a_short_name() -> None:

@@ -50,7 +50,7 @@ def test_crd_names_and_subresources() -> None:
     assert version["name"] == models.VERSION
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Queues", "Backlog", "Workers", "Ready", "Reason", "Age"]
+    assert columns == ["Queues", "Backlog", "Workers", "Ready", "Reason", "Unserved", "Age"]
 
 
 def test_every_field_has_a_description() -> None:

@@ -23,7 +23,8 @@ def _as_served(manifest: dict[str, Any]) -> dict[str, Any]:
     pod = live["spec"]["template"]["spec"]
     pod.update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
     container = pod["containers"][0]
-    container.update(terminationMessagePath="/dev/termination-log", terminationMessagePolicy="File")
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
     container["livenessProbe"]["successThreshold"] = 1
     live["status"] = {"replicas": 0, "observedGeneration": 1}
     return live

@@ -1,4 +1,5 @@
-"""scaling.py's pure helpers: policy mapping, pause, busy slots, and the status the tick writes."""
+"""The tick's pure decisions (scaling/decide.py): policy mapping, pause, observation, busy slots, the status the
+autoscaler owns, and its memory kept in the status across an operator restart."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from jobqueue_operator import autoscaling, broker, rates, scaling, status
-from jobqueue_operator.models import JobQueueStatus, Queue, QueueStatus
+from jobqueue_operator import autoscaling, broker, podmetrics, rates, status
+from jobqueue_operator.models import JobQueue, Queue
+from jobqueue_operator.scaling import decide as scaling
+from jobqueue_operator.scaling.decide import Seen
 
 
 def test_the_crd_block_maps_onto_the_policy() -> None:
@@ -91,59 +94,86 @@ def test_busy_slots_sum_the_active_tasks_gauge() -> None:
         "# TYPE jobqueue_worker_concurrency gauge\n"
         'jobqueue_worker_concurrency{jobqueue="m",queue="q"} 4.0\n'
     )
-    assert scaling.busy_slots(text) == 3
-    assert scaling.busy_slots("") == 0
+    assert podmetrics.busy_slots(text) == 3
+    assert podmetrics.busy_slots("") == 0
 
 
-def _status_body(**queue: Any) -> dict[str, Any]:
-    item = {"name": "q", "deployment": "m-q-worker", "replicas": 1, "readyReplicas": 1, "desiredReplicas": 1, **queue}
-    return {"status": {"observedGeneration": 1, "queueCount": 1, "workers": "1/1", "queues": [item]}}
-
-
-def test_the_tick_writes_backlog_fields_and_the_total() -> None:
-    seen = {"q": status.QueueBacklog(4, 2, 12.7, "2030-01-01T00:00:00Z", (3, 2, 1))}
-    patch = scaling.status_update(_status_body(), seen)
-    assert patch is not None
-    assert patch["backlog"] == 6
-    assert patch["workers"] == "1/3"
-    assert patch["queues"] == [
+def test_the_autoscaler_status_has_depths_and_the_total() -> None:
+    depths = {"q": status.QueueDepth(4, 2, 12.7, dead_letters=3, last_scale_time="2030-01-01T00:00:00Z")}
+    written = status.autoscaler(depths, [], None, [], 1, "2030-01-01T00:00:05Z").to_body()
+    assert written["backlog"] == 6
+    assert written["queues"] == [
         {
             "name": "q",
-            "deployment": "m-q-worker",
             "ready": 4,
             "inFlight": 2,
             "oldestTaskAgeSeconds": 12,
-            "replicas": 2,
-            "readyReplicas": 1,
-            "desiredReplicas": 3,
+            "deadLetters": 3,
             "lastScaleTime": "2030-01-01T00:00:00Z",
         }
     ]
+    assert "conditions" not in written  # no autoscaled queue: no ScalingActive condition
+    assert "workers" not in written  # the reconciler's field
 
 
-def test_nothing_is_written_when_nothing_changed() -> None:
-    body = _status_body(ready=0, inFlight=0)
-    body["status"]["backlog"] = 0
-    assert scaling.status_update(body, {"q": status.QueueBacklog(0, 0, None, None, (1, 1, 1))}) is None
+def test_an_unreadable_broker_leaves_the_depths_out() -> None:
+    """Left out of the autoscaler's apply, a field it wrote before is removed: unknown is shown as blank."""
+    written = status.autoscaler({"q": status.QueueDepth(None, None)}, [], None, [], 1, "2030-01-01T00:00:00Z")
+    body = written.to_body()
+    assert "backlog" not in body
+    assert body["queues"] == [{"name": "q"}]
 
 
-def test_an_unreadable_broker_blanks_the_backlog_explicitly() -> None:
-    body = _status_body(ready=3, inFlight=0)
-    body["status"]["backlog"] = 3
-    patch = scaling.status_update(body, {"q": status.QueueBacklog(None, None)})
-    assert patch is not None
-    assert patch["backlog"] is None
-    assert "ready" not in patch["queues"][0]
+def test_the_total_is_blank_unless_every_queue_was_read() -> None:
+    depths = {"a": status.QueueDepth(1, 0), "b": status.QueueDepth(None, None)}
+    assert status.autoscaler(depths, [], None, [], 1, "2030-01-01T00:00:00Z").backlog is None
 
 
-def test_with_backlog_leaves_queues_the_tick_did_not_see() -> None:
-    computed = JobQueueStatus(queues=[QueueStatus(name="a", desired_replicas=2), QueueStatus(name="b")])
-    updated = status.with_backlog(computed, {"b": status.QueueBacklog(1, 0)})
-    assert updated.queues[0] == computed.queues[0]
-    assert updated.backlog is None  # "a" was not read
+def _jobqueue(window: int = 300) -> JobQueue:
+    autoscaling_block = {"minReplicas": 0, "maxReplicas": 5, "scaleDownStabilizationSeconds": window}
+    return JobQueue.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "ns", "generation": 1},
+            "spec": {"image": "i", "app": "a", "queues": [{"name": "q", "autoscaling": autoscaling_block}]},
+        }
+    )
+
+
+def _deployment(replicas: int) -> dict[str, Any]:
+    return {"metadata": {"name": "m-q-worker"}, "spec": {"replicas": replicas}, "status": {"replicas": replicas}}
 
 
 def test_a_restarted_operator_remembers_the_last_scale_time_from_the_status() -> None:
-    memory = scaling.Memory()
-    scaling.seed(memory, _status_body(lastScaleTime="2030-01-01T00:00:00Z"), ["q"])
-    assert memory.queues["q"].last_scale_time == "2030-01-01T00:00:00Z"
+    body = {"status": {"queues": [{"name": "q", "lastScaleTime": "2030-01-01T00:00:00Z"}]}}
+    seen = Seen(_jobqueue(), 1e9, {"q": broker.QueueCounts(0, 0)}, None, {"q": _deployment(0)})
+    plan = scaling.plan(seen, {}, body)
+    assert plan.memory["q"].last_scale_time == "2030-01-01T00:00:00Z"
+
+
+def test_the_scale_down_window_is_kept_in_the_status_and_survives_a_restart() -> None:
+    """Busy at 4 replicas, then idle: a restarted operator holds the 4 for the rest of the window, as the
+    running one would have, instead of scaling straight down."""
+    jq = _jobqueue(window=300)
+    t0 = scaling.epoch("2030-01-01T00:00:00Z")
+    busy = Seen(jq, t0, {"q": broker.QueueCounts(4, 0)}, None, {"q": _deployment(4)})
+    plan = scaling.plan(busy, {}, {})
+    assert plan.depths["q"].hold == [("2030-01-01T00:05:00Z", 4)]
+    status_entry = {"name": "q", "scaleDownHold": [{"until": "2030-01-01T00:05:00Z", "replicas": 4}]}
+
+    quiet = Seen(jq, t0 + 60, {"q": broker.QueueCounts(0, 1)}, None, {"q": _deployment(4)})
+    restarted = scaling.plan(quiet, {}, {"status": {"queues": [status_entry]}})
+    assert restarted.scales == []  # holding 4 within the window
+    forgetful = scaling.plan(quiet, {}, {})
+    assert [s.decision.replicas for s in forgetful.scales] == [1]  # what the lost window would have done
+
+
+def test_hold_steps_keep_only_what_can_still_be_the_highest() -> None:
+    history = autoscaling.History(recommendations=((0.0, 5), (10.0, 7), (20.0, 3), (40.0, 2)))
+    # 7 until 70 s (rounded up to 90 s) hides 3 (until 80 s, also 90 s); 5 is older and lower than 7.
+    assert scaling.hold_steps(history, 60.0) == [("1970-01-01T00:01:30Z", 7), ("1970-01-01T00:02:00Z", 2)]
+
+
+def test_a_broken_status_entry_seeds_an_empty_memory() -> None:
+    queue = _jobqueue().spec.queues[0]
+    memory = scaling.seeded(queue, {"name": "q", "scaleDownHold": [{"until": "yesterday", "replicas": 2}]})
+    assert memory.history == autoscaling.History()

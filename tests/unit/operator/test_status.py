@@ -82,15 +82,18 @@ def test_set_condition_keeps_order_and_others() -> None:
 
 
 def test_depths_make_the_backlog() -> None:
+    """The reconciler's part has the Deployment's fields, the autoscaler's the broker's: each applies its own."""
     queues = [status.QueueObservation("a", "x"), status.QueueObservation("b", "y")]
-    computed = status.compute(status.Observation(1, BROKER_OK, queues, depths={"a": 3, "b": 4}), [], T0)
-    assert computed.backlog == 7
-    assert [q.ready for q in computed.queues] == [3, 4]
+    computed = status.compute(status.Observation(1, BROKER_OK, queues), [], T0)
+    assert computed.backlog is None
     assert computed.to_body()["queues"][0] == {
         "name": "a",
         "deployment": "x",
-        "ready": 3,
         "replicas": 0,
         "readyReplicas": 0,
         "desiredReplicas": 0,
     }
+    depths = {"a": status.QueueDepth(3, 0), "b": status.QueueDepth(4, 0)}
+    ticked = status.autoscaler(depths, [], None, [], 1, T0)
+    assert ticked.backlog == 7
+    assert ticked.to_body()["queues"][0] == {"name": "a", "ready": 3, "inFlight": 0}

@@ -1,0 +1,58 @@
+"""PURE: every reason the operator writes into a condition or an Event, as typed constants.
+
+One bounded set, like the autoscaler's `autoscaling.Reason`: users match on these in alerts and scripts,
+so they are part of the API (docs/operator.md lists them).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # Ready / BrokerReady / WorkersAvailable / Degraded when all is well
+    ALL_QUEUES_AVAILABLE = "AllQueuesAvailable"
+    ALL_QUEUES_SERVED = "AllQueuesServed"
+    AS_EXPECTED = "AsExpected"
+    REDIS_READY = "RedisReady"
+    BROKER_REACHABLE = "BrokerReachable"
+    # The spec
+    INVALID_SPEC = "InvalidSpec"
+    # The broker
+    REDIS_STARTING = "RedisStarting"
+    REDIS_PODS_REFUSED = "RedisPodsRefused"
+    REDIS_FAILING = "RedisFailing"
+    BROKER_SECRET_MISSING = "BrokerSecretMissing"
+    BROKER_UNREACHABLE = "BrokerUnreachable"
+    BROKER_AUTH_FAILED = "BrokerAuthFailed"
+    BROKER_MEMORY_FULL = "BrokerMemoryFull"
+    # The workers
+    WORKERS_UNAVAILABLE = "WorkersUnavailable"
+    WORKERS_STARTING = "WorkersStarting"
+    WORKER_PODS_REFUSED = "WorkerPodsRefused"
+    WORKERS_FAILING = "WorkersFailing"
+    WORKERS_STALLED = "WorkersStalled"
+    # References and writes
+    CONFIG_MISSING = "ConfigMissing"
+    RESULT_BACKEND_SECRET_MISSING = "ResultBackendSecretMissing"
+    APPLY_FAILED = "ApplyFailed"
+    DELETE_FAILED = "DeleteFailed"
+    # Queues
+    UNSERVED_QUEUES = "UnservedQueues"
+    QUEUE_DRAINING = "QueueDraining"
+    QUEUE_DRAINED = "QueueDrained"
+    # Children (Events)
+    CREATED = "Created"
+    UPDATED = "Updated"
+    DELETED = "Deleted"
+    # The autoscaler (Events and the ScalingActive condition)
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    SCALE_FAILED = "ScaleFailed"
+    METRIC_QUERY_FAILED = "MetricQueryFailed"
+    METRICS_AVAILABLE = "MetricsAvailable"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    NOT_AUTOSCALED = "NotAutoscaled"
+    # Delivery (Events)
+    WORKER_LOST = "WorkerLost"
+    DEAD_LETTERS = "DeadLetters"

@@ -1,0 +1,28 @@
+"""Reconcile one JobQueue: read the world, decide what it should be, make it so.
+
+    world = observe.read(client, body)        # every read (API server, external broker)
+    plan = decide.plan(world, ...)            # PURE: children, replicas, prune, status, Events
+    outcome = converge.carry_out(client, plan)  # every write, in a safe order
+
+The controller (controller.py) runs it when the JobQueue or one of its children changes, on retry while
+it does not converge, and on a periodic resync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jobqueue_operator import kube
+from jobqueue_operator.reconcile import converge, decide, observe
+from jobqueue_operator.reconcile.converge import Memory, Outcome, retry_after
+
+__all__ = ["Memory", "Outcome", "reconcile", "retry_after"]
+
+
+def reconcile(client: kube.KubeApi, body: Mapping[str, Any], memory: Memory, now: str, clock: float) -> Outcome:
+    """Converge the children of the JobQueue `body` and write its status; `now` is wall-clock (RFC 3339),
+    `clock` monotonic seconds (for repeating Warnings no more than every few minutes)."""
+    world = observe.read(client, body)
+    plan = decide.plan(world, memory.conditions, now)
+    return converge.carry_out(client, plan, memory, now, clock)

@@ -1,0 +1,101 @@
+"""Every read one reconcile needs, and nothing else: the JobQueue's children and Pods from the API server,
+the Secrets and ConfigMaps its Pods read, the external broker's answer to PING, and how many tasks the
+queues removed from the spec still hold. `decide` turns this into what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from jobqueue_operator import broker, kube, naming
+from jobqueue_operator.build import children
+from jobqueue_operator.build.common import Config, ConfigRef, broker_url_ref, references
+from jobqueue_operator.build.workers import live_priority_steps
+from jobqueue_operator.models import JobQueue
+from jobqueue_operator.reconcile.decide import ExternalBroker, World
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        parts.append(f"spec.{where}: {item['msg']}" if where else item["msg"])
+    return "; ".join(parts)
+
+
+def _config(client: kube.KubeApi, namespace: str, refs: set[ConfigRef]) -> Config:
+    read = {"Secret": client.secret_data, "ConfigMap": client.config_map_data}
+    return {ref: read[ref[0]](namespace, ref[1]) for ref in sorted(refs)}
+
+
+def _external(client: kube.KubeApi, jq: JobQueue) -> ExternalBroker:
+    name, key = broker_url_ref(jq)
+    data = client.secret_data(jq.namespace, name)
+    if data is None:
+        return ExternalBroker(missing=f"Secret {name} does not exist")
+    url = kube.decoded(data, key)
+    if url is None:
+        return ExternalBroker(missing=f"Secret {name} has no key {key}")
+    try:
+        broker.ping(url)
+    except broker.BrokerAuthError as exc:
+        return ExternalBroker(error=str(exc), auth_failed=True)
+    except broker.BrokerError as exc:
+        return ExternalBroker(error=str(exc))
+    return ExternalBroker()
+
+
+def _broker_refusals(
+    client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, kube.Manifest]
+) -> list[kube.Manifest]:
+    name = naming.redis(jq.name)
+    statefulset = found.get(("StatefulSet", name))
+    if statefulset is None or int((statefulset.get("status") or {}).get("replicas") or 0) > 0:
+        return []
+    return client.failed_create_events(jq.namespace, "StatefulSet", name)
+
+
+def _leftovers(client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, kube.Manifest]) -> dict[str, int | None]:
+    """Tasks still held by each queue whose worker Deployment exists but whose queue left the spec."""
+    listed = {q.name for q in jq.spec.queues}
+    removed: dict[str, kube.Manifest] = {}
+    for (kind, _), child in found.items():
+        queue = ((child.get("metadata") or {}).get("labels") or {}).get(naming.QUEUE_LABEL)
+        if kind == "Deployment" and queue and queue not in listed:
+            removed[queue] = child
+    if not removed:
+        return {}
+    name, key = broker_url_ref(jq)
+    url = kube.secret_value(client, jq.namespace, name, key)
+    keys = [broker.QueueKeys(queue, tuple(live_priority_steps(child))) for queue, child in sorted(removed.items())]
+    try:
+        if url is None:
+            raise broker.BrokerError(f"Secret {name} with key {key} does not exist")
+        counts = broker.read_counts(url, keys)
+    except broker.BrokerError:
+        return dict.fromkeys(removed)  # unknown: keep their workers, never delete blind
+    return {queue: counts[queue].ready + counts[queue].in_flight for queue in removed}
+
+
+def read(client: kube.KubeApi, body: Mapping[str, Any]) -> World:
+    """Everything the reconcile of `body` reads."""
+    try:
+        jq = JobQueue.from_body(dict(body))
+    except ValidationError as exc:
+        return World(body, None, invalid=_validation_message(exc))
+    found = client.children(jq.namespace, jq.name)
+    pods = client.pods(jq.namespace, naming.children_selector(jq.name))
+    refs = set().union(*(references(child) for child in children.desired(jq)))
+    refs.discard(("Secret", naming.redis_secret(jq.name)))  # the operator's own: created once, never changed
+    return World(
+        body,
+        jq,
+        children=found,
+        pods=pods,
+        config=_config(client, jq.namespace, refs),
+        external=_external(client, jq) if jq.spec.broker.external is not None else None,
+        broker_refusals=_broker_refusals(client, jq, found) if jq.spec.broker.managed is not None else [],
+        leftovers=_leftovers(client, jq, found),
+    )

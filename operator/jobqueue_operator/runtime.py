@@ -1,0 +1,61 @@
+"""The operator's running parts, wired together: the API client, the metrics, the controller that
+schedules every JobQueue's reconcile and tick, and what each JobQueue's runs remember."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from jobqueue_operator import controller, kube, metrics, reconcile, scaling
+from jobqueue_operator.settings import OperatorSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Runtime:
+    def __init__(self, client: kube.KubeApi, registry: metrics.OperatorMetrics, settings: OperatorSettings) -> None:
+        self.client, self.metrics, self.settings = client, registry, settings
+        self._reconciles: dict[controller.Key, reconcile.Memory] = {}
+        self._ticks: dict[controller.Key, scaling.Memory] = {}
+        timing = controller.Timing(
+            resync_seconds=settings.resync_seconds,
+            tick_seconds=settings.autoscale_seconds,
+            reconcile_threads=settings.reconcile_threads,
+            tick_threads=settings.tick_threads,
+        )
+        self.controller = controller.Controller(self._reconcile, self._tick, timing, forget=self._forget)
+
+    def start(self) -> None:
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def _reconcile(self, key: controller.Key, body: Mapping[str, Any]) -> float | None:
+        memory = self._reconciles.setdefault(key, reconcile.Memory())
+        with self.metrics.reconcile_seconds.time():
+            outcome = reconcile.reconcile(self.client, body, memory, _now(), time.monotonic())
+        self.controller.read_by(key, outcome.references)
+        return None if outcome.converged else reconcile.retry_after(memory)
+
+    def _tick(self, key: controller.Key, body: Mapping[str, Any]) -> float | None:
+        memory = self._ticks.setdefault(key, scaling.Memory())
+        was_up = memory.broker_up
+        with self.metrics.tick_seconds.time():
+            scaling.tick(self.client, body, memory, self.metrics)
+        if was_up is not None and memory.broker_up != was_up:  # the broker came or went: BrokerReady follows now
+            self.controller.poke(key, "reconcile", 0.0)
+        return None
+
+    def _forget(self, key: controller.Key) -> None:
+        """A deleted JobQueue: its metric series and memories go with it."""
+        self.metrics.forget(*key)
+        self._reconciles.pop(key, None)
+        self._ticks.pop(key, None)

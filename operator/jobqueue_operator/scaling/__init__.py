@@ -1,0 +1,38 @@
+"""One autoscaler tick of one JobQueue: read, decide, act.
+
+    seen = observe.read(client, jq, ...)     # the broker, the worker Deployments, the PromQL sources
+    plan = decide.plan(seen, memory, body)   # PURE: replicas per queue (autoscaling.decide), metric
+                                             #   series, the status the autoscaler owns, Warnings
+    converge.carry_out(client, plan, ...)    # scale (idle Pods first), metrics, status, Events
+
+The controller (controller.py) runs it every few seconds per JobQueue, in a thread pool of its own, so a
+slow broker or a slow metric source holds up only its own JobQueue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from jobqueue_operator import kube
+from jobqueue_operator.events import Event
+from jobqueue_operator.metrics import OperatorMetrics
+from jobqueue_operator.models import JobQueue
+from jobqueue_operator.scaling import converge, decide, observe
+from jobqueue_operator.scaling.converge import Memory
+
+__all__ = ["Memory", "tick"]
+
+
+def tick(client: kube.KubeApi, body: Mapping[str, Any], memory: Memory, metrics: OperatorMetrics) -> list[Event]:
+    """One autoscaler pass over every queue of the JobQueue `body`; the Events it posted."""
+    try:
+        jq = JobQueue.from_body(dict(body))
+    except ValidationError:
+        return []  # the reconciler reports the invalid spec
+    seen = observe.read(client, jq, memory.url)
+    plan = decide.plan(seen, memory.queues, body)
+    return converge.carry_out(client, plan, dict(body), memory, metrics, seen.at, time.monotonic())

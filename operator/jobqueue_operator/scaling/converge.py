@@ -1,0 +1,100 @@
+"""Every write of one autoscaler tick: the scale changes (idle Pods marked for removal first), the metrics,
+the status fields the autoscaler owns (only when they changed) and the Events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from jobqueue_operator import autoscaling, events, kube, naming, podmetrics, status
+from jobqueue_operator.events import Event
+from jobqueue_operator.metrics import OperatorMetrics
+from jobqueue_operator.reasons import Reason
+from jobqueue_operator.scaling.decide import QueueMemory, Scale, TickPlan, previous_conditions, rfc3339
+from jobqueue_operator.scaling.observe import UrlCache
+
+
+@dataclass
+class Memory:
+    """What one JobQueue's ticks remember, in the operator's memory (the status keeps what must survive)."""
+
+    queues: dict[str, QueueMemory] = field(default_factory=dict)
+    url: UrlCache = field(default_factory=UrlCache)
+    written: dict[str, Any] | None = None
+    """The status body last applied, so an unchanged one is not written again."""
+    posted: dict[tuple[str, str], float] = field(default_factory=dict)
+    broker_up: bool | None = None
+    """Whether the last tick could read the broker (None: no tick yet)."""
+
+
+def _set_deletion_costs(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) -> None:
+    """Give idle worker Pods the lowest pod-deletion-cost so the ReplicaSet removes them first."""
+    labels = {
+        naming.JOBQUEUE_LABEL: jobqueue,
+        naming.COMPONENT_LABEL: naming.WORKER,
+        naming.QUEUE_LABEL: scale.queue.name,
+    }
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    pods = [p for p in client.pods(namespace, selector) if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    costs = autoscaling.deletion_costs(podmetrics.busy(pods, scale.queue.concurrency))
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        if (pod["metadata"].get("annotations") or {}).get(autoscaling.DELETION_COST_ANNOTATION) != costs[name]:
+            client.annotate_pod(namespace, name, {autoscaling.DELETION_COST_ANNOTATION: costs[name]})
+
+
+def _scale(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) -> Event:
+    decision = scale.decision
+    try:
+        if decision.replicas < scale.current:
+            _set_deletion_costs(client, namespace, jobqueue, scale)
+        client.scale(namespace, scale.deployment, decision.replicas)
+    except kube.KubeError as exc:
+        return Event("Warning", Reason.SCALE_FAILED, f"queue {scale.queue.name}: {exc}")
+    reason = Reason.SCALED_UP if decision.replicas > scale.current else Reason.SCALED_DOWN
+    message = (
+        f"queue {scale.queue.name}: {scale.current} -> {decision.replicas} workers "
+        f"({decision.reason}: {decision.message})"
+    )
+    return Event("Normal", reason, message)
+
+
+def carry_out(
+    client: kube.KubeApi,
+    plan: TickPlan,
+    body: dict[str, Any],
+    memory: Memory,
+    metrics: OperatorMetrics,
+    at: float,
+    clock: float,
+) -> list[Event]:
+    """Carry out one tick's plan for the JobQueue `body`; the Events posted."""
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+    done = [_scale(client, namespace, name, scale) for scale in plan.scales]
+    kept = dict(plan.memory)
+    depths = dict(plan.depths)
+    series = dict(plan.series)
+    for scale, event in zip(plan.scales, done, strict=True):
+        if event.type == "Normal":
+            stamp = rfc3339(at)
+            kept[scale.queue.name] = replace(kept[scale.queue.name], last_scale_time=stamp)
+            depths[scale.queue.name] = replace(depths[scale.queue.name], last_scale_time=stamp)
+            series[scale.queue.name] = replace(series[scale.queue.name], desired=scale.decision.replicas)
+    memory.queues = kept
+    memory.broker_up = plan.broker_up
+    for queue, direction, reason in plan.decisions:
+        metrics.count_decision(namespace, name, queue, direction, reason)
+    metrics.set_queues(namespace, name, series, broker_up=plan.broker_up)
+
+    generation = int(metadata.get("generation", 0))
+    previous = previous_conditions({"status": memory.written} if memory.written is not None else body)
+    computed = status.autoscaler(depths, [], plan.scaling, previous, generation, rfc3339(at))
+    written = computed.to_body()
+    if written != memory.written:
+        client.apply_status(namespace, name, written, naming.AUTOSCALER_FIELD_MANAGER)
+        memory.written = written
+    posted, memory.posted = events.to_post([*done, *plan.events], memory.posted, clock)
+    for event in posted:
+        client.post_event(body, event.type, event.reason, event.message)
+    return posted

@@ -1,0 +1,283 @@
+"""PURE: one autoscaler tick's decisions from what it read: per queue the replicas (autoscaling.decide),
+the metric series, the status the autoscaler owns, and the Warnings of its metric sources.
+
+What the autoscaler remembers between ticks (its history and rate window per queue) is `QueueMemory`;
+`decide` returns the memory to keep instead of changing the one it got. The part of it a restart must
+not lose (the idle clock and the scale-down window) is written to the status (`idleSince`,
+`scaleDownHold`) and read back by `seeded` after a restart, so a restarted operator neither scales down
+early nor forgets how long a queue has been idle.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
+
+from jobqueue_operator import autoscaling, rates, status
+from jobqueue_operator.events import Event
+from jobqueue_operator.metrics import QueueSeries
+from jobqueue_operator.models import Condition, JobQueue, Queue
+from jobqueue_operator.reasons import Reason
+
+if TYPE_CHECKING:  # only the type: reading the broker is observe's job
+    from jobqueue_operator.broker import QueueCounts
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one tick read, at wall-clock time `at`."""
+
+    jq: JobQueue
+    at: float
+    counts: Mapping[str, QueueCounts] = field(default_factory=dict)
+    error: str | None = None
+    """Why the broker could not be read (then `counts` is empty)."""
+    deployments: Mapping[str, Manifest] = field(default_factory=dict)
+    """Worker Deployments by queue name."""
+    queries: Mapping[str, tuple[float | None, str | None]] = field(default_factory=dict)
+    """Queue -> (value, error) of its Prometheus source, for autoscaled queues that have one."""
+
+
+PAUSE_ANNOTATION: Final = "jobqueue.dev/autoscaling-paused"
+HELD: Final = frozenset(
+    {autoscaling.Reason.PAUSED, autoscaling.Reason.METRICS_UNAVAILABLE, autoscaling.Reason.STABILIZING}
+)
+"""Reasons counted as decisions even when the replicas stay: a change someone wanted and did not get."""
+HOLD_GRID_SECONDS: Final = 30.0
+"""The scale-down window is written to the status rounded up to this grid: fewer writes, and a restart
+holds at most this much longer than the exact window would have (never shorter)."""
+
+
+@dataclass(frozen=True)
+class QueueMemory:
+    history: autoscaling.History = field(default_factory=autoscaling.History)
+    window: rates.Window = field(default_factory=rates.Window)
+    last_scale_time: str | None = None
+    query_error: str | None = None
+    """The Prometheus source's last failure, so its Warning is posted once per spell, not every tick."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A change of one queue's replicas for converge to carry out."""
+
+    queue: Queue
+    deployment: str
+    current: int
+    decision: autoscaling.Decision
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    scales: Sequence[Scale]
+    memory: Mapping[str, QueueMemory]
+    """The memory to keep, per queue of the spec."""
+    series: Mapping[str, QueueSeries]
+    depths: Mapping[str, status.QueueDepth]
+    """Per queue, what the status shows (lastScaleTime as it was: converge sets it for done scales)."""
+    decisions: Sequence[tuple[str, str, str]]
+    """(queue, direction, reason) to count in the decisions metric."""
+    scaling: status.Verdict | None
+    """The ScalingActive condition; None when no queue is autoscaled."""
+    events: Sequence[Event]
+    broker_up: bool
+
+
+def paused(annotations: Mapping[str, str] | None) -> bool:
+    return (annotations or {}).get(PAUSE_ANNOTATION, "").strip().lower() == "true"
+
+
+def policy_for(queue: Queue, is_paused: bool) -> autoscaling.Policy:
+    """The CRD's autoscaling block as the autoscaler's Policy."""
+    block = queue.autoscaling
+    assert block is not None
+    return autoscaling.Policy(
+        min_replicas=block.min_replicas,
+        max_replicas=block.max_replicas,
+        concurrency=queue.concurrency,
+        target_tasks_per_worker=block.target_tasks_per_worker,
+        target_wait_seconds=None if block.target_wait_seconds is None else float(block.target_wait_seconds),
+        scale_down_stabilization_seconds=float(block.scale_down_stabilization_seconds),
+        idle_seconds_before_zero=float(block.idle_seconds_before_zero),
+        paused=is_paused,
+    )
+
+
+def observation(
+    counts: QueueCounts | None,
+    error: str | None,
+    replicas: int,
+    seen: rates.Rates,
+    waiting: float | None = None,
+) -> autoscaling.Observation:
+    """The autoscaler's input for one queue; `error` (the broker's or the Prometheus source's) holds the
+    replicas. `waiting` is the Prometheus source's value when the queue has one: rounded up, it replaces the
+    broker's waiting count. In-flight tasks always come from the broker, so without it there is no
+    observation either."""
+    if error is not None or counts is None:
+        return autoscaling.Observation(0, 0, replicas, error=error or "the queue was not read")
+    ready = counts.ready if waiting is None else math.ceil(waiting)
+    return autoscaling.Observation(
+        ready, counts.in_flight, replicas, seen.arrival_rate, seen.mean_service_seconds, seen.service_scv
+    )
+
+
+def replicas_of(deployment: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    """(desired, current, ready) of a worker Deployment."""
+    if deployment is None:
+        return 0, 0, 0
+    observed = deployment.get("status") or {}
+    return (
+        int((deployment.get("spec") or {}).get("replicas") or 0),
+        int(observed.get("replicas") or 0),
+        int(observed.get("readyReplicas") or 0),
+    )
+
+
+# -- the part of the memory kept in the status ----------------------------------------------------------
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def epoch(stamp: str) -> float:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+
+
+def hold_steps(history: autoscaling.History, window: float) -> list[tuple[str, int]]:
+    """The scale-down window as (until, replicas) steps: until `until`, hold at least `replicas`. Only the
+    recommendations that can still be the highest one in the window, their end rounded up to the grid
+    (a step the rounding hides behind a higher one that lasts as long is dropped)."""
+    steps: list[tuple[float, int]] = []  # newest first, replicas rising
+    for at, replicas in sorted(history.recommendations, reverse=True):
+        until = math.ceil((at + window) / HOLD_GRID_SECONDS) * HOLD_GRID_SECONDS
+        if replicas <= 0 or (steps and replicas <= steps[-1][1]):
+            continue
+        while steps and steps[-1][0] <= until:
+            steps.pop()
+        steps.append((until, replicas))
+    return [(rfc3339(until), replicas) for until, replicas in reversed(steps)]
+
+
+def seeded(queue: Queue, entry: Mapping[str, Any] | None) -> QueueMemory:
+    """A queue's memory after an operator restart, from its status entry (written by an earlier tick)."""
+    if not entry:
+        return QueueMemory()
+    window = float(queue.autoscaling.scale_down_stabilization_seconds) if queue.autoscaling else 0.0
+    try:
+        recommendations = tuple(
+            (epoch(step["until"]) - window, int(step["replicas"])) for step in entry.get("scaleDownHold") or []
+        )
+        idle_since = epoch(entry["idleSince"]) if entry.get("idleSince") else None
+    except (KeyError, TypeError, ValueError):
+        return QueueMemory(last_scale_time=entry.get("lastScaleTime"))
+    history = autoscaling.History(recommendations=recommendations, idle_since=idle_since)
+    return QueueMemory(history=history, last_scale_time=entry.get("lastScaleTime"))
+
+
+def _status_entries(body: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(item.get("name")): item for item in (body.get("status") or {}).get("queues") or []}
+
+
+# -- the decision ---------------------------------------------------------------------------------------
+
+
+def _query(
+    queue: Queue, seen: Seen, remembered: QueueMemory, events: list[Event]
+) -> tuple[float | None, str | None, str | None]:
+    """(value, error, the error to remember) of the queue's Prometheus source; a new failure is a Warning."""
+    if queue.name not in seen.queries:
+        return None, None, None
+    value, error = seen.queries[queue.name]
+    if error is not None and remembered.query_error != error:
+        message = f"queue {queue.name}: Prometheus query failed, holding replicas: {error}"
+        events.append(Event("Warning", Reason.METRIC_QUERY_FAILED, message))
+    return value, error, error
+
+
+def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any]) -> TickPlan:
+    """The tick's plan for the JobQueue `seen.jq`; `memory` as the last tick left it (empty after a restart:
+    then it is seeded from the status in `body`)."""
+    jq: JobQueue = seen.jq
+    now = seen.at
+    entries = _status_entries(body)
+    is_paused = paused((body.get("metadata") or {}).get("annotations"))
+    events: list[Event] = []
+    kept: dict[str, QueueMemory] = {}
+    series: dict[str, QueueSeries] = {}
+    depths: dict[str, status.QueueDepth] = {}
+    scales: list[Scale] = []
+    decisions: list[tuple[str, str, str]] = []
+    blind: list[str] = []
+    for queue in jq.spec.queues:
+        remembered = memory.get(queue.name) or seeded(queue, entries.get(queue.name))
+        counts = seen.counts.get(queue.name)
+        window = remembered.window
+        if counts is not None:
+            sample = rates.Sample(
+                now, counts.ready + counts.in_flight, counts.completed, counts.run_seconds, counts.run_seconds_sq
+            )
+            window = rates.add(window, sample)
+        desired, current, ready = replicas_of(seen.deployments.get(queue.name))
+        history, query_error = remembered.history, None
+        hold: list[tuple[str, int]] = []
+        if queue.autoscaled and queue.name in seen.deployments:
+            policy = policy_for(queue, is_paused)
+            waiting, error, query_error = _query(queue, seen, remembered, events)
+            observed = observation(counts, error or seen.error, desired, rates.estimate(window), waiting)
+            decision = autoscaling.decide(observed, policy, history, now)
+            history = decision.history
+            hold = hold_steps(history, policy.scale_down_stabilization_seconds)
+            if observed.error is not None:
+                blind.append(f"queue {queue.name}: {observed.error}")
+            if decision.replicas != desired:
+                scales.append(Scale(queue, _deployment_name(seen, queue.name), desired, decision))
+            if decision.direction != "none" or decision.reason in HELD:
+                decisions.append((queue.name, decision.direction, decision.reason))
+        kept[queue.name] = replace(remembered, history=history, window=window, query_error=query_error)
+        age = None if counts is None or counts.oldest_sent_at is None else max(now - counts.oldest_sent_at, 0.0)
+        ready_tasks = None if counts is None else counts.ready
+        in_flight = None if counts is None else counts.in_flight
+        series[queue.name] = QueueSeries(ready_tasks, in_flight, age, desired, current, ready)
+        idle = history.idle_since
+        depths[queue.name] = status.QueueDepth(
+            ready_tasks,
+            in_flight,
+            age,
+            last_scale_time=remembered.last_scale_time,
+            idle_since=None if idle is None or not queue.autoscaled else rfc3339(idle),
+            hold=hold,
+        )
+    return TickPlan(
+        scales=scales,
+        memory=kept,
+        series=series,
+        depths=depths,
+        decisions=decisions,
+        scaling=_scaling_condition(jq, blind),
+        events=events,
+        broker_up=seen.error is None,
+    )
+
+
+def _deployment_name(seen: Seen, queue: str) -> str:
+    return str(seen.deployments[queue]["metadata"]["name"])
+
+
+def _scaling_condition(jq: JobQueue, blind: Sequence[str]) -> status.Verdict | None:
+    if not any(q.autoscaled for q in jq.spec.queues):
+        return None
+    if blind:
+        return "False", Reason.METRICS_UNAVAILABLE, "holding replicas: " + "; ".join(blind)
+    return "True", Reason.METRICS_AVAILABLE, "the autoscaler reads every autoscaled queue"
+
+
+def previous_conditions(body: Mapping[str, Any]) -> list[Condition]:
+    raw = (body.get("status") or {}).get("conditions") or []
+    return [Condition.model_validate(item) for item in raw]
