@@ -228,3 +228,20 @@ def test_an_image_missing_from_local_storage_waits_with_the_kubelets_reasons(
     wait_until(waiting_with(core, namespace, "pull", "ErrImagePull"), timeout=30, what="ErrImagePull")
     wait_until(waiting_with(core, namespace, "pull", "ImagePullBackOff"), timeout=30, what="ImagePullBackOff")
     assert core.read_namespaced_pod("pull", namespace).status.phase == "Pending"
+
+
+def test_a_container_from_an_image_reports_its_termination_message(
+    core: client.CoreV1Api, kubectl: Kubectl, namespace: str
+) -> None:
+    write = "open('/dev/termination-log', 'w').write('disk full'); raise SystemExit(3)"
+    done, _ = run_to_end(
+        core, kubectl, namespace, pod("last-words", images.WORKER.reference, command=["python", "-c", write])
+    )
+    terminated = done.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.message) == (3, "disk full")
+
+    shout = "print('no file, but this', flush=True); raise SystemExit(4)"
+    body = pod("from-logs", images.WORKER.reference, command=["python", "-c", shout])
+    body["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    done, _ = run_to_end(core, kubectl, namespace, body)
+    assert done.status.container_statuses[0].state.terminated.message == "no file, but this"

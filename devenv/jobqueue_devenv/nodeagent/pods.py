@@ -26,6 +26,9 @@ log = logging.getLogger("node-agent.pods")
 TICK = 0.2
 MEMORY_PERIOD = 0.5
 RETRY_START = 2.0
+TERMINATION_PATH = "/dev/termination-log"
+"""The default terminationMessagePath; a container from an image gets a file there, read when it ends."""
+TERMINATION_FILE_BYTES = 4096
 MINIMUM_GRACE = 2.0
 """Seconds a container always gets after SIGTERM, even when a preStop hook used the grace period up."""
 
@@ -349,7 +352,12 @@ class PodWorker(threading.Thread):
         etc = NETNS_ETC / self.netns
         hostname = self.folder / "hostname"
         hostname.write_text(pod["metadata"]["name"] + "\n")
+        termination = self.folder / container.name / f"{container.runs}.termination"
+        termination.parent.mkdir(parents=True, exist_ok=True)
+        termination.write_bytes(b"")
+        termination.chmod(0o666)  # whoever the container runs as writes its last words there
         mounts += [
+            oci.Mount(str(termination), spec.get("terminationMessagePath") or TERMINATION_PATH, False),
             oci.Mount(str(etc / "hosts"), "/etc/hosts", False),
             oci.Mount(str(etc / "resolv.conf"), "/etc/resolv.conf", False),
             oci.Mount(str(hostname), "/etc/hostname", False),
@@ -439,8 +447,25 @@ class PodWorker(threading.Thread):
         log.warning("%s: %s %s has no supported handler (exec, httpGet, tcpSocket)", self.name, container.name, kind)
         return False
 
+    def _termination_message(self, container: Container, code: int) -> str:
+        """The file at terminationMessagePath (containers from images), else the log tail per the policy."""
+        written = self._termination_file(container)
+        try:
+            with written.open("rb") as handle:
+                text = handle.read(TERMINATION_FILE_BYTES).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        if text:
+            return text
+        return status.termination_message(
+            container.spec.get("terminationMessagePolicy"), code, self._log_tail(container)
+        )
+
+    def _termination_file(self, container: Container) -> Path:
+        return self.folder / container.name / f"{max(container.runs - 1, 0)}.termination"
+
     def _log_tail(self, container: Container) -> str:
-        path = self.folder / f"{container.name}.log"
+        path = logs.run_log(self.folder, container.name, max(container.runs - 1, 0))
         try:
             with path.open("rb") as log_file:
                 log_file.seek(max(path.stat().st_size - status.TERMINATION_MESSAGE_BYTES, 0))
@@ -461,9 +486,7 @@ class PodWorker(threading.Thread):
             reason=status.termination_reason(code, container.oom_killed),
             started_at=container.started_at,
             finished_at=now_stamp(),
-            message=status.termination_message(
-                container.spec.get("terminationMessagePolicy"), code, self._log_tail(container)
-            ),
+            message=self._termination_message(container, code),
         )
         log.info("%s: %s exited with %d (%s)", self.name, container.name, code, ended.reason)
         container.process, container.ready = None, False
