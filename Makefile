@@ -9,7 +9,7 @@ DEVENV := PYTHONPATH=devenv $(PY) -m jobqueue_devenv
 PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps python-deps binaries test-tools cluster-up cluster-down cluster-status \
-        lint unit test demo bench constraints clean manifests logs images
+        lint unit test demo bench constraints clean manifests logs monitoring chart-docs monitoring-picture images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -58,6 +58,19 @@ manifests: python-deps ## regenerate manifests/ from the chart (tests/chart fail
 	cp $(CHART)/crds/jobqueues.jobqueue.dev.yaml manifests/crds/
 	$(HELM) template jobqueue-operator $(CHART) --namespace jobqueue-system --kube-version 1.36.3 --include-crds \
 	  > manifests/install.yaml
+
+HELM_DOCS ?= $(shell PYTHONPATH=devenv $(PY) -c 'from jobqueue_devenv import binaries; print(binaries.tool("helm-docs"))' 2>/dev/null)
+MONITORING_PATH := PYTHONPATH=devenv:operator:worker:monitoring
+
+monitoring: python-deps test-tools ## regenerate dashboards, alert rules, runbooks, the chart README and manifests/ (tests fail on drift)
+	$(MONITORING_PATH) $(PY) -m jobqueue_monitoring
+	@$(MAKE) --no-print-directory chart-docs manifests
+
+chart-docs: python-deps ## charts/jobqueue-operator/README.md from values.yaml comments (helm-docs)
+	$(HELM_DOCS) --chart-search-root charts
+
+monitoring-picture: deps binaries test-tools ## docs/images/queue-dashboard.png: the per-queue dashboard drawn from a live burst
+	$(MONITORING_PATH) $(PY) -m jobqueue_monitoring.picture
 
 deps: system-deps python-deps ## system packages (apt-get) and the Python virtualenv
 

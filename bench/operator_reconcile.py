@@ -7,6 +7,9 @@ the JobQueue's generation, whatever its value. Times are taken on this machine's
 the API create to the watch event that shows the last of those, so they include watch latency.
 
 - one: RUNS JobQueues (default 20) created one after the other, each fresh; p50/p95 of create -> done.
+- ready: RUNS JobQueues created one after the other in a namespace that admits Pods, with the operator's
+  default settings: p50/p95 of create -> `Ready=True` (the managed Redis Pod started and ready, and the
+  status following it), the time a user waits after `kubectl apply`.
 - hundred: 100 JobQueues created back to back; time from the first create until all 100 are done.
 - memory: the operator's resident set size (VmRSS) while it holds 100 JobQueues, sampled until one
   full resync pass (JOBQUEUE_RESYNC_SECONDS, 30 s by default) has run over all of them.
@@ -48,7 +51,7 @@ RESULTS = REPO / "bench" / "results" / "operator_reconcile.json"
 CRD_FILE = REPO / "charts" / "jobqueue-operator" / "crds" / "jobqueues.jobqueue.dev.yaml"
 GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 QUEUES = ("high", "low", "thumbnails")
-TARGETS = {"one_p95_seconds": 1.0, "hundred_seconds": 30.0, "rss_mb": 200.0}
+TARGETS = {"one_p95_seconds": 1.0, "hundred_seconds": 30.0, "rss_mb": 200.0, "ready_p95": 10.0}
 RESYNC_SECONDS = float(os.environ.get("JOBQUEUE_RESYNC_SECONDS", "30"))
 
 
@@ -89,6 +92,7 @@ class Watcher:
         self.lock = threading.Condition()
         self.created: dict[tuple[str, str], float] = {}
         self.ready_written: dict[str, float] = {}
+        self.ready_true: dict[str, float] = {}
         self.streams: list[watch.Watch] = []
         self.stopping = False
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
@@ -127,9 +131,12 @@ class Watcher:
             body = event["object"]
             generation = body["metadata"].get("generation")
             conditions = (body.get("status") or {}).get("conditions") or []
-            if any(c["type"] == "Ready" and c.get("observedGeneration") == generation for c in conditions):
+            ready = [c for c in conditions if c["type"] == "Ready" and c.get("observedGeneration") == generation]
+            if ready:
                 with self.lock:
                     self.ready_written.setdefault(body["metadata"]["name"], now)
+                    if ready[0]["status"] == "True":
+                        self.ready_true.setdefault(body["metadata"]["name"], now)
                     self.lock.notify_all()
 
     def done_at(self, name: str) -> float | None:
@@ -137,11 +144,12 @@ class Watcher:
         times = [self.created.get(key) for key in expected_children(name)] + [self.ready_written.get(name)]
         return None if None in times else max(t for t in times if t is not None)
 
-    def wait(self, names: list[str], timeout: float) -> dict[str, float]:
+    def wait(self, names: list[str], timeout: float, ready: bool = False) -> dict[str, float]:
+        """When each of `names` was done (or, with `ready`, first Ready=True)."""
         deadline = time.monotonic() + timeout
         with self.lock:
             while True:
-                done = {name: self.done_at(name) for name in names}
+                done = {name: self.ready_true.get(name) if ready else self.done_at(name) for name in names}
                 if all(t is not None for t in done.values()):
                     return {name: t for name, t in done.items() if t is not None}
                 left = deadline - time.monotonic()
@@ -182,6 +190,28 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[int(rank) - 1]
 
 
+def ready_times(api: client.ApiClient, kubeconfig: str, runs: int, log: Path) -> list[float]:
+    """create -> Ready=True of `runs` JobQueues one after the other, their Redis Pods really running."""
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    namespace = f"bench-ready-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    watcher = Watcher(config.new_client_from_config(config_file=kubeconfig), namespace)
+    times = []
+    try:
+        # The operator's default resync and tick (the chart's): no JOBQUEUE_RESYNC_SECONDS override.
+        with host_operator(kubeconfig, namespace, log, timeout=60):
+            for i in range(runs):
+                name = f"ready-{i}"
+                started = time.monotonic()
+                custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, jobqueue(name))
+                times.append(round(watcher.wait([name], timeout=120, ready=True)[name] - started, 3))
+                custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    finally:
+        watcher.stop()
+        core.delete_namespace(namespace)
+    return times
+
+
 def one_round(api: client.ApiClient, kubeconfig: str, runs: int, many: int, log: Path) -> dict[str, Any]:
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
@@ -213,7 +243,7 @@ def one_round(api: client.ApiClient, kubeconfig: str, runs: int, many: int, log:
             all_done = max(offsets)
             cpu_many = cpu_seconds(operator.pid) - cpu_before
 
-            # Hold the 100 through one full resync pass (every JobQueue's timer fires once) and keep the peak.
+            # Hold the 100 through one full resync pass (every JobQueue is reconciled again) and keep the peak.
             samples = [rss_mb(operator.pid)]
             settle_until = time.monotonic() + RESYNC_SECONDS + 5
             while time.monotonic() < settle_until:
@@ -222,7 +252,14 @@ def one_round(api: client.ApiClient, kubeconfig: str, runs: int, many: int, log:
     finally:
         watcher.stop()
         core.delete_namespace(namespace)
+    ready = ready_times(api, kubeconfig, runs, log.with_suffix(".ready.log"))
     return {
+        "ready": {
+            "runs": ready,
+            "p50_seconds": round(statistics.median(ready), 3),
+            "p95_seconds": round(percentile(ready, 0.95), 3),
+            "max_seconds": max(ready),
+        },
         "one": {
             "runs": singles,
             "p50_seconds": round(statistics.median(singles), 3),
@@ -265,6 +302,8 @@ def measure(kubeconfig: str, runs: int, many: int, rounds: int) -> list[dict[str
 
 def report(rounds: list[dict[str, Any]]) -> None:
     rows = [
+        ("one JobQueue: create -> Ready=True, p50", "s", [r["ready"]["p50_seconds"] for r in rounds], None),
+        ("one JobQueue: create -> Ready=True, p95", "s", [r["ready"]["p95_seconds"] for r in rounds], "ready_p95"),
         ("one JobQueue: create -> done, p50", "s", [r["one"]["p50_seconds"] for r in rounds], None),
         ("one JobQueue: create -> done, p95", "s", [r["one"]["p95_seconds"] for r in rounds], "one_p95_seconds"),
         ("100 at once: p50 of the 100", "s", [r["hundred"]["p50_seconds"] for r in rounds], None),

@@ -115,9 +115,26 @@ PROMETHEUS: Final = GoBuild(
     ldflags=(f"-X github.com/prometheus/common/version.Version={prometheus_release(versions.PROMETHEUS_VERSION)}",),
     expected_minutes="4-8",
 )
-TOOL_BUILDS: Final = (PROMETHEUS,)
-"""What only the tests run (a real Prometheus for the metric source, the alert rules and the dashboards):
-`make test-tools`, part of `make test`."""
+PINT: Final = GoBuild(
+    name="pint",
+    version=versions.PINT_VERSION,
+    module="github.com/cloudflare/pint",
+    packages=("github.com/cloudflare/pint/cmd/pint",),
+    binaries=("pint",),
+    ldflags=(f"-X main.version={versions.PINT_VERSION}",),
+    expected_minutes="1-3",
+)
+HELM_DOCS: Final = GoBuild(
+    name="helm-docs",
+    version=versions.HELM_DOCS_VERSION,
+    module="github.com/norwoodj/helm-docs",
+    packages=("github.com/norwoodj/helm-docs/cmd/helm-docs",),
+    binaries=("helm-docs",),
+    expected_minutes="1",
+)
+TOOL_BUILDS: Final = (PROMETHEUS, PINT, HELM_DOCS)
+"""What only the tests run (a real Prometheus for the metric source, the alert rules and the dashboards;
+pint for the rules; helm-docs for the chart README): `make test-tools`, part of `make test`."""
 
 ENVTEST_VARIABLE: Final = "KUBEBUILDER_ASSETS"
 
@@ -166,7 +183,8 @@ def missing_builds(builds: Sequence[GoBuild] = ALL_BUILDS) -> list[GoBuild]:
 
 
 def tool(binary: str) -> Path:
-    """The path of a test tool (`prometheus`, `promtool`); raises DevenvError naming what to run if missing."""
+    """The path of a test tool (`prometheus`, `promtool`, `pint`, `helm-docs`); raises DevenvError naming
+    what to run if missing."""
     for build in TOOL_BUILDS:
         if binary in build.binaries:
             found = locate(binary, build)

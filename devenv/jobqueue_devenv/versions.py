@@ -20,5 +20,11 @@ PROMETHEUS_VERSION: Final = "v0.309.1"
 v0.3XX.Y for release 3.XX.Y), for the tests only. Newer releases need github.com/pb33f/go-yaml, which the
 Go module proxy does not serve."""
 
+PINT_VERSION: Final = "v0.87.0"
+"""pint, Cloudflare's Prometheus rule linter (from github.com/cloudflare/pint), for the tests only."""
+
+HELM_DOCS_VERSION: Final = "v1.14.2"
+"""helm-docs (from github.com/norwoodj/helm-docs): the chart README from values.yaml comments."""
+
 MIN_GO_VERSION: Final = (1, 26)
 """The oldest Go toolchain whose `go` directive accepts all three modules above."""

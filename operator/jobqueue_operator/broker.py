@@ -1,5 +1,6 @@
-"""The only module that talks to Redis: is a broker URL well formed, does the broker answer, and how deep
-are a JobQueue's queues.
+"""The only module that talks to Redis: is a broker URL well formed, does the broker answer, how deep are a
+JobQueue's queues; which worker incarnations are registered and putting a dead one's messages back; which
+queues outside the spec hold tasks, and purging one.
 
 Reading depth follows kombu's Redis transport (docs/autoscaling.md, "Measurement"):
 - a queue's waiting tasks are spread over one list per priority step: `<prefix><q>` for the first step,
@@ -9,20 +10,25 @@ Reading depth follows kombu's Redis transport (docs/autoscaling.md, "Measurement
   JSON `[message, exchange, routing_key]`), one hash for every queue of the database;
 - the worker counts finished tasks and their run time in `<prefix>jobqueue:stats:<q>` (worker contract).
 All of it is read in ONE pipeline per JobQueue. Building the commands and parsing the replies are pure
-functions (`commands`, `parse`), so only `read_counts` does I/O.
+functions (`commands`, `parse`), so only `read_counts` does I/O; the same split holds for the sections
+below (docs/worker-contract.md describes the keys).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis
 
-from jobqueue_worker import contract
+from jobqueue_worker import contract, restore
+from jobqueue_worker.restore import Restore as Restore  # re-exported: what restore_incarnation returns
+from jobqueue_worker.restore import RestoreOutcome as RestoreOutcome
 
 SCHEMES: Final = ("redis", "rediss", "sentinel")
 TIMEOUT_SECONDS: Final = 2.0
@@ -38,10 +44,7 @@ class BrokerAuthError(BrokerError):
     """The broker answers but refuses the credentials (wrong password or user): fix the Secret, not the network."""
 
 
-def _where(url: str) -> str:
-    """The URL without credentials, for messages."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}:{parts.port or '?'}"
+_where = contract.redacted
 
 
 def first_address(url: str) -> str:
@@ -109,17 +112,23 @@ class QueueCounts:
     completed: int = 0
     run_seconds: float = 0.0
     run_seconds_sq: float = 0.0
+    ready_by_step: tuple[tuple[int, int], ...] = field(default=(), compare=False)
+    """(priority step, waiting tasks) of each priority list, in the order of the steps: a breakdown of
+    `ready` for the metrics, left out of comparisons."""
+    dead_letters: int = 0
+    """Entries of the queue's dead-letter list (`<prefix>jobqueue:deadletter:<q>`)."""
 
 
 def commands(queues: Sequence[QueueKeys], prefix: str = "") -> list[Command]:
-    """The pipeline, in order: per queue LLEN and LINDEX -1 of each priority list and HMGET of its stats;
-    then HVALS of the unacked hash once."""
+    """The pipeline, in order: per queue LLEN and LINDEX -1 of each priority list, HMGET of its stats and
+    LLEN of its dead-letter list; then HVALS of the unacked hash once."""
     pipeline: list[Command] = []
     for queue in queues:
         lists = queue.lists(prefix)
         pipeline += [("LLEN", key) for key in lists]
         pipeline += [("LINDEX", key, "-1") for key in lists]
         pipeline.append(("HMGET", contract.stats_key(queue.name, prefix), *contract.STATS_FIELDS))
+        pipeline.append(("LLEN", contract.dead_letter_key(queue.name, prefix)))
     pipeline.append(("HVALS", f"{prefix}{contract.UNACKED}"))
     return pipeline
 
@@ -170,7 +179,7 @@ def in_flight(unacked: Sequence[Any], names: Sequence[str]) -> dict[str, int]:
 
 def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, QueueCounts]:
     """QueueCounts per queue from the replies to `commands(queues)`, in the same order."""
-    expected = sum(2 * len(q.steps) + 1 for q in queues) + 1
+    expected = sum(2 * len(q.steps) + 2 for q in queues) + 1
     if len(replies) != expected:
         raise BrokerError(f"expected {expected} replies from the pipeline, got {len(replies)}")
     flights = in_flight(replies[-1] or [], [q.name for q in queues])
@@ -179,7 +188,8 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
     for queue in queues:
         n = len(queue.steps)
         lengths, tails, stats = replies[at : at + n], replies[at + n : at + 2 * n], replies[at + 2 * n]
-        at += 2 * n + 1
+        dead_letters = replies[at + 2 * n + 1]
+        at += 2 * n + 2
         stamps = [stamp for stamp in (sent_at(tail) for tail in tails) if stamp is not None]
         completed, run_seconds, run_seconds_sq = (_number(v) for v in (stats or [None, None, None]))
         counts[queue.name] = QueueCounts(
@@ -189,6 +199,8 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
             completed=int(completed),
             run_seconds=run_seconds,
             run_seconds_sq=run_seconds_sq,
+            ready_by_step=tuple((step, int(length or 0)) for step, length in zip(queue.steps, lengths, strict=True)),
+            dead_letters=int(dead_letters or 0),
         )
     return counts
 
@@ -199,17 +211,227 @@ def read_counts(
     """Read every queue of one JobQueue in one pipeline; raises BrokerError when Redis cannot be read.
 
     sentinel:// URLs are not measured (the master name is a transport option, not part of the URL)."""
+    with connected(url, timeout, "measuring") as client:
+        replies = run(client, commands(queues, prefix))
+    return parse(queues, replies)
+
+
+@contextlib.contextmanager
+def connected(url: str, timeout: float = TIMEOUT_SECONDS, purpose: str = "reading") -> Iterator[redis.Redis]:
+    """A client for one block of commands; any Redis failure inside becomes a BrokerError.
+
+    sentinel:// URLs are refused (the master name is a transport option, not part of the URL)."""
     if urlsplit(url).scheme == "sentinel":
-        raise BrokerError("measuring a sentinel:// broker is not supported")
+        raise BrokerError(f"{purpose} a sentinel:// broker is not supported")
     address = first_address(url)
-    connection = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
-        with connection.pipeline(transaction=False) as pipe:
-            for command in commands(queues, prefix):
-                pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-            replies = pipe.execute()
+        yield client
     except redis.RedisError as exc:
         raise BrokerError(f"{_where(address)} cannot be read: {exc}") from None
     finally:
-        connection.close()
-    return parse(queues, replies)
+        client.close()
+
+
+def run(client: redis.Redis, pipeline: Sequence[Command]) -> list[Any]:
+    """Send commands in one round trip (no MULTI); the replies in order."""
+    with client.pipeline(transaction=False) as pipe:
+        for command in pipeline:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        return list(pipe.execute())
+
+
+# Prompt redelivery (docs/worker-contract.md, "Prompt redelivery"). Each worker process incarnation
+# registers itself in `<prefix>jobqueue:workers`, keeps `<prefix>jobqueue:worker:<id>:alive` alive and lists
+# the delivery tags it holds in `<prefix>jobqueue:worker:<id>:held`. Once the operator knows an
+# incarnation's Pod is gone for good, `restore_incarnation` puts exactly its messages back, as kombu's own
+# restore would, in one Lua script.
+
+
+@dataclass(frozen=True, slots=True)
+class Incarnation:
+    """One registered worker process, as the broker has it."""
+
+    registration: contract.Registration
+    alive: bool
+    """Its heartbeat key exists: it wrote one within the last HEARTBEAT_TTL_SECONDS."""
+    held: int
+    """Delivery tags in its held hash: at most this many messages would be restored."""
+
+
+def registry_commands(prefix: str = "") -> list[Command]:
+    return [("HGETALL", prefix + contract.WORKERS)]
+
+
+def parse_registry(reply: Any) -> list[contract.Registration]:
+    """The readable registrations of an HGETALL reply, oldest first (an unreadable entry is left out)."""
+    found = []
+    for raw in (reply or {}).values():
+        try:
+            found.append(contract.Registration.from_json(raw))
+        except ValueError:
+            continue
+    return sorted(found, key=lambda registration: (registration.started_at, registration.instance))
+
+
+def liveness_commands(registrations: Sequence[contract.Registration], prefix: str = "") -> list[Command]:
+    """Per registration: EXISTS of its heartbeat, HLEN of its held hash."""
+    pipeline: list[Command] = []
+    for registration in registrations:
+        pipeline += [
+            ("EXISTS", contract.alive_key(registration.instance, prefix)),
+            ("HLEN", contract.held_key(registration.instance, prefix)),
+        ]
+    return pipeline
+
+
+def parse_liveness(registrations: Sequence[contract.Registration], replies: Sequence[Any]) -> list[Incarnation]:
+    return [
+        Incarnation(registration, bool(int(replies[2 * i] or 0)), int(replies[2 * i + 1] or 0))
+        for i, registration in enumerate(registrations)
+    ]
+
+
+def list_incarnations(
+    url: str, prefix: str = "", queues: Collection[str] | None = None, timeout: float = TIMEOUT_SECONDS
+) -> list[Incarnation]:
+    """Every registered worker incarnation (of `queues` only, if given) with its heartbeat state.
+
+    Two round trips whatever the number of workers. Raises BrokerError when Redis cannot be read."""
+    with connected(url, timeout) as client:
+        registrations = parse_registry(run(client, registry_commands(prefix))[0])
+        if queues is not None:
+            registrations = [registration for registration in registrations if registration.queue in queues]
+        replies = run(client, liveness_commands(registrations, prefix)) if registrations else []
+    return parse_liveness(registrations, replies)
+
+
+def restore_incarnation(url: str, instance: str, prefix: str = "", timeout: float = TIMEOUT_SECONDS) -> Restore:
+    """Put one dead incarnation's held messages back on their queues, atomically, and forget it.
+
+    Call it only for an incarnation whose Pod is gone for good (deleted, or its container terminated and
+    not restarting in place); a heartbeat still alive is refused inside the script (`ALIVE`). Each
+    restored message counts one worker loss for its task id in `<prefix>jobqueue:losses:<queue>` (the
+    worker dead-letters a task lost too often). How: `jobqueue_worker.restore` (shared with the worker,
+    which gives back what it held before a broker connection loss the same way). Raises BrokerError
+    when Redis cannot be read."""
+    with connected(url, timeout, "restoring") as client:
+        try:
+            return restore.restore(client, instance, prefix)
+        except restore.RestoreError as exc:
+            raise BrokerError(str(exc)) from None
+
+
+# Stranded queues: Celery queues in the broker that hold messages but are not in the spec (the default
+# `celery` queue, a typo in a routing key, an app's own task_routes). Found from the lists themselves:
+# a bounded SCAN for list keys, then the length and tail of each candidate in one pipeline.
+
+SCAN_PAGE: Final = 1000
+SCAN_BUDGET: Final = 100_000
+"""Keys looked at per search at most (SCAN COUNT pages): about 100 round trips on a large database."""
+_PRIORITY_SUFFIX: Final = re.compile(re.escape(contract.PRIORITY_SEPARATOR) + r"\d+$")
+_NOT_TASK_QUEUES: Final = (contract.UNACKED, contract.UNACKED_INDEX, "unacked_mutex")
+REPLY_SUFFIX: Final = ".reply.celery.pidbox"
+"""Celery's remote-control reply queues: replies, not tasks."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnservedQueues:
+    waiting: Mapping[str, int]
+    """Queue name -> messages waiting in it (every priority list summed)."""
+    complete: bool
+    """False when the search stopped at its budget before seeing the whole database."""
+
+
+def queue_of_list(key: str, prefix: str = "") -> str | None:
+    """The queue a list key belongs to (`<prefix><queue>[\\x06\\x16<step>]`), or None for keys that are
+    not task queues: other prefixes, kombu's and our own bookkeeping, Celery's reply queues."""
+    if not key.startswith(prefix):
+        return None
+    name = _PRIORITY_SUFFIX.sub("", key[len(prefix) :])
+    if not name or name in _NOT_TASK_QUEUES or name.startswith(("jobqueue:", "_kombu.")) or name.endswith(REPLY_SUFFIX):
+        return None
+    return name
+
+
+def is_task_message(raw: Any) -> bool:
+    """A kombu envelope carrying a Celery task (protocol 2: the task name in its headers)."""
+    try:
+        message = json.loads(raw)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(message, dict) and isinstance(message.get("headers"), dict) and "task" in message["headers"]
+
+
+def candidate_lists(keys: Collection[str], known: Collection[str], prefix: str = "") -> dict[str, list[str]]:
+    """Queue name -> its list keys found, for the queues not in `known`."""
+    found: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        queue = queue_of_list(key, prefix)
+        if queue is not None and queue not in known:
+            found.setdefault(queue, []).append(key)
+    return found
+
+
+def tail_commands(lists: Mapping[str, Sequence[str]]) -> list[Command]:
+    return [command for keys in lists.values() for key in keys for command in (("LLEN", key), ("LINDEX", key, "-1"))]
+
+
+def parse_tails(lists: Mapping[str, Sequence[str]], replies: Sequence[Any]) -> dict[str, int]:
+    """Waiting count of each candidate whose lists hold at least one Celery task message."""
+    waiting: dict[str, int] = {}
+    at = 0
+    for queue, keys in lists.items():
+        lengths, tails = replies[at : at + 2 * len(keys) : 2], replies[at + 1 : at + 2 * len(keys) : 2]
+        at += 2 * len(keys)
+        total = sum(int(length or 0) for length in lengths)
+        if total and any(is_task_message(tail) for tail in tails):
+            waiting[queue] = total
+    return waiting
+
+
+def unserved_queues(
+    url: str,
+    known: Collection[str],
+    prefix: str = "",
+    timeout: float = TIMEOUT_SECONDS,
+    budget: int = SCAN_BUDGET,
+) -> UnservedQueues:
+    """Celery queues holding tasks in the broker that are not in `known` (the spec's queue names).
+
+    A SCAN for list keys (`TYPE list`, `MATCH <prefix>*`, at most `budget` keys looked at: never KEYS),
+    then one pipeline of LLEN and LINDEX -1 per candidate list. Raises BrokerError when Redis cannot be
+    read."""
+    keys: set[str] = set()
+    with connected(url, timeout) as client:
+        cursor, seen = 0, 0
+        while True:
+            cursor, page = client.scan(cursor, match=f"{_glob_escape(prefix)}*", count=SCAN_PAGE, _type="list")
+            keys.update(_text(key) for key in page)
+            seen += SCAN_PAGE
+            if cursor == 0 or seen >= budget:
+                break
+        lists = candidate_lists(keys, known, prefix)
+        replies = run(client, tail_commands(lists)) if lists else []
+    return UnservedQueues(parse_tails(lists, replies), complete=cursor == 0)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def purge_commands(queue: QueueKeys, prefix: str = "") -> list[Command]:
+    """kombu's `Channel._purge`: LLEN and DEL of each priority list (sent in one MULTI)."""
+    return [command for key in queue.lists(prefix) for command in (("LLEN", key), ("DEL", key))]
+
+
+def purge_queue(url: str, queue: QueueKeys, prefix: str = "", timeout: float = TIMEOUT_SECONDS) -> int:
+    """Delete every waiting message of one queue (not those in flight); returns how many there were.
+
+    For a queue that is not served any more, once its tasks are not wanted: the documented command is
+    `jobqueue-worker queue purge --queue <name> --yes`, from any worker Pod of the JobQueue."""
+    with connected(url, timeout, "purging") as client, client.pipeline(transaction=True) as pipe:
+        for command in purge_commands(queue, prefix):
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        replies = pipe.execute()
+    return sum(int(count or 0) for count in replies[::2])

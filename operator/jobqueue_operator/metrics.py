@@ -9,15 +9,20 @@ and the small enums state, kind, direction and reason; never Pod names.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from datetime import datetime
+from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from jobqueue_operator import naming
+from jobqueue_operator.models import JobQueueSpec
 
 # From milliseconds (a tick of a small JobQueue) to a minute (a reconcile waiting on a slow API server).
 BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -38,6 +43,58 @@ class QueueSeries:
     desired: int
     current: int
     ready_workers: int
+    ready_by_priority: tuple[tuple[int, int], ...] = ()
+    """(priority step, waiting tasks) of each priority list; empty when the broker could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTargets:
+    """What one queue's spec promises, as series the alert rules compare against (None: not set)."""
+
+    backlog_threshold: int | None = None
+    target_wait_seconds: float | None = None
+    min_replicas: int | None = None
+    """Autoscaled queues only, like max_replicas."""
+    max_replicas: int | None = None
+
+
+def targets_of(spec: JobQueueSpec) -> dict[str, QueueTargets]:
+    """Every queue of the spec and its targets."""
+    found: dict[str, QueueTargets] = {}
+    for queue in spec.queues:
+        scaling = queue.autoscaling if queue.autoscaled else None
+        wait = scaling.target_wait_seconds if scaling is not None else None
+        found[queue.name] = QueueTargets(
+            backlog_threshold=queue.alerts.backlog_threshold if queue.alerts is not None else None,
+            target_wait_seconds=None if wait is None else float(wait),
+            min_replicas=scaling.min_replicas if scaling is not None else None,
+            max_replicas=scaling.max_replicas if scaling is not None else None,
+        )
+    return found
+
+
+CONDITION_STATUSES: Final = ("true", "false", "unknown")
+OOM_KILLED: Final = "OOMKilled"
+
+
+def _created(pod: Mapping[str, Any]) -> float:
+    stamp = (pod.get("metadata") or {}).get("creationTimestamp")
+    if not stamp:
+        return 0.0
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+@dataclass
+class _Restarts:
+    """One JobQueue's worker restarts as counted from Pod status: the last restartCount seen per
+    container, and the counters per queue."""
+
+    seen: dict[str, int]
+    restarts: Counter[str]
+    oom_kills: Counter[str]
 
 
 class OperatorMetrics(Collector):
@@ -49,6 +106,11 @@ class OperatorMetrics(Collector):
         self._queues: dict[Key, dict[str, QueueSeries]] = {}
         self._broker_up: dict[Key, bool] = {}
         self._decisions: dict[Key, Counter[tuple[str, str, str]]] = {}
+        self._targets: dict[Key, dict[str, QueueTargets]] = {}
+        self._conditions: dict[Key, dict[str, str]] = {}
+        self._restarts: dict[Key, _Restarts] = {}
+        self._started = time.time()
+        """Pods created before this were restarted, or not, before the operator could count: baseline."""
         self.reconcile_seconds = Histogram(
             "jobqueue_reconcile_duration_seconds",
             "Time to reconcile one JobQueue (apply its children and compute its status).",
@@ -76,6 +138,44 @@ class OperatorMetrics(Collector):
         with self._lock:
             self._decisions.setdefault((namespace, jobqueue), Counter())[(queue, direction, reason)] += 1
 
+    def set_spec(self, namespace: str, jobqueue: str, spec: JobQueueSpec) -> None:
+        """Export the spec's per-queue targets (alert thresholds, wait target, replica bounds)."""
+        with self._lock:
+            self._targets[(namespace, jobqueue)] = targets_of(spec)
+
+    def set_conditions(self, namespace: str, jobqueue: str, conditions: Mapping[str, str]) -> None:
+        """The status conditions, type -> "True" / "False" / "Unknown", as written to the JobQueue."""
+        with self._lock:
+            self._conditions[(namespace, jobqueue)] = {kind: value.lower() for kind, value in conditions.items()}
+
+    def observe_worker_pods(self, namespace: str, jobqueue: str, pods: Sequence[Mapping[str, Any]]) -> None:
+        """Count container restarts and OOM kills of the JobQueue's worker Pods since the last look.
+
+        A container's restartCount only grows, so the increase since the last look is added to its queue's
+        counter; one restart whose last termination was OOMKilled counts as an OOM kill. A Pod first seen
+        that existed before the operator started is a baseline (its past restarts were not seen live)."""
+        key = (namespace, jobqueue)
+        with self._lock:
+            state = self._restarts.setdefault(key, _Restarts({}, Counter(), Counter()))
+            seen: dict[str, int] = {}
+            for pod in pods:
+                metadata = pod.get("metadata") or {}
+                queue = (metadata.get("labels") or {}).get(naming.QUEUE_LABEL)
+                if not queue:
+                    continue
+                new_pod = _created(pod) >= self._started
+                for container in (pod.get("status") or {}).get("containerStatuses") or []:
+                    name = f"{metadata.get('uid', '')}/{container.get('name', '')}"
+                    count = int(container.get("restartCount") or 0)
+                    previous = state.seen.get(name, 0 if new_pod else count)
+                    seen[name] = count
+                    if count > previous:
+                        state.restarts[queue] += count - previous
+                        terminated = (container.get("lastState") or {}).get("terminated") or {}
+                        if terminated.get("reason") == OOM_KILLED:
+                            state.oom_kills[queue] += 1
+            state.seen = seen
+
     def forget(self, namespace: str, jobqueue: str) -> None:
         """Drop every series of a deleted JobQueue."""
         key = (namespace, jobqueue)
@@ -83,6 +183,9 @@ class OperatorMetrics(Collector):
             self._queues.pop(key, None)
             self._broker_up.pop(key, None)
             self._decisions.pop(key, None)
+            self._targets.pop(key, None)
+            self._conditions.pop(key, None)
+            self._restarts.pop(key, None)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # rendered at scrape time only; nothing to check for clashes up front
@@ -109,6 +212,11 @@ class OperatorMetrics(Collector):
         up = GaugeMetricFamily(
             "jobqueue_broker_up", "1 when the JobQueue's broker could be read.", labels=QUEUE_LABELS[:2]
         )
+        by_priority = GaugeMetricFamily(
+            "jobqueue_queue_ready_by_priority",
+            "Waiting tasks per priority step (0 is the highest priority, Celery's Redis priority steps).",
+            labels=[*QUEUE_LABELS, "priority"],
+        )
         with self._lock:
             for (namespace, jobqueue), queues in sorted(self._queues.items()):
                 for queue, series in sorted(queues.items()):
@@ -123,11 +231,67 @@ class OperatorMetrics(Collector):
                     workers.add_metric([*labels, "desired"], series.desired)
                     workers.add_metric([*labels, "current"], series.current)
                     workers.add_metric([*labels, "ready"], series.ready_workers)
+                    for step, count in series.ready_by_priority:
+                        by_priority.add_metric([*labels, str(step)], count)
                 up.add_metric([namespace, jobqueue], 1.0 if self._broker_up.get((namespace, jobqueue)) else 0.0)
             for (namespace, jobqueue), counts in sorted(self._decisions.items()):
                 for (queue, direction, reason), count in sorted(counts.items()):
                     decisions.add_metric([namespace, jobqueue, queue, direction, reason], count)
-        yield from (depth, age, workers, decisions, up)
+            extra = self._collect_targets_and_health()
+        yield from (depth, age, workers, decisions, up, by_priority, *extra)
+
+    def _collect_targets_and_health(self) -> list[Metric]:
+        """The spec's targets, the status conditions and the worker restarts (called under the lock)."""
+        threshold = GaugeMetricFamily(
+            "jobqueue_queue_backlog_alert_threshold",
+            "The queue's alerts.backlogThreshold: waiting tasks above which JobQueueBacklogHigh fires.",
+            labels=QUEUE_LABELS,
+        )
+        wait = GaugeMetricFamily(
+            "jobqueue_queue_target_wait_seconds",
+            "The queue's autoscaling.targetWaitSeconds: how long a task should wait at most.",
+            labels=QUEUE_LABELS,
+        )
+        min_replicas = GaugeMetricFamily(
+            "jobqueue_autoscaling_min_replicas", "The queue's autoscaling.minReplicas.", labels=QUEUE_LABELS
+        )
+        max_replicas = GaugeMetricFamily(
+            "jobqueue_autoscaling_max_replicas", "The queue's autoscaling.maxReplicas.", labels=QUEUE_LABELS
+        )
+        condition = GaugeMetricFamily(
+            "jobqueue_status_condition",
+            "The JobQueue's status conditions: 1 for the condition's current status, 0 for the other two.",
+            labels=[*QUEUE_LABELS[:2], "condition", "status"],
+        )
+        restarts = CounterMetricFamily(
+            "jobqueue_worker_restarts",
+            "Worker container restarts seen in the queue's Pod status (restartCount increases).",
+            labels=QUEUE_LABELS,
+        )
+        oom_kills = CounterMetricFamily(
+            "jobqueue_worker_oom_kills",
+            "Worker container restarts whose last termination reason was OOMKilled.",
+            labels=QUEUE_LABELS,
+        )
+        for (namespace, jobqueue), targets in sorted(self._targets.items()):
+            state = self._restarts.get((namespace, jobqueue))
+            for queue, target in sorted(targets.items()):
+                labels = [namespace, jobqueue, queue]
+                if target.backlog_threshold is not None:
+                    threshold.add_metric(labels, target.backlog_threshold)
+                if target.target_wait_seconds is not None:
+                    wait.add_metric(labels, target.target_wait_seconds)
+                if target.min_replicas is not None:
+                    min_replicas.add_metric(labels, target.min_replicas)
+                if target.max_replicas is not None:
+                    max_replicas.add_metric(labels, target.max_replicas)
+                restarts.add_metric(labels, state.restarts[queue] if state else 0)
+                oom_kills.add_metric(labels, state.oom_kills[queue] if state else 0)
+        for (namespace, jobqueue), conditions in sorted(self._conditions.items()):
+            for kind, value in sorted(conditions.items()):
+                for status in CONDITION_STATUSES:
+                    condition.add_metric([namespace, jobqueue, kind, status], 1.0 if value == status else 0.0)
+        return [threshold, wait, min_replicas, max_replicas, condition, restarts, oom_kills]
 
 
 def serve(metrics: OperatorMetrics, port: int, address: str = "0.0.0.0") -> WSGIServer:

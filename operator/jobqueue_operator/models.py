@@ -15,6 +15,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from jobqueue_worker import contract
+
 GROUP: Final = "jobqueue.dev"
 VERSION: Final = "v1alpha1"
 PLURAL: Final = "jobqueues"
@@ -125,6 +127,20 @@ class Autoscaling(Model):
         return self
 
 
+class QueueAlerts(Model):
+    """Alerting thresholds of one queue, exported as metrics (the rules compare against them)."""
+
+    backlog_threshold: int | None = Field(default=None, ge=1, le=100_000_000)
+
+
+class DeadLetter(Model):
+    """The queue's dead-letter list (docs/worker-contract.md, "Dead letters")."""
+
+    enabled: bool = True
+    max_length: int = Field(default=contract.DEFAULT_DEAD_LETTER_MAX_LENGTH, ge=1, le=1_000_000)
+    max_worker_losses: int = Field(default=contract.DEFAULT_MAX_WORKER_LOSSES, ge=0, le=1000)
+
+
 Pool = Literal["prefork", "threads", "solo", "gevent", "eventlet"]
 QueueName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 
@@ -143,6 +159,8 @@ class Queue(Model):
     priority_levels: int = Field(default=4, ge=1, le=10)
     replicas: int | None = Field(default=None, ge=0, le=1000)
     autoscaling: Autoscaling | None = None
+    alerts: QueueAlerts | None = None
+    dead_letter: DeadLetter = Field(default_factory=DeadLetter)
 
     @property
     def autoscaled(self) -> bool:

@@ -3,13 +3,14 @@ schedules every JobQueue's reconcile and tick, and what each JobQueue's runs rem
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from jobqueue_operator import controller, kube, metrics, reconcile, scaling
+from jobqueue_operator import controller, kube, metrics, models, reconcile, scaling
 from jobqueue_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,15 @@ class Runtime:
         with self.metrics.reconcile_seconds.time():
             outcome = reconcile.reconcile(self.client, body, memory, _now(), time.monotonic())
         self.controller.read_by(key, outcome.references)
+        self._export(key, body, outcome)
         return None if outcome.converged else reconcile.retry_after(memory)
+
+    def _export(self, key: controller.Key, body: Mapping[str, Any], outcome: reconcile.Outcome) -> None:
+        """For the alert rules: the status conditions, the spec's per-queue targets, worker restarts."""
+        self.metrics.set_conditions(*key, {c.type: c.status for c in outcome.status.conditions})
+        with contextlib.suppress(ValueError):  # an invalid spec: the reconciler reports it
+            self.metrics.set_spec(*key, models.JobQueueSpec.model_validate(body.get("spec") or {}))
+        self.metrics.observe_worker_pods(*key, outcome.pods)
 
     def _tick(self, key: controller.Key, body: Mapping[str, Any]) -> float | None:
         memory = self._ticks.setdefault(key, scaling.Memory())

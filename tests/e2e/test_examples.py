@@ -114,8 +114,9 @@ def test_background_jobs_priorities_retries_and_dead_letters(deploy: Deploy) -> 
         lambda: background.dead_letters(deployed.redis, "critical"), timeout=60, what="the poison job dead-lettered"
     )
     (dead,) = background.dead_letters(deployed.redis, "critical")
-    assert (dead["id"], dead["args"], dead["task"]) == (poison.id, ["poison"], background.PROCESS)
-    assert "TransientError" in dead["error"]
+    assert (dead.task_id, background.arguments(dead)[0], dead.task) == (poison.id, ["poison"], background.PROCESS)
+    assert "TransientError" in dead.exception
+    assert dead.reason == "failed"
     assert poison.state == "FAILURE"
 
 

@@ -67,6 +67,8 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: uuid.uuid4().hex)
     proc: subprocess.Popen[bytes] | None = None
+    appendonly: bool = False
+    """Persistence (AOF) in `directory`, so that a restart keeps the data."""
 
     @property
     def url(self) -> str:
@@ -78,7 +80,8 @@ class RedisServer:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password]
-        args += ["--dir", str(self.directory), "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        args += ["--dir", str(self.directory), "--save", "", "--daemonize", "no"]
+        args += ["--appendonly", "yes" if self.appendonly else "no"]
         with (self.directory / "redis.log").open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: self.client().ping(), timeout=10, what=f"redis-server on port {self.port}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from celery import Celery
 
@@ -102,3 +104,41 @@ def test_load_app_failures_are_one_line_settings_errors(spec: str, fragment: str
     assert str(caught.value).startswith(f"JOBQUEUE_APP={spec!r}: ")
     assert fragment in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_the_apps_own_result_backend_and_time_limits_are_kept_unless_the_jobqueue_sets_them() -> None:
+    user = Celery("user", set_as_current=False, backend="rpc://")
+    user.conf.update(task_time_limit=120, task_soft_time_limit=100, task_routes={"a": {"queue": "b"}})
+    app_module.configure(user, load_settings(ENV))
+    assert user.conf.result_backend == "rpc://"
+    assert (user.conf.task_time_limit, user.conf.task_soft_time_limit) == (120, 100)
+    assert user.conf.task_routes == {"a": {"queue": "b"}}
+    assert user.conf.broker_url == ENV["JOBQUEUE_BROKER_URL"]  # the JobQueue's broker, always
+
+    chosen = Celery("chosen", set_as_current=False, backend="rpc://")
+    chosen.conf.task_time_limit = 120
+    jobqueue = {**ENV, "JOBQUEUE_RESULT_BACKEND": "redis://results:6379/1", "JOBQUEUE_TIME_LIMIT_SECONDS": "60"}
+    app_module.configure(chosen, load_settings(jobqueue))
+    assert chosen.conf.result_backend == "redis://results:6379/1"
+    assert chosen.conf.task_time_limit == 60
+
+    bare = Celery("bare", set_as_current=False)
+    app_module.configure(bare, load_settings(ENV))
+    assert bare.conf.result_backend == ENV["JOBQUEUE_BROKER_URL"]  # an app without one gets the broker's Redis
+
+
+@pytest.mark.parametrize(
+    ("conf", "fragment"),
+    [
+        ({"task_time_limit": 7200}, "JOBQUEUE_VISIBILITY_TIMEOUT_SECONDS (3600) must be greater than the app's"),
+        ({"task_soft_time_limit": 3600}, "the app's task_soft_time_limit (3600)"),
+        ({"task_time_limit": 60, "task_soft_time_limit": 90}, "task_soft_time_limit (90) must be less than"),
+    ],
+)
+def test_an_apps_time_limit_that_does_not_fit_the_visibility_timeout_is_refused(
+    conf: dict[str, int], fragment: str
+) -> None:
+    user = Celery("user", set_as_current=False)
+    user.conf.update(conf)
+    with pytest.raises(SettingsError, match=re.escape(fragment)):
+        app_module.configure(user, load_settings(ENV))

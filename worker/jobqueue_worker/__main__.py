@@ -43,7 +43,7 @@ def run_worker(settings: WorkerSettings) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         from jobqueue_worker import app as app_module
-        from jobqueue_worker import completions, heartbeat, metrics, probes, server
+        from jobqueue_worker import completions, deadletter, heartbeat, incarnation, metrics, patches, probes, server
 
         app = app_module.load_app(settings.app)
         app_module.configure(app, settings)
@@ -51,17 +51,22 @@ def run_worker(settings: WorkerSettings) -> int:
         heartbeat.install()
         registry = metrics.install(settings)
         completions.Completions(settings.queue, settings.key_prefix).connect()
+        deadletter.install(app, settings)
+        patches.install()
         try:
             http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
         except OSError as exc:
             where = f"{METRICS_ADDRESS}:{settings.metrics_port}"
             message = f"{Env.METRICS_PORT}={settings.metrics_port}: cannot listen on {where}: {exc}"
             raise SettingsError(message) from None
+        this = incarnation.Incarnation(app, settings)
+        this.start()
         try:
             worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")
             worker.start()
             return int(worker.exitcode or 0)
         finally:
+            this.end()
             http.shutdown()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -84,8 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobqueue_worker import producer
 
         return producer.main(args[1:])
+    if args[:1] in (["deadletter"], ["queue"]):
+        from jobqueue_worker import admin
+
+        return admin.main(args)
     if args:
-        print(f"{PROG}: takes no arguments (configure it with JOBQUEUE_* variables), or: {PROG} send --help")
+        print(
+            f"{PROG}: takes no arguments (configure it with JOBQUEUE_* variables), or one of: "
+            f"{PROG} send --help, {PROG} deadletter --help, {PROG} queue --help"
+        )
         return EXIT_CONFIG
     try:
         return run_worker(load_settings(os.environ))

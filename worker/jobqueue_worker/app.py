@@ -1,7 +1,9 @@
 """Load the user's Celery app (what `celery -A` loads) and impose the settings the contract promises.
 
-The user's own configuration stays (routes, task options, ...), except the settings below, which the
-operator owns: delivery safety, serialization, limits and the broker/result connection.
+The user's own configuration stays (routes, task options, result backend, time limits, ...), except what
+the operator owns (docs/worker-contract.md, "What the worker sets"): the broker connection, delivery
+safety, serialization, pool sizing and shutdown. Three settings are the app's unless the JobQueue gives
+them (`APP_DEFAULTS`): the result backend and the two time limits.
 """
 
 from __future__ import annotations
@@ -56,15 +58,26 @@ def transport_options(visibility_timeout: int, priority_steps: Sequence[int], ke
     return options
 
 
+APP_DEFAULTS = ("result_backend", "task_time_limit", "task_soft_time_limit")
+"""What the app may configure for itself: kept unless the JobQueue sets it (JOBQUEUE_RESULT_BACKEND,
+JOBQUEUE_TIME_LIMIT_SECONDS, JOBQUEUE_SOFT_TIME_LIMIT_SECONDS). The result backend falls back to the
+broker's Redis only when the app has none."""
+KEPT = ("broker_transport_options", "result_backend_transport_options", *APP_DEFAULTS)
+"""What `configure` reads from the app before applying `celery_config`."""
+
+
 def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Celery settings to apply; `current` transport options (e.g. a Sentinel master_name) are kept."""
+    """The Celery settings to apply over the app's `current` ones (the KEPT keys): its transport options
+    (e.g. a Sentinel master_name) are merged under ours, its APP_DEFAULTS kept unless the JobQueue sets them."""
     current = current or {}
     ours = transport_options(settings.visibility_timeout_seconds, settings.priority_steps, settings.key_prefix)
+    hard = settings.time_limit_seconds or current.get("task_time_limit") or None
+    soft = settings.soft_time_limit_seconds or current.get("task_soft_time_limit") or None
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": {**(current.get("broker_transport_options") or {}), **ours},
         "broker_connection_retry_on_startup": True,
-        "result_backend": settings.result_backend_url,
+        "result_backend": settings.result_backend or current.get("result_backend") or settings.broker_url,
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "redis_socket_keepalive": True,
@@ -77,8 +90,8 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
         "event_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        "task_time_limit": settings.time_limit_seconds or None,
-        "task_soft_time_limit": settings.soft_time_limit_seconds or None,
+        "task_time_limit": hard,
+        "task_soft_time_limit": soft,
         "worker_concurrency": settings.concurrency,
         "worker_pool": settings.pool.value,
         "worker_prefetch_multiplier": settings.prefetch_multiplier,
@@ -93,6 +106,24 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
 
 
 def configure(app: Celery, settings: WorkerSettings) -> None:
-    """Apply `celery_config` to the app, on top of whatever the user's module configured."""
-    current = {key: app.conf.get(key) for key in ("broker_transport_options", "result_backend_transport_options")}
-    app.conf.update(celery_config(settings, current))
+    """Apply `celery_config` to the app, on top of whatever the user's module configured.
+
+    Raises SettingsError when a time limit the app keeps does not fit the JobQueue's visibility timeout
+    (Redis would deliver a task still running a second time) or the soft limit is not below the hard one."""
+    config = celery_config(settings, {key: app.conf.get(key) for key in KEPT})
+    check_limits(config, settings.visibility_timeout_seconds)
+    app.conf.update(config)
+
+
+def check_limits(config: dict[str, Any], visibility_timeout: int) -> None:
+    hard, soft = config["task_time_limit"], config["task_soft_time_limit"]
+    if hard and soft and soft >= hard:
+        raise SettingsError(f"the task_soft_time_limit ({soft:g}) must be less than task_time_limit ({hard:g})")
+    longest = hard or soft
+    if longest and visibility_timeout <= longest:
+        limit = "task_time_limit" if hard else "task_soft_time_limit"
+        raise SettingsError(
+            f"{Env.VISIBILITY_TIMEOUT_SECONDS} ({visibility_timeout}) must be greater than the app's {limit} "
+            f"({longest:g}), or Redis redelivers tasks that are still running: set the queue's "
+            f"visibilityTimeoutSeconds (or timeLimitSeconds) in the JobQueue"
+        )

@@ -25,6 +25,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
+from jobqueue_worker.brokerclient import plain_client
 from jobqueue_worker.contract import STATS_FIELDS, stats_key
 
 FLUSH_INTERVAL_SECONDS = 1.0
@@ -98,10 +99,7 @@ class Completions:
         if not totals.completed or app is None:
             return
         try:
-            with app.pool.acquire(block=True, timeout=5) as connection:
-                # A plain client on the transport's own connection pool: kombu's prefixed client would
-                # prefix only the commands it knows, so the prefix is added here, explicitly.
-                client = redis.Redis(connection_pool=connection.default_channel.client.connection_pool)
+            with plain_client(app) as client:
                 record(client, self._queue, totals, self._prefix)
         except Exception as exc:  # the broker's trouble must not fail tasks; the consumer reports it
             logger.warning("could not record %d finished tasks in the broker: %s", totals.completed, exc)

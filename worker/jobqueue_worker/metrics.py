@@ -12,6 +12,7 @@ scrape time, so a child killed mid-task cannot leave a stale gauge behind.
 from __future__ import annotations
 
 import collections
+import os
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -51,6 +52,18 @@ QUEUE_WAIT = Histogram(
     "Time from when the task was sent (or its ETA, if later) until it started; only for stamped messages.",
     LABELS,
     buckets=BUCKETS,
+    registry=None,
+)
+DEAD_LETTERS = Counter(
+    "jobqueue_worker_dead_letters",
+    "Messages put on the queue's dead-letter list instead of run, by reason.",
+    ["jobqueue", "queue", "reason"],
+    registry=None,
+)
+DEAD_LETTERS_DROPPED = Counter(
+    "jobqueue_worker_dead_letters_dropped",
+    "Oldest dead letters dropped because the list reached its maximum length.",
+    ["jobqueue", "queue"],
     registry=None,
 )
 RECYCLES = Counter(
@@ -144,8 +157,38 @@ class TaskHooks:
             signal.connect(receiver, weak=False)
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def resident_memory_bytes(pid: int | None = None) -> int:
+    """Resident memory of a process and all its descendants (the worker and its pool children); 0 where
+    /proc cannot be read."""
+    pending, total = [os.getpid() if pid is None else pid], 0
+    while pending:
+        current = pending.pop()
+        total += _rss_bytes(current)
+        pending += _children(current)
+    return total
+
+
 class LiveCollector(Collector):
-    """Gauges computed at scrape time in the main process: active tasks and configured concurrency."""
+    """Gauges computed at scrape time in the main process: active tasks, configured concurrency, memory."""
 
     def __init__(self, settings: WorkerSettings) -> None:
         self._jobqueue = settings.name
@@ -165,6 +208,13 @@ class LiveCollector(Collector):
         )
         concurrency.add_metric([self._jobqueue, self._queue], self._concurrency)
         yield concurrency
+        memory = GaugeMetricFamily(
+            "jobqueue_worker_resident_memory_bytes",
+            "Resident memory of the worker: its main process and every pool child.",
+            labels=["jobqueue", "queue"],
+        )
+        memory.add_metric([self._jobqueue, self._queue], resident_memory_bytes())
+        yield memory
 
 
 def install(settings: WorkerSettings) -> CollectorRegistry:

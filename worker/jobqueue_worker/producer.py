@@ -13,21 +13,29 @@ import argparse
 import itertools
 import json
 import os
+import socket
 import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+import redis
 from celery import Celery
 from celery.result import AsyncResult
 
 import jobqueue_worker.sent_time  # noqa: F401  # stamps the send time, for the queue-wait histogram
-from jobqueue_worker import records, tasks
+from jobqueue_worker import contract, records, tasks
 from jobqueue_worker.app import transport_options
 from jobqueue_worker.contract import DEFAULT_PRIORITY_STEPS, DEFAULT_VISIBILITY_TIMEOUT_SECONDS, Env
 
-KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky")
+PROG = "jobqueue-worker send"
+KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky", "crash")
+
+
+PUBLISH_RETRY_POLICY = {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
+"""About 20 s of retries for each send (kombu's default is under a second): a broker restart goes unnoticed."""
 
 
 def producer_app(
@@ -48,6 +56,7 @@ def producer_app(
         result_serializer="json",
         accept_content=["json"],
         task_send_sent_event=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
     )
     return app
 
@@ -61,8 +70,11 @@ def send(
     priorities: Sequence[int | None] = (None,),
     run_id: str | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    ignore_result: bool = False,
 ) -> list[AsyncResult]:
-    """Send `count` tasks of one built-in kind, cycling through `priorities`; returns their results."""
+    """Send `count` tasks of one built-in kind, cycling through `priorities`; returns their results.
+
+    `ignore_result`: no result is stored, and the producer does not subscribe to one per task."""
     if kind not in KINDS:
         raise ValueError(f"unknown task kind {kind!r}; one of {', '.join(KINDS)}")
     name = f"{tasks.__name__}.{kind}"
@@ -70,9 +82,56 @@ def send(
     cycle = itertools.cycle(priorities)
     with app.producer_or_acquire() as producer:
         return [
-            app.send_task(name, kwargs=arguments, queue=queue, priority=next(cycle), producer=producer)
+            app.send_task(
+                name,
+                kwargs=arguments,
+                queue=queue,
+                priority=next(cycle),
+                producer=producer,
+                ignore_result=ignore_result,
+            )
             for _ in range(count)
         ]
+
+
+NAME_RESOLUTION_ERRORS = (
+    "name or service not known",
+    "temporary failure in name resolution",
+    "nodename nor servname provided",
+    "no address associated with hostname",
+    "name does not resolve",
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _unresolved(error: BaseException) -> bool:
+    return isinstance(error, socket.gaierror) or any(text in str(error).lower() for text in NAME_RESOLUTION_ERRORS)
+
+
+def broker_problem(url: str, exc: BaseException) -> str:
+    """One line saying why the broker cannot be used, and the fix when the host does not resolve here."""
+    where = contract.redacted(url)
+    if any(_unresolved(error) for error in _chain(exc)):
+        host = urlsplit(url.split(";")[0]).hostname or "?"
+        service, _, rest = host.partition(".")
+        namespace = f"-n {rest.split('.')[0]} " if rest else ""
+        return (
+            f"cannot reach the broker {where}: the host {host} does not resolve from here (a Service name only "
+            f"resolves inside the cluster); run the command in a worker Pod (kubectl exec deploy/<worker> -- "
+            f"jobqueue-worker ...), or forward the Service (kubectl {namespace}port-forward svc/{service} 6379) "
+            f"and pass --broker-url with 127.0.0.1:6379; on the local cluster: "
+            f"python -m jobqueue_devenv exec -- jobqueue-worker ..."
+        )
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"cannot reach the broker {where}: {text}"
 
 
 def done_count(app: Celery, run_id: str, key_prefix: str = "") -> int:
@@ -80,7 +139,7 @@ def done_count(app: Celery, run_id: str, key_prefix: str = "") -> int:
     return len(records.read(app.backend.client, run_id, records.DONE, key_prefix))
 
 
-def _parse_arg(text: str) -> tuple[str, Any]:
+def parse_arg(text: str) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
@@ -106,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--queue", default=env.get(Env.QUEUE), help=f"default: ${Env.QUEUE}")
     parser.add_argument("--task", choices=KINDS, default="noop")
-    parser.add_argument("--arg", action="append", type=_parse_arg, default=[], help="task keyword argument NAME=VALUE")
+    parser.add_argument("--arg", action="append", type=parse_arg, default=[], help="task keyword argument NAME=VALUE")
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--priorities", type=_parse_priorities, default=[None], help="e.g. 0,9: cycled over the tasks")
     parser.add_argument("--run-id", default=None, help="default: a new one, printed")
@@ -117,17 +176,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_id = args.run_id or uuid.uuid4().hex
     steps = [int(step) for step in args.priority_steps.split(",")]
     app = producer_app(args.broker_url, args.result_backend, args.key_prefix, steps)
+    try:
+        return _send_and_wait(app, args, run_id)
+    except Exception as exc:  # the broker's trouble (after the retries): one line, never a traceback
+        print(f"{PROG}: {broker_problem(args.broker_url, exc)}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
+
+
+def _send_and_wait(app: Celery, args: argparse.Namespace, run_id: str) -> int:
+    for url in {args.broker_url, args.result_backend or args.broker_url}:
+        resolve(url)  # a host that does not resolve fails at once, not after the retries
     started = time.monotonic()
-    send(app, args.queue, args.task, args.count, priorities=args.priorities, run_id=run_id, kwargs=dict(args.arg))
+    kwargs = dict(args.arg)
+    send(
+        app,
+        args.queue,
+        args.task,
+        args.count,
+        priorities=args.priorities,
+        run_id=run_id,
+        kwargs=kwargs,
+        ignore_result=True,
+    )
     print(f"sent {args.count} {args.task} tasks to {args.queue} (run {run_id})")
     if not args.wait:
         return 0
     deadline = started + args.wait
-    while (done := done_count(app, run_id, args.key_prefix)) < args.count and time.monotonic() < deadline:
+    done, error = 0, None
+    while True:
+        try:
+            done, error = done_count(app, run_id, args.key_prefix), None
+        except (redis.RedisError, OSError) as exc:  # Redis restarting: keep the last count, try again
+            error = exc
+        if done >= args.count or time.monotonic() >= deadline:
+            break
         time.sleep(0.2)
     elapsed = time.monotonic() - started
     print(f"{done}/{args.count} done in {elapsed:.1f}s ({done / elapsed:.1f} tasks/s)")
+    if error is not None and done < args.count:
+        print(f"{PROG}: {broker_problem(args.result_backend or args.broker_url, error)}", file=sys.stderr)
     return 0 if done >= args.count else 1
+
+
+def resolve(url: str) -> None:
+    """Look up the broker hosts of a redis://, rediss:// or sentinel:// URL; raises socket.gaierror."""
+    for part in url.split(";"):
+        parts = urlsplit(part)
+        if parts.hostname:
+            socket.getaddrinfo(parts.hostname, None)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,14 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from jobqueue_worker.contract import DEFAULT_PRIORITY_STEPS, DEFAULT_VISIBILITY_TIMEOUT_SECONDS, METRICS_PORT, Env
+from jobqueue_worker.contract import (
+    DEFAULT_DEAD_LETTER_MAX_LENGTH,
+    DEFAULT_MAX_WORKER_LOSSES,
+    DEFAULT_PRIORITY_STEPS,
+    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    METRICS_PORT,
+    Env,
+)
 
 
 class SettingsError(Exception):
@@ -70,6 +77,12 @@ class WorkerSettings(BaseModel):
     metrics_port: int = Field(METRICS_PORT, validation_alias=Env.METRICS_PORT, ge=1, le=65535)
     pod_name: str = Field("", validation_alias=Env.POD_NAME)
     pod_namespace: str = Field("", validation_alias=Env.POD_NAMESPACE)
+    pod_uid: str = Field("", validation_alias=Env.POD_UID)
+    dead_letter_enabled: bool = Field(True, validation_alias=Env.DEAD_LETTER_ENABLED)
+    dead_letter_max_length: int = Field(
+        DEFAULT_DEAD_LETTER_MAX_LENGTH, validation_alias=Env.DEAD_LETTER_MAX_LENGTH, ge=1
+    )
+    max_worker_losses: int = Field(DEFAULT_MAX_WORKER_LOSSES, validation_alias=Env.MAX_WORKER_LOSSES, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -94,7 +107,7 @@ class WorkerSettings(BaseModel):
 
     @property
     def result_backend_url(self) -> str:
-        """The result backend: its own URL if given, else the broker's Redis."""
+        """The JobQueue's result backend: its own URL if given, else the broker's Redis (for apps without one)."""
         return self.result_backend or self.broker_url
 
     @property

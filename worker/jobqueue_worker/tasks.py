@@ -7,6 +7,8 @@ ran to completion exactly once. They are shared tasks: any app that imports this
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -83,6 +85,14 @@ def fail(self: Task, message: str = "failed on purpose", run_id: str | None = No
     """Raise DemoTaskError: the task ends FAILURE."""
     _record(self, run_id, records.STARTED)
     raise DemoTaskError(message)
+
+
+@builtin()
+def crash(self: Task, run_id: str | None = None) -> None:
+    """SIGKILL the process running it, as the OOM killer would: the pool child under prefork, the whole
+    worker under solo or threads. A poison task, for the worker-loss limit and fault tests."""
+    _record(self, run_id, records.STARTED)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @builtin(max_retries=None)

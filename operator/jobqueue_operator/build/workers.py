@@ -33,6 +33,12 @@ from jobqueue_worker.contract import (
     priority_steps,
 )
 
+SCRAPE_ANNOTATIONS: Final = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""For a Prometheus that discovers Pods by annotation (the chart's PodMonitor selects them by label)."""
 GRACE_BEYOND_TIME_LIMIT: Final = 30
 GRACE_WITHOUT_TIME_LIMIT: Final = 300
 MEMORY_SHARE_OF_CHILDREN: Final = Decimal("0.8")
@@ -100,6 +106,9 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
         Env.VISIBILITY_TIMEOUT_SECONDS: visibility_timeout(queue),
         Env.PRIORITY_STEPS: ",".join(str(step) for step in priority_steps(queue.priority_levels)),
         Env.METRICS_PORT: METRICS_PORT,
+        Env.DEAD_LETTER_ENABLED: str(queue.dead_letter.enabled).lower(),
+        Env.DEAD_LETTER_MAX_LENGTH: queue.dead_letter.max_length,
+        Env.MAX_WORKER_LOSSES: queue.dead_letter.max_worker_losses,
     }
     variables = [
         secret_env(Env.BROKER_URL, secret, key),
@@ -112,6 +121,7 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
         *variables,
         field_env(Env.POD_NAME, "metadata.name"),
         field_env(Env.POD_NAMESPACE, "metadata.namespace"),
+        field_env(Env.POD_UID, "metadata.uid"),
         *user_env(jq),
     ]
 
@@ -151,7 +161,10 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
     spec: Manifest = {
         "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
         "template": {
-            "metadata": {"labels": naming.labels(jq, naming.WORKER, queue.name)},
+            "metadata": {
+                "labels": naming.labels(jq, naming.WORKER, queue.name),
+                "annotations": dict(SCRAPE_ANNOTATIONS),
+            },
             "spec": {
                 **placement(jq),
                 "containers": [container],

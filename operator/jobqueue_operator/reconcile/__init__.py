@@ -25,4 +25,6 @@ def reconcile(client: kube.KubeApi, body: Mapping[str, Any], memory: Memory, now
     `clock` monotonic seconds (for repeating Warnings no more than every few minutes)."""
     world = observe.read(client, body)
     plan = decide.plan(world, memory.conditions, now)
-    return converge.carry_out(client, plan, memory, now, clock)
+    outcome = converge.carry_out(client, plan, memory, now, clock)
+    outcome.pods = world.pods
+    return outcome

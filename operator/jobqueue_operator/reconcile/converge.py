@@ -4,7 +4,9 @@ autoscaler takes over, the children (applied together), the deletions, then the 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from jobqueue_operator import events, kube, naming, status
 from jobqueue_operator.build import redis
@@ -20,6 +22,8 @@ class Memory:
 
     conditions: list[Condition] | None = None
     """The conditions last written: newer than the watched body until our own write comes back."""
+    written: dict[str, Any] | None = None
+    """The status body last applied, so an unchanged one is not written again."""
     posted: dict[tuple[str, str], float] = field(default_factory=dict)
     failures: int = 0
     """Reconciles in a row that did not converge, for the back-off."""
@@ -32,6 +36,8 @@ class Outcome:
     converged: bool
     references: frozenset[tuple[str, str]] = frozenset()
     """("Secret" or "ConfigMap", name) the JobQueue's Pods read."""
+    pods: Sequence[kube.Manifest] = ()
+    """The JobQueue's Pods as this reconcile read them (the worker restart counters look at them)."""
 
 
 def _password_secret(client: kube.KubeApi, plan: Plan) -> list[Event]:
@@ -95,7 +101,10 @@ def carry_out(client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock:
     deleted, undeletable = _delete(client, plan)
     problems += refused + undeletable
     computed = status.with_problems(plan.status, plan.observation, problems, now)
-    client.apply_status(plan.namespace, plan.name, computed.to_body(), naming.FIELD_MANAGER)
+    body = computed.to_body()
+    if body != memory.written:
+        client.apply_status(plan.namespace, plan.name, body, naming.FIELD_MANAGER)
+        memory.written = body
     memory.conditions = list(computed.conditions)
     warnings = [Event("Warning", p.reason, p.message) for p in problems]
     posted, memory.posted = events.to_post([*done, *applied, *deleted, *plan.events, *warnings], memory.posted, clock)

@@ -244,7 +244,8 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         age = None if counts is None or counts.oldest_sent_at is None else max(now - counts.oldest_sent_at, 0.0)
         ready_tasks = None if counts is None else counts.ready
         in_flight = None if counts is None else counts.in_flight
-        series[queue.name] = QueueSeries(ready_tasks, in_flight, age, desired, current, ready)
+        by_priority = () if counts is None else counts.ready_by_step
+        series[queue.name] = QueueSeries(ready_tasks, in_flight, age, desired, current, ready, by_priority)
         idle = history.idle_since
         depths[queue.name] = status.QueueDepth(
             ready_tasks,

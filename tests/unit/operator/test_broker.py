@@ -37,9 +37,11 @@ def test_one_pipeline_reads_every_queue_then_the_unacked_hash_once() -> None:
         ("LINDEX", "p:a", "-1"),
         ("LINDEX", "p:a\x06\x169", "-1"),
         ("HMGET", "p:jobqueue:stats:a", "completed", "run_seconds", "run_seconds_sq"),
+        ("LLEN", "p:jobqueue:deadletter:a"),
         ("LLEN", "p:b"),
         ("LINDEX", "p:b", "-1"),
         ("HMGET", "p:jobqueue:stats:b", "completed", "run_seconds", "run_seconds_sq"),
+        ("LLEN", "p:jobqueue:deadletter:b"),
         ("HVALS", "p:unacked"),
     ]
 
@@ -52,20 +54,30 @@ def test_replies_become_counts_per_queue() -> None:
         _message(200.0, "a"),
         _message(100.0, "a"),
         [b"7", b"3.5", b"2.25"],
+        4,
         0,
         None,
         [None, None, None],
+        0,
         [_unacked("a"), _unacked("a"), _unacked("b"), _unacked("other-jobqueues-queue"), b"not json"],
     ]
     counts = broker.parse(queues, replies)
     assert counts == {
-        "a": QueueCounts(ready=5, in_flight=2, oldest_sent_at=100.0, completed=7, run_seconds=3.5, run_seconds_sq=2.25),
+        "a": QueueCounts(
+            ready=5,
+            in_flight=2,
+            oldest_sent_at=100.0,
+            completed=7,
+            run_seconds=3.5,
+            run_seconds_sq=2.25,
+            dead_letters=4,
+        ),
         "b": QueueCounts(ready=0, in_flight=1),
     }
 
 
 def test_a_waiting_task_without_a_send_time_gives_no_age() -> None:
-    counts = broker.parse([QueueKeys("a", (0,))], [1, _message(None, "a"), [None, None, None], []])
+    counts = broker.parse([QueueKeys("a", (0,))], [1, _message(None, "a"), [None, None, None], None, []])
     assert counts["a"].oldest_sent_at is None
     assert counts["a"].ready == 1
 
@@ -76,7 +88,7 @@ def test_unreadable_messages_are_ignored(raw: bytes | None) -> None:
 
 
 def test_a_short_reply_list_is_an_error_not_a_wrong_count() -> None:
-    with pytest.raises(broker.BrokerError, match="expected 4 replies"):
+    with pytest.raises(broker.BrokerError, match="expected 5 replies"):
         broker.parse([QueueKeys("a", (0,))], [1, None, []])
 
 

@@ -66,3 +66,44 @@ def test_the_contract_module_imports_only_the_standard_library() -> None:
     # and importing it (with its package) loads no Celery: the operator's image has none
     check = "import sys, jobqueue_worker.contract; assert not {'celery', 'kombu'} & set(sys.modules), sys.modules"
     subprocess.run([sys.executable, "-c", check], check=True, cwd=path.parents[1])
+
+
+def test_a_message_as_sent_has_no_redelivery_marks_and_is_a_copy() -> None:
+    restored = {
+        "body": "e30=",
+        "headers": {"id": "t-1", "redelivered": True},
+        "properties": {"delivery_info": {"exchange": "", "routing_key": "q", "redelivered": True}, "priority": 3},
+    }
+    sent = contract.as_sent(restored)
+    assert sent == {
+        "body": "e30=",
+        "headers": {"id": "t-1"},
+        "properties": {"delivery_info": {"exchange": "", "routing_key": "q"}, "priority": 3},
+    }
+    assert restored["headers"]["redelivered"] is True  # the input is left alone
+    assert contract.as_sent({"body": "x", "headers": None}) == {"body": "x", "headers": None}
+
+
+def test_dead_letters_and_registrations_round_trip_and_refuse_garbage() -> None:
+    letter = contract.DeadLetter(contract.DeadLetterReason.UNKNOWN_TASK, {"body": "x"}, "q", task="t", task_id="1")
+    assert contract.DeadLetter.from_json(letter.to_json()) == letter
+    registration = contract.Registration("i", "q", "pod", "uid", "ns", 1.5, (0, 9), 42)
+    assert contract.Registration.from_json(registration.to_json()) == registration
+    for garbage in ("{", "[]", '{"reason": "nope", "message": {}, "queue": "q"}', '{"reason": "failed", "queue": "q"}'):
+        with pytest.raises(ValueError, match="not a dead letter"):
+            contract.DeadLetter.from_json(garbage)
+    with pytest.raises(ValueError, match="not a worker registration"):
+        contract.Registration.from_json('{"instance": "i"}')
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:secret@redis.apps.svc:6379/0", "redis://redis.apps.svc:6379"),
+        ("rediss://user:pw@10.0.0.1:6380/2?ssl_cert_reqs=none", "rediss://10.0.0.1:6380"),
+        ("sentinel://:pw@s1:26379;sentinel://:pw@s2:26379", "sentinel://s1:26379"),
+        ("redis://:pw@host:notaport/0", "redis://host:?"),
+    ],
+)
+def test_urls_in_messages_carry_no_credentials(url: str, shown: str) -> None:
+    assert contract.redacted(url) == shown

@@ -1,0 +1,1 @@
+"""`kubectl jobqueue`: a kubectl plugin for JobQueues (status, send, top)."""

@@ -1,0 +1,2 @@
+class PluginError(Exception):
+    """A failure the user can act on: printed as one line, `error: <message>`."""

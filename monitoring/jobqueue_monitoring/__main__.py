@@ -1,0 +1,5 @@
+import sys
+
+from jobqueue_monitoring.generate import main
+
+sys.exit(main())
