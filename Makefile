@@ -9,15 +9,15 @@ DEVENV := PYTHONPATH=devenv $(PY) -m jobqueue_devenv
 PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps python-deps binaries test-tools cluster-up cluster-down cluster-status \
-        lint unit test demo bench constraints clean manifests logs monitoring chart-docs monitoring-picture
+        lint unit test demo bench constraints clean manifests logs monitoring chart-docs monitoring-picture images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-demo: deps binaries ## the main job: a local cluster, shown, then torn down
+demo: deps binaries images ## the main job: a local cluster, shown, then torn down
 	@$(DEVENV) demo
 
-test: deps binaries test-tools lint ## install everything, then run the whole test suite
+test: deps binaries test-tools images lint ## install everything, then run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: python-deps ## only the fast tests that need no cluster
@@ -88,12 +88,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 binaries: python-deps ## build (once, then cached) etcd, kube-apiserver & co., kubectl and helm
 	@$(DEVENV) binaries
 
+images: deps ## build (layers cached) the operator, worker and examples images with buildah: no Docker needed
+	@$(DEVENV) images
+
 test-tools: python-deps ## build (once, then cached) what only the tests run: prometheus and promtool
 	@$(DEVENV) binaries --tools
 
+# Also pinned: hatchling, the images' build backend (PIP_CONSTRAINT reaches pip's build environment), and
+# async-timeout, which redis needs on Debian's Python 3.11.2 (the images' stand-in base).
 constraints: ## re-pin constraints.txt to the newest versions pyproject.toml allows
 	rm -rf $(VENV).pins && $(PYTHON) -m venv $(VENV).pins
 	$(VENV).pins/bin/pip install --quiet -e '.[dev]'
+	$(VENV).pins/bin/pip install --quiet hatchling async-timeout
 	{ echo "# Exact versions CI and 'make deps' install (pip install -c constraints.txt). Refresh: make constraints"; \
 	  $(VENV).pins/bin/pip freeze --exclude-editable; } > constraints.txt
 	rm -rf $(VENV).pins

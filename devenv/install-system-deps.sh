@@ -3,7 +3,8 @@
 # Go is not installed here: Debian's is older than the Kubernetes modules accept (see README).
 set -euo pipefail
 
-packages=(ca-certificates iproute2 procps util-linux git redis-server redis-tools)
+# buildah, podman, runc, mmdebstrap: `make images` and the node agent's container runtime (no Docker engine).
+packages=(ca-certificates iproute2 procps util-linux git redis-server redis-tools buildah podman runc mmdebstrap uidmap)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,4 +1,4 @@
-"""Command line of the local environment: `python -m jobqueue_devenv {binaries,up,down,status,demo,exec,logs}`.
+"""Command line of the local environment: `python -m jobqueue_devenv {binaries,images,up,down,status,demo,exec,logs}`.
 
 Progress goes to stderr; `up` prints shell `export` lines on stdout, KUBECONFIG last, so
 `eval "$(python -m jobqueue_devenv up)"` works.
@@ -14,6 +14,7 @@ from pathlib import Path
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.nodeagent import cleanup as nodeagent_cleanup
+from jobqueue_devenv.nodeagent import logs as nodeagent_logs
 from jobqueue_devenv.paths import default_cluster_dir
 
 
@@ -37,6 +38,13 @@ def exports(state: cluster.ClusterState) -> str:
 def cmd_binaries(args: argparse.Namespace) -> None:
     found = binaries.ensure(tools=args.tools)
     _say(f"binaries ready: {', '.join(str(d) for d in found.bin_dirs)}")
+
+
+def cmd_images(args: argparse.Namespace) -> None:
+    from jobqueue_devenv import images
+
+    built = images.ensure(args.names)
+    _say(f"images ready: {', '.join(built.values())}")
 
 
 def cmd_up(args: argparse.Namespace) -> None:
@@ -96,7 +104,11 @@ def cmd_exec(args: argparse.Namespace) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> None:
-    """Print the log files of a Pod's containers (kept after the Pod is deleted, until `down`)."""
+    """Print every run's output of a Pod's containers (kept after the Pod is deleted, until `down`).
+
+    `kubectl logs` (with -f, --previous, -c) works too while the cluster runs; this also reads Pods
+    that are gone.
+    """
     namespace, _, name = args.pod.rpartition("/")
     folders = sorted(
         (nodeagent_cleanup.agent_folder(args.dir) / "pods").glob(f"{namespace or 'default'}_{name}_*"),
@@ -106,11 +118,11 @@ def cmd_logs(args: argparse.Namespace) -> None:
         raise DevenvError(
             f"no logs of pod {args.pod} in {args.dir}", "name it as NAMESPACE/NAME (see kubectl get pods -A)"
         )
-    logs = sorted(folders[-1].glob(f"{args.container or '*'}.log"))
-    for log in logs:
-        if len(logs) > 1:
-            print(f"==> {log.stem} <==", flush=True)
-        sys.stdout.write(log.read_text(errors="replace"))
+    names = [args.container] if args.container else nodeagent_logs.containers(folders[-1])
+    for name in names:
+        if len(names) > 1:
+            print(f"==> {name} <==", flush=True)
+        sys.stdout.write(nodeagent_logs.read_all(folders[-1], name))
     sys.stdout.flush()
 
 
@@ -133,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     build = commands.add_parser("binaries", help="build (or find) etcd, the control plane, kubectl and helm")
     build.add_argument("--tools", action="store_true", help="also the tests' tools: prometheus and promtool")
     build.set_defaults(func=cmd_binaries)
+    image = commands.add_parser("images", help="build the operator, worker and examples images with buildah")
+    image.add_argument("names", nargs="*", help="only these (jobqueue-operator, jobqueue-worker, jobqueue-examples)")
+    image.set_defaults(func=cmd_images)
     run = commands.add_parser("exec", help="run a host command that resolves Service names like a Pod")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     run.set_defaults(func=cmd_exec)

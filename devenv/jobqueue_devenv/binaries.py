@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Final
 from jobqueue_devenv import versions
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.paths import cache_dir
+from jobqueue_devenv.progress import Progress, minutes, say
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,7 @@ def _build(go: str, build: GoBuild) -> None:
     log = cache_dir() / "logs" / f"build-{build.name}-{build.version}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
-    _say(
+    say(
         f"building {build.name} {build.version} from Go modules "
         f"({', '.join(build.binaries)}); a first build takes about {build.expected_minutes} min "
         f"on 2 cores, later builds reuse the Go cache. Log: {log}"
@@ -326,12 +326,13 @@ def _build(go: str, build: GoBuild) -> None:
         sink.write(f"$ {' '.join(args)}\n")
         proc = subprocess.Popen(args, cwd=build.src_dir, env=_go_env(), stderr=subprocess.PIPE, stdout=sink, text=True)
         assert proc.stderr is not None
-        progress = _Progress(build.name, total, started)
+        progress = Progress(build.name, started)
         tail: list[str] = []
-        for line in proc.stderr:
+        for count, line in enumerate(proc.stderr, start=1):
             sink.write(line)
             tail = [*tail[-20:], line.rstrip()]
-            progress.step()
+            shown = min(count, total)
+            progress.update(f"compiled {shown}/{total} packages ({100 * shown // max(total, 1)}%)")
         code = proc.wait()
     progress.done()
     if code != 0:
@@ -342,43 +343,4 @@ def _build(go: str, build: GoBuild) -> None:
         )
     shutil.rmtree(build.bin_dir, ignore_errors=True)
     staging.rename(build.bin_dir)
-    _say(f"built {build.name} {build.version} in {_minutes(time.monotonic() - started)} -> {build.bin_dir}")
-
-
-class _Progress:
-    """A progress line for a long build: redrawn in place on a terminal, every 30 s in a log."""
-
-    def __init__(self, name: str, total: int, started: float) -> None:
-        self.name, self.total, self.started = name, total, started
-        self.count = 0
-        self.last_print = 0.0
-        self.tty = sys.stderr.isatty()
-
-    def step(self) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last_print >= (0.5 if self.tty else 30):
-            self.last_print = now
-            self._print()
-
-    def done(self) -> None:
-        self._print()
-        if self.tty:
-            sys.stderr.write("\n")
-
-    def _print(self) -> None:
-        shown = min(self.count, self.total)
-        text = (
-            f"  {self.name}: compiled {shown}/{self.total} packages "
-            f"({100 * shown // max(self.total, 1)}%), {_minutes(time.monotonic() - self.started)} elapsed"
-        )
-        sys.stderr.write(f"\r{text}\033[K" if self.tty else f"{text}\n")
-        sys.stderr.flush()
-
-
-def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-def _say(message: str) -> None:
-    print(f"==> {message}", file=sys.stderr, flush=True)
+    say(f"built {build.name} {build.version} in {minutes(time.monotonic() - started)} -> {build.bin_dir}")

@@ -30,7 +30,7 @@ from jobqueue_devenv.nodeagent import network as nodeagent_network
 from jobqueue_devenv.processes import ProcessRecord
 from jobqueue_devenv.waiting import TimedOut, wait_until
 
-NODE_NAME: Final = "jobqueue-local"
+NODE_NAME: Final = pki_module.NODE_NAME
 SERVICE_CIDR: Final = "10.96.0.0/16"
 APISERVER_PORT_VARIABLE: Final = "JQ_APISERVER_PORT"
 START_ATTEMPTS: Final = 3
@@ -237,6 +237,11 @@ def _component_args(
             f"--tls-cert-file={tls.apiserver_cert}",
             f"--tls-private-key-file={tls.apiserver_key}",
             f"--client-ca-file={tls.ca_cert}",
+            # `kubectl logs`: the apiserver calls the node agent's kubelet port, both sides verified.
+            f"--kubelet-client-certificate={tls.kubelet_client_cert}",
+            f"--kubelet-client-key={tls.kubelet_client_key}",
+            f"--kubelet-certificate-authority={tls.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={tls.service_account_pub}",
             f"--service-account-signing-key-file={tls.service_account_key}",
@@ -274,6 +279,9 @@ def _component_args(
             "jobqueue_devenv.node_agent",
             f"--kubeconfig={kubeconfig}",
             f"--node-name={NODE_NAME}",
+            f"--tls-cert-file={tls.kubelet_cert}",
+            f"--tls-private-key-file={tls.kubelet_key}",
+            f"--client-ca-file={tls.ca_cert}",
         ],
     }
 

@@ -3,9 +3,10 @@
 Steps: start a cluster, install the chart with Helm, run the operator, apply `examples/demo.yaml`, send
 a burst of built-in tasks, show backlog and workers per queue until every task is done, tear down.
 
-The operator runs IN the cluster, as a user runs it: `helm install` of the chart, its own ServiceAccount
-and RBAC, its Pod run by the node agent (`--set command={jobqueue-operator}`: images mean nothing there).
-The e2e tests use the same pieces (`Kube`, `operator`, `broker_url`, `depths`).
+The operator runs IN the cluster, as a user runs it: `helm install` of the chart with its default values
+but the image (`make images` built it; the node agent runs it with runc), its own ServiceAccount and RBAC.
+The workers run from the worker image. The e2e tests use the same pieces (`Kube`, `operator`,
+`broker_url`, `depths`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,7 +27,9 @@ from typing import Any, Final, TextIO
 
 import redis
 
-from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv import binaries, cluster, images
+from jobqueue_devenv.errors import DevenvError
+from jobqueue_devenv.nodeagent import logs as nodeagent_logs
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from jobqueue_worker import producer, records
@@ -41,6 +43,8 @@ DEMO_NAMESPACE: Final = "demo"
 PRIORITY_SEP: Final = "\x06\x16"
 """kombu's separator between a queue name and its priority step in Redis list names."""
 GROUP_VERSION: Final = "jobqueue.dev/v1alpha1"
+TEST_RESYNC_SECONDS: Final = 3
+"""The tests' and benchmarks' operators reconcile this often: they wait less for status to follow."""
 METRICS_PORT: Final = 8081
 """The operator's /metrics port in its Pod (jobqueue-operator's default)."""
 
@@ -84,16 +88,36 @@ class Kube:
 # ---- the operator ------------------------------------------------------------------------------------
 
 
-def chart_values(watch: Sequence[str]) -> dict[str, Any]:
-    """Helm values: name the executable (images mean nothing to the node agent), watch these namespaces
-    (names or patterns; the chart makes patterns' RBAC cluster-wide), reconcile often (the live view moves)."""
-    return {"command": ["jobqueue-operator"], "watch": {"namespaces": list(watch)}, "resyncSeconds": 3}
+def require_images() -> None:
+    """The operator and worker images must be in local storage: the cluster pulls from no registry."""
+    missing = images.missing()
+    if missing:
+        raise DevenvError(f"images not built yet: {', '.join(missing)}", "run `make images`")
 
 
-def install_chart(kube: Kube, release: str, namespace: str, watch: Sequence[str]) -> None:
+def image_values() -> dict[str, Any]:
+    """The chart's image values for the image `make images` built: the one thing the local cluster needs
+    (the README's kind path sets the same; only how the image gets into the cluster differs)."""
+    return {"image": {"repository": images.OPERATOR.name, "tag": images.TAG, "pullPolicy": "Never"}}
+
+
+def chart_values(watch: Sequence[str], resync_seconds: int | None = None) -> dict[str, Any]:
+    """Helm values: the image; with `watch`, only these namespaces (names or patterns; the chart makes
+    patterns' RBAC cluster-wide); with `resync_seconds`, reconciles that often (tests wait less)."""
+    values = image_values()
+    if watch:
+        values["watch"] = {"namespaces": list(watch)}
+    if resync_seconds is not None:
+        values["resyncSeconds"] = resync_seconds
+    return values
+
+
+def install_chart(
+    kube: Kube, release: str, namespace: str, watch: Sequence[str], resync_seconds: int | None = None
+) -> None:
     """`helm upgrade --install` the chart (CRD included); waits until the JobQueue API is served."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as values:
-        json.dump(chart_values(watch), values)
+        json.dump(chart_values(watch, resync_seconds), values)
         values.flush()
         kube.helm(
             "upgrade", "--install", release, str(CHART), "--namespace", namespace, "--create-namespace",
@@ -121,11 +145,11 @@ def operator_pod(kube: Kube, release: str, namespace: str) -> dict[str, Any]:
     return dict(live[0])
 
 
-def pod_log(kube: Kube, pod: Mapping[str, Any], container: str = "operator") -> Path:
-    """Where the node agent writes a container's output (`make logs` reads the same file)."""
+def pod_log(kube: Kube, pod: Mapping[str, Any], container: str = "operator") -> str:
+    """Everything a container of a Pod wrote, every run (the node agent's files; `make logs` reads them too)."""
     meta = pod["metadata"]
-    folder = f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
-    return Path(kube.kubeconfig).parent / "node-agent" / "pods" / folder / f"{container}.log"
+    folder = Path(kube.kubeconfig).parent / "node-agent" / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
+    return nodeagent_logs.read_all(folder, container)
 
 
 @dataclass(frozen=True)
@@ -138,9 +162,15 @@ class RunningOperator:
 
 @contextlib.contextmanager
 def operator(
-    kube: Kube, watch: Sequence[str], log: Path, release: str = RELEASE, release_namespace: str = OPERATOR_NAMESPACE
+    kube: Kube,
+    watch: Sequence[str],
+    log: Path,
+    release: str = RELEASE,
+    release_namespace: str = OPERATOR_NAMESPACE,
+    resync_seconds: int | None = TEST_RESYNC_SECONDS,
 ) -> Iterator[RunningOperator]:
-    """The chart installed with Helm and its operator Pod, run by the node agent, watching `watch`.
+    """The chart installed with Helm and its operator Pod, run by the node agent from the operator image,
+    watching `watch` (every namespace when empty).
 
     The Pod's output is copied to `log` when the release is uninstalled (the cluster folder may go soon
     after). Release names must differ between operators of one cluster: the chart's ClusterRoles are
@@ -148,7 +178,7 @@ def operator(
     """
     pod: dict[str, Any] | None = None
     try:
-        install_chart(kube, release, release_namespace, watch)
+        install_chart(kube, release, release_namespace, watch, resync_seconds)
         pod = wait_until(
             lambda: operator_pod(kube, release, release_namespace), timeout=120, what="the operator Pod Ready"
         )
@@ -160,8 +190,8 @@ def operator(
             current = kube.get("pod", pod["metadata"]["name"], "-n", release_namespace)
             restarts = sum(c.get("restartCount", 0) for c in current["status"].get("containerStatuses") or [])
         uninstall_chart(kube, release, release_namespace)
-        if pod is not None and pod_log(kube, pod).exists():
-            shutil.copyfile(pod_log(kube, pod), log)
+        if pod is not None:
+            log.write_text(pod_log(kube, pod))
     if restarts:
         raise RuntimeError(f"the operator's container restarted {restarts} time(s); see {log}")
 
@@ -290,13 +320,15 @@ def run(timeout: float) -> None:
     """The whole demo; raises on any failure after tearing everything down."""
     started = time.monotonic()
     found = binaries.ensure()
+    require_images()
     directory = Path(tempfile.mkdtemp(prefix="jobqueue-demo-"))
     try:
         state, _ = cluster.up(directory, found, timeout=timeout)
         say(f"local cluster ready in {state.ready_seconds:.1f}s (folder {directory})")
         kube = Kube(found.kubectl, found.helm, state.kubeconfig, directory)
         kube.kubectl("create", "namespace", DEMO_NAMESPACE)
-        with operator(kube, [DEMO_NAMESPACE], directory / "operator.log") as running:
+        # The chart's default values but the image: every namespace watched, its own resync period.
+        with operator(kube, [], directory / "operator.log", resync_seconds=None) as running:
             say(f"operator running {running.where}")
             kube.kubectl("apply", "--server-side", "-n", DEMO_NAMESPACE, "-f", str(DEMO_MANIFEST))
             say(f"applied {DEMO_MANIFEST.relative_to(REPO)}; waiting for Redis and the workers")

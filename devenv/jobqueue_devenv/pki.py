@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=30)
+NODE_NAME = "jobqueue-local"
+"""The local node: its Node object and the name in the node agent's serving certificate."""
 APISERVER_DNS_NAMES = (
     "localhost",
     "kubernetes",
@@ -47,6 +49,24 @@ class Pki:
     @property
     def apiserver_key(self) -> Path:
         return self.dir / "apiserver.key"
+
+    @property
+    def kubelet_cert(self) -> Path:
+        """The node agent's serving certificate (its kubelet port: container logs)."""
+        return self.dir / "kubelet.crt"
+
+    @property
+    def kubelet_key(self) -> Path:
+        return self.dir / "kubelet.key"
+
+    @property
+    def kubelet_client_cert(self) -> Path:
+        """The apiserver's client certificate towards the node agent (`kubectl logs` is proxied)."""
+        return self.dir / "apiserver-kubelet-client.crt"
+
+    @property
+    def kubelet_client_key(self) -> Path:
+        return self.dir / "apiserver-kubelet-client.key"
 
     @property
     def admin_cert(self) -> Path:
@@ -147,6 +167,15 @@ def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     cert, key = leaf(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, serving_sans)
     _write(pki.apiserver_cert, cert)
     _write(pki.apiserver_key, key, private=True)
+
+    node_sans: list[x509.GeneralName] = [x509.DNSName(NODE_NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert, key = leaf(_name(f"system:node:{NODE_NAME}", "system:nodes"), ExtendedKeyUsageOID.SERVER_AUTH, node_sans)
+    _write(pki.kubelet_cert, cert)
+    _write(pki.kubelet_key, key, private=True)
+
+    cert, key = leaf(_name("kube-apiserver-kubelet-client", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    _write(pki.kubelet_client_cert, cert)
+    _write(pki.kubelet_client_key, key, private=True)
 
     cert, key = leaf(_name("jobqueue-admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH, [])
     _write(pki.admin_cert, cert)

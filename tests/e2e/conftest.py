@@ -1,10 +1,16 @@
 """The whole product against the local cluster: the chart installed with Helm, the operator running,
 a managed Redis and Celery workers run by the node agent, tasks sent from the host by Pod IP.
 
-The operator is installed exactly as `make demo` installs it (`jobqueue_devenv.demo.operator`): `helm
-install` of the chart, its Pod run by the node agent with the chart's own ServiceAccount and RBAC. It
-watches only this session's namespaces, by pattern (`e2e-<session>-*`, so cluster-wide RBAC). Applying
-JobQueues and tearing namespaces down is `jobqueue_devenv.deployer`, shared with the benchmarks.
+Everything of ours runs from its image, as on any cluster: the operator from `jobqueue-operator:dev`,
+the workers from `jobqueue-worker:dev` or, for the examples with task modules, `jobqueue-examples:dev`
+(`make images` builds them; `make test` does it first). The managed Redis and Flower run as host
+processes (their images are not here; docs/local-cluster.md says which Pods run how).
+
+The operator is installed as `make demo` installs it (`jobqueue_devenv.demo.operator`): `helm install`
+of the chart with the image values, its Pod run by the node agent with the chart's own ServiceAccount
+and RBAC. It watches only this session's namespaces, by pattern (`e2e-<session>-*`, so cluster-wide
+RBAC). Applying JobQueues and tearing namespaces down is `jobqueue_devenv.deployer`, shared with the
+benchmarks.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import yaml
 
 from jobqueue_devenv import cluster, demo
 from jobqueue_devenv.deployer import Deployed, Deployer, namespace_for
+from jobqueue_devenv.errors import DevenvError
 
 pytestmark = pytest.mark.cluster
 
@@ -35,6 +42,10 @@ def kube(local_cluster: cluster.ClusterState) -> demo.Kube:
 @pytest.fixture(scope="session")
 def jq_operator(kube: demo.Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[demo.RunningOperator]:
     """The chart installed with Helm and the operator watching this session's namespaces."""
+    try:
+        demo.require_images()
+    except DevenvError as exc:
+        pytest.fail(f"{exc.cause}: {exc.remedy}")
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     with demo.operator(kube, [f"{PREFIX}-*"], log, f"jqe2e-{SESSION}", f"jqe2e-{SESSION}") as running:
         yield running

@@ -1,5 +1,6 @@
-"""Every example under examples/ applied as it is (plus, on the local cluster, PYTHONPATH for the
-examples' task modules) and run with short tasks: the built-in tasks and short stand-ins for the real work."""
+"""Every example under examples/ applied as it is, on its image (`jobqueue-worker:dev`, or
+`jobqueue-examples:dev` for the examples' task modules), and run with short tasks: the built-in tasks and
+short stand-ins for the real work."""
 
 from __future__ import annotations
 
@@ -22,12 +23,11 @@ sys.path.insert(0, str(EXAMPLES))  # the examples' task modules, for their produ
 from jobqueue_examples import background, inference, speech
 
 
-def on_local_cluster(body: dict[str, Any], **env: str) -> dict[str, Any]:
-    """The example with PYTHONPATH on examples/ (an image would have the modules in /app) and `env` set."""
+def with_env(body: dict[str, Any], **env: str) -> dict[str, Any]:
+    """The example with `env` set in its workers' environment."""
     body = copy.deepcopy(body)
-    wanted = {"PYTHONPATH": str(EXAMPLES), **env}
-    kept = [e for e in body["spec"].get("env", []) if e["name"] not in wanted]
-    body["spec"]["env"] = kept + [{"name": name, "value": value} for name, value in wanted.items()]
+    kept = [e for e in body["spec"].get("env", []) if e["name"] not in env]
+    body["spec"]["env"] = kept + [{"name": name, "value": value} for name, value in env.items()]
     return body
 
 
@@ -68,7 +68,7 @@ def state_is(result: AsyncResult, wanted: str) -> bool:
 
 
 def test_ml_inference_job_states_and_retries(deploy: Deploy) -> None:
-    deployed = deploy(on_local_cluster(load_example("ml-inference.yaml")))
+    deployed = deploy(load_example("ml-inference.yaml"))
     app = deployed.app
     assert inference.job_state(AsyncResult(str(uuid.uuid4()), app=app)) == "pending"
     # Revokes are broadcast (Redis pub/sub): only a worker already listening for control messages gets one.
@@ -94,7 +94,7 @@ def test_ml_inference_job_states_and_retries(deploy: Deploy) -> None:
 
 
 def test_background_jobs_priorities_retries_and_dead_letters(deploy: Deploy) -> None:
-    deployed = deploy(on_local_cluster(load_example("background-jobs.yaml")))
+    deployed = deploy(load_example("background-jobs.yaml"))
     app = deployed.app
     sent = {
         queue: [
@@ -155,7 +155,7 @@ def test_image_processing_results_expire_and_children_recycle(deploy: Deploy, ku
 
 
 def test_speech_to_text_queues_beat_and_flower(deploy: Deploy, kube: demo.Kube) -> None:
-    deployed = deploy(on_local_cluster(load_example("speech-to-text.yaml"), CLEANUP_EVERY_SECONDS="2"))
+    deployed = deploy(with_env(load_example("speech-to-text.yaml"), CLEANUP_EVERY_SECONDS="2"))
     app = deployed.app
     sent = {
         queue: [app.send_task(speech.TRANSCRIBE, args=[f"{queue}-{i}.wav"], queue=queue) for i in range(6)]

@@ -326,15 +326,20 @@ def test_redis_with_a_password_from_a_secret_is_reached_by_service_name(
     assert "wrong password refused" in logs
 
 
-def test_a_pod_whose_executable_is_missing_waits_with_a_reason(core: client.CoreV1Api, namespace: str) -> None:
+def test_a_pod_with_neither_its_image_nor_its_executable_waits_with_the_kubelets_reasons(
+    core: client.CoreV1Api, namespace: str
+) -> None:
     core.create_namespaced_pod(namespace, one_shot_pod("missing", ["no-such-program-jq"], namespace))
-    status = wait_until(
-        lambda: (s := container_status(core, namespace, "missing")) and s.state.waiting and s,
-        timeout=30,
-        what="waiting status",
-    )
-    assert status.state.waiting.reason == "CreateContainerError"
-    assert 'executable "no-such-program-jq" not found' in status.state.waiting.message
+
+    def waiting(reason: str) -> client.V1ContainerStatus:
+        status = container_status(core, namespace, "missing")
+        if status is None or status.state.waiting is None or status.state.waiting.reason != reason:
+            raise AssertionError(status and status.state)
+        return status
+
+    first = wait_until(lambda: waiting("ErrImagePull"), timeout=30, what="ErrImagePull")
+    assert 'failed to pull image "ignored"' in first.state.waiting.message
+    wait_until(lambda: waiting("ImagePullBackOff"), timeout=30, what="then ImagePullBackOff, retried")
     assert core.read_namespaced_pod("missing", namespace).status.phase == "Pending"
 
     core.create_namespaced_pod(namespace, one_shot_pod("fine", program("sleep"), namespace))

@@ -1,4 +1,5 @@
-"""`make cluster-down` ends every process the node agent started, even when the agent was killed first.
+"""`make cluster-down` ends every process and container the node agent started, even when the agent was
+killed first.
 
 This test starts a cluster of its own (next to the session's), because it kills that cluster's agent.
 """
@@ -11,8 +12,8 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from jobqueue_devenv import binaries, cluster
-from jobqueue_devenv.nodeagent import cleanup, network
+from jobqueue_devenv import binaries, cluster, images
+from jobqueue_devenv.nodeagent import cleanup, network, runc
 from jobqueue_devenv.waiting import wait_until
 from tests.integration.test_node_agent import one_shot_pod, program
 
@@ -26,7 +27,11 @@ def test_down_ends_pod_processes_and_the_pod_network_after_the_agent_was_killed(
         core.create_namespaced_pod("default", one_shot_pod("sleeper", program("sleep"), "default"))
         # redis-server overwrites its environment with its process title: found by its network namespace.
         core.create_namespaced_pod("default", one_shot_pod("redis", ["redis-server", "--save", ""], "default"))
-        for name in ("sleeper", "redis"):
+        # From an image: `runc run` and the container's PID 1 (a `sleep`, which ignores SIGTERM as PID 1).
+        contained = one_shot_pod("contained", ["sleep", "600"], "default")
+        contained["spec"]["containers"][0]["image"] = images.WORKER.reference
+        core.create_namespaced_pod("default", contained)
+        for name in ("sleeper", "redis", "contained"):
             wait_until(
                 lambda n=name: core.read_namespaced_pod(n, "default").status.phase == "Running",
                 timeout=30,
@@ -35,8 +40,11 @@ def test_down_ends_pod_processes_and_the_pod_network_after_the_agent_was_killed(
         folder = cleanup.agent_folder(directory)
         block = network.Block.load(folder)
         assert block is not None
+        wait_until(lambda: len(cleanup.pod_processes(folder)) == 4, timeout=10, what="4 processes (runc's too)")
         pods = cleanup.pod_processes(folder)
-        assert len(pods) == 2
+        assert (
+            runc.state_root(folder) / f"{core.read_namespaced_pod('contained', 'default').metadata.uid}-main-0"
+        ).is_dir()
         assert any(name.startswith(f"jq{block.index}p") for name in network.existing_netns())
 
         agent = next(p for p in state.processes if p.name == "node-agent")
@@ -52,3 +60,4 @@ def test_down_ends_pod_processes_and_the_pod_network_after_the_agent_was_killed(
     assert not directory.exists()
     assert not any(name.startswith(f"jq{block.index}p") for name in network.existing_netns())
     assert network.bridge_owner(block.bridge) != str(folder.resolve())
+    assert not (runc.CGROUP_ROOT / "memory" / runc.cgroup_parent(block.bridge)).exists()  # runc's cgroups gone

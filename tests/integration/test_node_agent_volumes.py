@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from jobqueue_devenv import cluster
-from jobqueue_devenv.nodeagent import cleanup, storage, volumes
+from jobqueue_devenv.nodeagent import cleanup, logs, storage, volumes
 from jobqueue_devenv.waiting import wait_until
 from tests.integration.test_node_agent import finished_pod
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.cluster
 def log_of(state: cluster.ClusterState, pod: client.V1Pod, container: str = "main") -> str:
     meta = pod.metadata
     folder = cleanup.agent_folder(Path(state.directory)) / "pods" / f"{meta.namespace}_{meta.name}_{meta.uid}"
-    return (folder / f"{container}.log").read_text()
+    return logs.read_all(folder, container)
 
 
 def shell_pod(name: str, script: str, **spec: Any) -> dict[str, Any]:

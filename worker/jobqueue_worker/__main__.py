@@ -9,6 +9,7 @@ warm-shutdown handler directly.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -72,8 +73,18 @@ def _run(settings: WorkerSettings) -> int:
         http.shutdown()
 
 
+def _exit_on_early_sigterm() -> None:
+    """Until Celery installs its SIGTERM handler (warm shutdown), SIGTERM ends the worker at once.
+
+    As PID 1 of a container the worker gets no default action: the kernel drops a signal that has no
+    handler, so a Pod deleted while its worker starts would wait out its whole grace period.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
+    _exit_on_early_sigterm()
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["send"]:
         from jobqueue_worker import producer

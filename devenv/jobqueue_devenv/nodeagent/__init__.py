@@ -1,4 +1,5 @@
-"""The local node agent: a small "process kubelet" that runs the Pods bound to its Node as host processes.
+"""The local node agent: a small kubelet that runs the Pods bound to its Node from their images (runc), or as
+host processes when their image is not in local storage.
 
 Test and demo infrastructure only. Modules, each with one job:
 `node` (Node object and lease), `envvars` (container environment as the kubelet builds it),
@@ -7,6 +8,8 @@ Test and demo infrastructure only. Modules, each with one job:
 per Pod), `names` (hosts files), `services` (Service addresses and the TCP forwarder), `containers`
 (one container's process), `volumes` (a Pod's volumes on the host), `mounter` (a container's
 mounts, run inside its mount namespace), `storage` (the local-path StorageClass and provisioner),
-`pods` (one Pod's worker), `informer` (list+watch into a cache),
+`imagestore` (images in containers-storage), `oci` (a container from an image, decided as the kubelet
+does), `runc` (one run of it), `logs` (a log file per run), `kubeletapi` (the containerLogs endpoint
+behind `kubectl logs`), `pods` (one Pod's worker), `informer` (list+watch into a cache),
 `cleanup` (end everything a dead agent left), `agent` (wires it together).
 """

@@ -15,6 +15,7 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from jobqueue_devenv.nodeagent import cleanup, network, node, storage
+from jobqueue_devenv.nodeagent import cleanup, kubeletapi, logs, network, node, runc, storage
 from jobqueue_devenv.nodeagent.backoff import BackOff
 from jobqueue_devenv.nodeagent.containers import MARKER
+from jobqueue_devenv.nodeagent.imagestore import ImageStore
 from jobqueue_devenv.nodeagent.informer import Informer
 from jobqueue_devenv.nodeagent.pods import PodWorker, Runtime
 from jobqueue_devenv.nodeagent.services import Forwarder, HostsFiles, ServiceTable
@@ -45,11 +47,30 @@ def apiserver_port(kubeconfig: Path) -> int:
     return urllib.parse.urlsplit(server).port or 443
 
 
+@dataclass(frozen=True)
+class ServingTls:
+    """The kubelet port's certificate and the CA its clients (the apiserver) must present a certificate of."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+
 class Agent:
-    def __init__(self, api_client: client.ApiClient, node_name: str, folder: Path, kubeconfig: Path) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        node_name: str,
+        folder: Path,
+        kubeconfig: Path,
+        tls: ServingTls | None = None,
+    ) -> None:
         self.core = client.CoreV1Api(api_client)
         self.discovery = client.DiscoveryV1Api(api_client)
-        self.node = node.NodeRegistration(api_client, node_name)
+        self.kubelet_api = (
+            kubeletapi.KubeletServer(self.container_logs, tls.cert, tls.key, tls.client_ca) if tls else None
+        )
+        self.node = node.NodeRegistration(api_client, node_name, self.kubelet_api.port if self.kubelet_api else 0)
         self.name = node_name
         self.folder = folder
         self.stopping = threading.Event()
@@ -68,25 +89,57 @@ class Agent:
             host_ip=HOST_IP,
             backoff=BackOff(),
             base_env=self.base_env,
+            service_env=self.service_env,
             secrets=self.secret_data,
             config_maps=self.config_map_data,
             volume_sources=ApiSources(self.core),
+            images=ImageStore(),
+            runc_root=runc.state_root(folder),
+            cgroup_parent=runc.cgroup_parent(block.bridge),
         )
         self.provisioner = storage.Provisioner(api_client, folder, node_name)
 
-    def base_env(self, pod: Mapping[str, Any]) -> dict[str, str]:
-        """What every container gets before its own env: PATH with this Python first, as the brief asks."""
-        env = {
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), DEFAULT_PATH]),
-            "HOSTNAME": pod["metadata"]["name"],
-            "HOME": os.environ.get("HOME", "/root"),
-            "LANG": "C.UTF-8",
-            MARKER: str(self.folder.resolve()),
-        }
+    def service_env(self, pod: Mapping[str, Any]) -> dict[str, str]:
+        """What the kubelet adds to every container's env: HOSTNAME and the `kubernetes` Service."""
+        env = {"HOSTNAME": pod["metadata"]["name"]}
         kubernetes = self.services.address_of("default", "kubernetes")
         if kubernetes:
             env.update(KUBERNETES_SERVICE_HOST=kubernetes, KUBERNETES_SERVICE_PORT="443")
         return env
+
+    def base_env(self, pod: Mapping[str, Any]) -> dict[str, str]:
+        """What a host process gets before its own env: PATH with this Python first (its tools on PATH)."""
+        return {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), DEFAULT_PATH]),
+            "HOME": os.environ.get("HOME", "/root"),
+            "LANG": "C.UTF-8",
+            MARKER: str(self.folder.resolve()),
+            **self.service_env(pod),
+        }
+
+    def container_logs(self, namespace: str, name: str, container: str) -> kubeletapi.LogTarget:
+        """A container's log files for the kubelet API: of the Pod running here, else of one that ran here."""
+        with self.lock:
+            worker = next(
+                (
+                    w
+                    for w in self.workers.values()
+                    if (w.pod["metadata"]["namespace"], w.pod["metadata"]["name"]) == (namespace, name)
+                ),
+                None,
+            )
+        if worker is not None:
+            names = [c.name for c in worker.containers]
+            if container not in names:
+                return kubeletapi.LogTarget(
+                    [], lambda _: False, f"container {container} is not valid for pod {name}", 400
+                )
+            folder = worker.folder
+            return kubeletapi.LogTarget(logs.runs(folder, container), lambda path: worker.writes(container, path))
+        folders = sorted((self.folder / "pods").glob(f"{namespace}_{name}_*"), key=lambda p: p.stat().st_mtime)
+        if not folders:
+            return kubeletapi.LogTarget([], lambda _: False, f'pods "{name}" not found on node {self.name}', 404)
+        return kubeletapi.LogTarget(logs.runs(folders[-1], container), lambda _: False)
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
@@ -132,6 +185,9 @@ class Agent:
                 self.on_pod("MODIFIED", pod)
 
     def run(self) -> None:
+        if self.kubelet_api is not None:
+            self.kubelet_api.start()
+            log.info("kubelet API (container logs) on 127.0.0.1:%d", self.kubelet_api.port)
         self.node.register()
         self.provisioner.ensure_class()
         Informer(
@@ -229,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--folder", type=Path, help="pod logs, hosts file and network record (default: node-agent/ next to kubeconfig)"
     )
+    parser.add_argument("--tls-cert-file", type=Path, help="serving certificate of the kubelet port (container logs)")
+    parser.add_argument("--tls-private-key-file", type=Path)
+    parser.add_argument("--client-ca-file", type=Path, help="CA of the certificates clients must present")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     folder: Path = args.folder or cleanup.agent_folder(args.kubeconfig.resolve().parent)
@@ -236,8 +295,13 @@ def main(argv: list[str] | None = None) -> None:
     leftovers = cleanup.end_pod_processes(folder)  # of an earlier agent of this cluster that died
     if leftovers:
         log.warning("ended %d processes an earlier agent left running", len(leftovers))
+    tls = (
+        ServingTls(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
+        if args.tls_cert_file and args.tls_private_key_file and args.client_ca_file
+        else None
+    )
     agent = Agent(
-        config.new_client_from_config(config_file=str(args.kubeconfig)), args.node_name, folder, args.kubeconfig
+        config.new_client_from_config(config_file=str(args.kubeconfig)), args.node_name, folder, args.kubeconfig, tls
     )
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())

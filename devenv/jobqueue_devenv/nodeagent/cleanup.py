@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from jobqueue_devenv.nodeagent import network
+from jobqueue_devenv.nodeagent import network, runc
 from jobqueue_devenv.nodeagent.containers import MARKER
 
 AGENT_FOLDER = "node-agent"
@@ -71,6 +71,7 @@ def end_pod_processes(folder: Path, grace: float = 1.0) -> list[int]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
+    runc.delete_all(runc.state_root(folder))  # their runc records and cgroups
     return pids
 
 
@@ -85,4 +86,5 @@ def clean_up(cluster_directory: Path) -> list[int]:
         owner = network.bridge_owner(block.bridge)
         if owner is None or owner == str(folder.resolve()):
             network.remove_block(block)
+            runc.remove_cgroup_parent(runc.cgroup_parent(block.bridge))
     return pids

@@ -33,21 +33,26 @@ def in_netns(netns: str, argv: Sequence[str]) -> list[str]:
     return [network.ip_binary(), "netns", "exec", netns, *argv]
 
 
+def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: str | Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start a container's process (host process or `runc run`): own session, output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class ContainerProcess:
     """A started container process; poll, signal and wait for it."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: str, log: Path, netns: str) -> None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as sink:
-            self.popen = subprocess.Popen(
-                in_netns(netns, argv),
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.popen = spawn(in_netns(netns, argv), env, cwd, log)
         self.pid = self.popen.pid
         self.started = time.monotonic()
 

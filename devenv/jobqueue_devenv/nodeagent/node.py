@@ -54,8 +54,8 @@ def node_manifest(name: str) -> dict[str, Any]:
     }
 
 
-def node_status(name: str, now: datetime.datetime) -> dict[str, Any]:
-    """Capacity of this machine, the Ready condition and the node's address."""
+def node_status(name: str, now: datetime.datetime, kubelet_port: int = 0) -> dict[str, Any]:
+    """Capacity of this machine, the Ready condition, the node's address and its kubelet port (logs)."""
     capacity = {
         "cpu": str(os.cpu_count() or 1),
         "memory": f"{_memory_bytes() // 1024}Ki",
@@ -84,14 +84,14 @@ def node_status(name: str, now: datetime.datetime) -> dict[str, Any]:
             condition("Ready", "True", "KubeletReady", "jobqueue node agent is posting ready status"),
         ],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
         "nodeInfo": {
             "machineID": "",
             "systemUUID": "",
             "bootID": "",
             "kernelVersion": platform.release(),
             "osImage": "jobqueue local node agent",
-            "containerRuntimeVersion": "process://0.1",
+            "containerRuntimeVersion": "runc://1 (images), process://0.1 (host commands)",
             "kubeletVersion": versions.K8S_VERSION,
             "kubeProxyVersion": "",
             "operatingSystem": "linux",
@@ -103,7 +103,8 @@ def node_status(name: str, now: datetime.datetime) -> dict[str, Any]:
 class NodeRegistration:
     """Registers the node, then renews its lease and status."""
 
-    def __init__(self, api_client: client.ApiClient, node_name: str) -> None:
+    def __init__(self, api_client: client.ApiClient, node_name: str, kubelet_port: int = 0) -> None:
+        self.kubelet_port = kubelet_port
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
         self.name = node_name
@@ -119,7 +120,7 @@ class NodeRegistration:
         self.post_status()
 
     def post_status(self) -> None:
-        self.core.patch_node_status(self.name, {"status": node_status(self.name, _now())})
+        self.core.patch_node_status(self.name, {"status": node_status(self.name, _now(), self.kubelet_port)})
 
     def renew_lease(self) -> None:
         node = self.core.read_node(self.name)

@@ -14,16 +14,21 @@ from typing import Any, Protocol
 
 from kubernetes.client.rest import ApiException
 
-from jobqueue_devenv.nodeagent import envvars, memory, probes, status, volumes
+from jobqueue_devenv.nodeagent import envvars, logs, memory, oci, probes, status, volumes
 from jobqueue_devenv.nodeagent.backoff import BackOff, should_restart
-from jobqueue_devenv.nodeagent.containers import ContainerProcess, find_executable, in_netns
-from jobqueue_devenv.nodeagent.network import PodNetwork
+from jobqueue_devenv.nodeagent.containers import MARKER, ContainerProcess, find_executable, in_netns
+from jobqueue_devenv.nodeagent.imagestore import Image, ImageStore
+from jobqueue_devenv.nodeagent.network import NETNS_ETC, NETNS_RUN, PodNetwork
+from jobqueue_devenv.nodeagent.runc import RuncContainer
 
 log = logging.getLogger("node-agent.pods")
 
 TICK = 0.2
 MEMORY_PERIOD = 0.5
 RETRY_START = 2.0
+TERMINATION_PATH = "/dev/termination-log"
+"""The default terminationMessagePath; a container from an image gets a file there, read when it ends."""
+TERMINATION_FILE_BYTES = 4096
 MINIMUM_GRACE = 2.0
 """Seconds a container always gets after SIGTERM, even when a preStop hook used the grace period up."""
 
@@ -49,9 +54,16 @@ class Runtime:
     host_ip: str
     backoff: BackOff
     base_env: Callable[[Mapping[str, Any]], dict[str, str]]
+    """What a host process gets before its own env (PATH with the agent's Python first...)."""
+    service_env: Callable[[Mapping[str, Any]], dict[str, str]]
+    """What a container from an image gets on top of the image's env (HOSTNAME, KUBERNETES_SERVICE_*)."""
     secrets: envvars.SourceLookup
     config_maps: envvars.SourceLookup
     volume_sources: volumes.Sources
+    images: ImageStore
+    runc_root: Path
+    cgroup_parent: str
+    """Containers' cgroups go under it (one per cluster)."""
 
 
 @dataclass
@@ -59,7 +71,12 @@ class Container:
     """The life of one container of the Pod across its restarts."""
 
     spec: dict[str, Any]
-    process: ContainerProcess | None = None
+    process: ContainerProcess | RuncContainer | None = None
+    image: Image | None = None
+    """The image of the current run; None when it runs as a host process (no such image in local storage)."""
+    pulls_failed: int = 0
+    container_id: str = ""
+    """Of the latest run: runc://ID (from an image) or process://NAME (a host process)."""
     plan: Path | None = None
     """The mounter's plan of the current run, when the container has volumes (see `volumes`)."""
     env: dict[str, str] = field(default_factory=dict)
@@ -86,6 +103,12 @@ class Container:
         """`argv` as run in the container's mount view (its volumes), for the process, probes and hooks."""
         return volumes.mounter_command(self.plan, argv) if self.plan is not None else argv
 
+    def exec_argv(self, netns: str, argv: list[str]) -> list[str]:
+        """`argv` run in the container: inside the image's container, or in the host process's view."""
+        if isinstance(self.process, RuncContainer):
+            return self.process.exec_argv(argv)
+        return in_netns(netns, self.command(argv))
+
     def view(self) -> status.ContainerView:
         waiting = status.ContainerView(
             name=self.name,
@@ -94,6 +117,9 @@ class Container:
             last_terminated=self.last_terminated,
             reason=self.waiting_reason,
             message=self.waiting_message,
+            container_id=self.container_id,
+            image_id=f"sha256:{self.image.id}" if self.image is not None else "",
+            image=self.image.reference if self.image is not None else "",
         )
         if self.process is not None:
             return replace(waiting, state="running", ready=self.ready, started_at=self.started_at, reason="")
@@ -153,6 +179,13 @@ class PodWorker(threading.Thread):
             self._kill_now()
         finally:
             self.on_exit(self.uid)
+
+    def writes(self, container_name: str, path: Path) -> bool:
+        """Is `path` the log of a run of this container that is still going? (`kubectl logs -f` follows it.)"""
+        for container in self.containers:
+            if container.name == container_name and container.process is not None:
+                return path == logs.run_log(self.folder, container.name, container.runs - 1)
+        return False
 
     # -- running --------------------------------------------------------------------------------------
 
@@ -218,48 +251,41 @@ class PodWorker(threading.Thread):
                 self._start(container)
             return
         code = container.process.poll()
-        if code is None:
-            code = self._check_memory(container, now, children)
+        if code is None and isinstance(container.process, ContainerProcess):
+            code = self._check_memory(container, now, children)  # a runc container's cgroup enforces its own
         if code is None:
             code = self._probe(container, now)
         if code is not None:
             self._ended(container, code)
 
     def _start(self, container: Container) -> None:
+        image_name = str(container.spec.get("image") or "")
+        image = self.runtime.images.lookup(image_name) if image_name else None
+        if image is None and not self._runs_on_host(container):
+            self._image_missing(container, image_name)
+            return
         pod = self._pod_with_ip()
+        log_path = logs.run_log(self.folder, container.name, container.runs)
         try:
-            env = envvars.container_env(
-                pod,
-                container.spec,
-                self.runtime.secrets,
-                self.runtime.config_maps,
-                self.runtime.base_env(pod),
-            )
-            argv = envvars.command_line(container.spec, env)
-        except envvars.ConfigError as exc:
+            if image is not None:
+                started = self._start_from_image(container, image, pod, log_path)
+            else:
+                started = self._start_on_host(container, pod, log_path)
+        except (envvars.ConfigError, oci.ConfigError, volumes.VolumeError) as exc:
             self._wait(container, "CreateContainerConfigError", str(exc))
             return
-        if find_executable(argv[0], env.get("PATH", "")) is None:
-            self._wait(container, "CreateContainerError", f'executable "{argv[0]}" not found in PATH {env.get("PATH")}')
-            return
-        cwd = container.spec.get("workingDir") or str(self.folder)
-        container.plan = None
-        try:
-            if volumes.needs_mounter(container.spec):
-                container.plan = self.volumes.write_plan(container.spec, env)
-                cwd = str(self.folder)  # the mounter changes to workingDir once the volumes are mounted
-        except (volumes.VolumeError, OSError) as exc:
-            self._wait(container, "CreateContainerConfigError", str(exc))
-            return
-        try:
-            container.process = ContainerProcess(
-                container.command(argv), env, cwd, self.folder / f"{container.name}.log", self.netns
-            )
         except OSError as exc:
             self._wait(container, "RunContainerError", str(exc))
             return
-        container.env = env
+        if not started:
+            return
+        container.image = image
+        process = container.process
+        container.container_id = (
+            f"runc://{process.id}" if isinstance(process, RuncContainer) else f"process://{container.name}"
+        )
         container.runs += 1
+        container.pulls_failed = 0
         container.started_at = now_stamp()
         container.waiting_reason = container.waiting_message = ""
         container.oom_killed = False
@@ -267,7 +293,107 @@ class PodWorker(threading.Thread):
         container.readiness = probes.ProbeTracker(probes.ProbeSpec.from_api(readiness), False) if readiness else None
         container.liveness = probes.ProbeTracker(probes.ProbeSpec.from_api(liveness), True) if liveness else None
         container.ready = readiness is None
-        log.info("%s: started %s (pid %d): %s", self.name, container.name, container.process.pid, argv)
+        assert container.process is not None
+        where = f"image {image.reference}" if image is not None else "a host process"
+        log.info("%s: started %s from %s (pid %d)", self.name, container.name, where, container.process.pid)
+
+    def _runs_on_host(self, container: Container) -> bool:
+        """No image in local storage: a container whose command exists on this host runs as a host process."""
+        command = container.spec.get("command") or []
+        return (
+            bool(command)
+            and find_executable(str(command[0]), self.runtime.base_env(self.pod).get("PATH", "")) is not None
+        )
+
+    def _image_missing(self, container: Container, image: str) -> None:
+        """The kubelet's Waiting reasons for an image that is not there and cannot be pulled."""
+        if container.spec.get("imagePullPolicy") == "Never":
+            self._wait(
+                container, "ErrImageNeverPull", f'Container image "{image}" is not present with pull policy of Never'
+            )
+            return
+        container.pulls_failed += 1
+        if container.pulls_failed % 2:  # as the kubelet: a failed pull attempt, then its back-off, in turn
+            self._wait(
+                container,
+                "ErrImagePull",
+                f'failed to pull image "{image}": the local node agent pulls from no registry and the image '
+                "is not in local storage (build it, e.g. `make images`)",
+            )
+        else:
+            self._wait(container, "ImagePullBackOff", f'Back-off pulling image "{image}"')
+
+    def _start_on_host(self, container: Container, pod: dict[str, Any], log_path: Path) -> bool:
+        env = envvars.container_env(
+            pod, container.spec, self.runtime.secrets, self.runtime.config_maps, self.runtime.base_env(pod)
+        )
+        argv = envvars.command_line(container.spec, env)
+        if find_executable(argv[0], env.get("PATH", "")) is None:
+            self._wait(container, "CreateContainerError", f'executable "{argv[0]}" not found in PATH {env.get("PATH")}')
+            return False
+        cwd = container.spec.get("workingDir") or str(self.folder)
+        container.plan = None
+        if volumes.needs_mounter(container.spec):
+            container.plan = self.volumes.write_plan(container.spec, env)
+            cwd = str(self.folder)  # the mounter changes to workingDir once the volumes are mounted
+        container.process = ContainerProcess(container.command(argv), env, cwd, log_path, self.netns)
+        container.env = env
+        return True
+
+    def _start_from_image(self, container: Container, image: Image, pod: dict[str, Any], log_path: Path) -> bool:
+        spec = container.spec
+        oci.verify_run_as_non_root(pod, spec, image.user)
+        own = envvars.container_env(pod, spec, self.runtime.secrets, self.runtime.config_maps, {})
+        account = oci.account(pod, spec, image.user, image.read_file("/etc/passwd"), image.read_file("/etc/group"))
+        env = {"PATH": oci.DEFAULT_PATH, **oci.image_env(image), "HOME": account.home}
+        env.update(self.runtime.service_env(pod))
+        env.update(own)
+        mounts = [oci.Mount(m["source"], m["target"], m["readOnly"]) for m in self.volumes.mounts(spec, env)]
+        etc = NETNS_ETC / self.netns
+        hostname = self.folder / "hostname"
+        hostname.write_text(pod["metadata"]["name"] + "\n")
+        termination = self.folder / container.name / f"{container.runs}.termination"
+        termination.parent.mkdir(parents=True, exist_ok=True)
+        termination.write_bytes(b"")
+        termination.chmod(0o666)  # whoever the container runs as writes its last words there
+        mounts += [
+            oci.Mount(str(termination), spec.get("terminationMessagePath") or TERMINATION_PATH, False),
+            oci.Mount(str(etc / "hosts"), "/etc/hosts", False),
+            oci.Mount(str(etc / "resolv.conf"), "/etc/resolv.conf", False),
+            oci.Mount(str(hostname), "/etc/hostname", False),
+        ]
+        pod_context = pod["spec"].get("securityContext") or {}
+        groups = [int(g) for g in pod_context.get("supplementalGroups") or []]
+        if pod_context.get("fsGroup") is not None:
+            groups.append(int(pod_context["fsGroup"]))
+        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        container_id = f"{self.uid}-{container.name}-{container.runs}"
+        config = oci.runtime_config(
+            process_args=oci.argv(spec, image, own),
+            env=env,
+            cwd=spec.get("workingDir") or image.working_dir or "/",
+            user=account,
+            context=oci.security_context(pod, spec),
+            supplemental_groups=groups,
+            hostname=pod["metadata"]["name"],
+            netns_path=str(NETNS_RUN / self.netns),
+            mounts=mounts,
+            memory_limit=memory.parse_quantity(limit) if limit is not None else None,
+            cgroups_path=f"/{self.runtime.cgroup_parent}/{container_id}",
+        )
+        runtime_env = {"PATH": oci.DEFAULT_PATH, MARKER: str(self.runtime.directory.resolve())}
+        container.plan = None
+        container.process = RuncContainer(
+            container_id,
+            self.folder / "bundles" / container_id,
+            config,
+            image.layers,
+            log_path,
+            self.runtime.runc_root,
+            runtime_env,
+        )
+        container.env = env
+        return True
 
     def _wait(self, container: Container, reason: str, message: str) -> None:
         if (container.waiting_reason, container.waiting_message) != (reason, message):
@@ -305,7 +431,7 @@ class PodWorker(threading.Thread):
         timeout = float(probe.get("timeoutSeconds") or 1)
         try:
             if "exec" in probe:
-                argv = in_netns(self.netns, container.command(probe["exec"]["command"]))
+                argv = container.exec_argv(self.netns, probe["exec"]["command"])
                 return probes.run_exec(argv, container.env, str(self.folder), timeout)
             if "httpGet" in probe:
                 get = probe["httpGet"]
@@ -321,8 +447,25 @@ class PodWorker(threading.Thread):
         log.warning("%s: %s %s has no supported handler (exec, httpGet, tcpSocket)", self.name, container.name, kind)
         return False
 
+    def _termination_message(self, container: Container, code: int) -> str:
+        """The file at terminationMessagePath (containers from images), else the log tail per the policy."""
+        written = self._termination_file(container)
+        try:
+            with written.open("rb") as handle:
+                text = handle.read(TERMINATION_FILE_BYTES).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        if text:
+            return text
+        return status.termination_message(
+            container.spec.get("terminationMessagePolicy"), code, self._log_tail(container)
+        )
+
+    def _termination_file(self, container: Container) -> Path:
+        return self.folder / container.name / f"{max(container.runs - 1, 0)}.termination"
+
     def _log_tail(self, container: Container) -> str:
-        path = self.folder / f"{container.name}.log"
+        path = logs.run_log(self.folder, container.name, max(container.runs - 1, 0))
         try:
             with path.open("rb") as log_file:
                 log_file.seek(max(path.stat().st_size - status.TERMINATION_MESSAGE_BYTES, 0))
@@ -334,15 +477,16 @@ class PodWorker(threading.Thread):
         process = container.process
         assert process is not None
         process.kill_group()  # the container ends with its main process
+        if isinstance(process, RuncContainer):
+            process.close()
+            container.oom_killed = container.oom_killed or process.oom_killed
         code = status.exit_code_of(returncode)
         ended = status.Terminated(
             exit_code=code,
             reason=status.termination_reason(code, container.oom_killed),
             started_at=container.started_at,
             finished_at=now_stamp(),
-            message=status.termination_message(
-                container.spec.get("terminationMessagePolicy"), code, self._log_tail(container)
-            ),
+            message=self._termination_message(container, code),
         )
         log.info("%s: %s exited with %d (%s)", self.name, container.name, code, ended.reason)
         container.process, container.ready = None, False
@@ -391,7 +535,7 @@ class PodWorker(threading.Thread):
             return
         hook = ((container.spec.get("lifecycle") or {}).get("preStop") or {}).get("exec")
         if hook and process.poll() is None:
-            argv = in_netns(self.netns, container.command(hook["command"]))
+            argv = container.exec_argv(self.netns, hook["command"])
             ok = probes.run_exec(argv, container.env, str(self.folder), max(deadline - time.monotonic(), 0.1))
             log.info("%s: preStop hook of %s %s", self.name, container.name, "succeeded" if ok else "failed")
         code = process.stop(max(deadline - time.monotonic(), MINIMUM_GRACE))

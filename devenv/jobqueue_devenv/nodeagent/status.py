@@ -42,6 +42,9 @@ class ContainerView:
     started_at: str = ""  # for running
     terminated: Terminated | None = None  # for terminated
     last_terminated: Terminated | None = None
+    container_id: str = ""  # runc://ID for a container from an image, process://NAME for a host process
+    image_id: str = ""  # sha256:ID of the image it runs from
+    image: str = ""  # the image as found in local storage (the spec's name when empty)
 
 
 TERMINATION_MESSAGE_BYTES = 2048
@@ -103,9 +106,9 @@ def _container_status(view: ContainerView, image: str) -> dict[str, Any]:
         "ready": view.ready,
         "started": view.state == "running",
         "restartCount": view.restart_count,
-        "image": image,
-        "imageID": "",
-        "containerID": f"process://{view.name}",
+        "image": view.image or image,
+        "imageID": view.image_id,
+        **({"containerID": view.container_id} if view.container_id else {}),
     }
 
 

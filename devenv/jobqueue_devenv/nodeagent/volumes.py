@@ -348,8 +348,8 @@ class PodVolumes:
 
     # -- mounts of one container -------------------------------------------------------------------
 
-    def container_plan(self, container: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-        """What `mounter.py` does for `container`: its mounts, working dir, staging folder and kept folders."""
+    def mounts(self, container: Mapping[str, Any], env: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The container's volumeMounts as (host source, mountPath, readOnly), subPaths resolved."""
         mounts = []
         for mount in container.get("volumeMounts") or []:
             volume = self.ready.get(mount["name"])
@@ -365,6 +365,11 @@ class PodVolumes:
                     os.makedirs(source, 0o755, exist_ok=True)
             read_only = volume.read_only or bool(mount.get("readOnly"))
             mounts.append({"source": source, "target": mount["mountPath"], "readOnly": read_only})
+        return mounts
+
+    def container_plan(self, container: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+        """What `mounter.py` does for `container`: its mounts, working dir, staging folder and kept folders."""
+        mounts = self.mounts(container, env)
         name = container["name"]
         staging = self.folder / "mounts" / f"{name}.root"
         staging.mkdir(parents=True, exist_ok=True)
