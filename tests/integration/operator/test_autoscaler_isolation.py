@@ -26,7 +26,7 @@ from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
 from tests.worker.conftest import RedisServer, blackhole
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crd")]
 
 SLOW_JOBQUEUES = 12
 """More JobQueues with an unanswering broker than the operator has reconcile threads (8)."""
