@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -26,6 +26,9 @@ from jobqueue_operator.scaling.converge import Memory
 
 __all__ = ["Memory", "tick"]
 
+LEARN_EVERY_TICKS: Final = 6
+"""Every this many ticks (and on the first), the worker Pods are read to learn how long they take to start."""
+
 
 def tick(client: kube.KubeApi, body: Mapping[str, Any], memory: Memory, metrics: OperatorMetrics) -> list[Event]:
     """One autoscaler pass over every queue of the JobQueue `body`; the Events it posted."""
@@ -33,6 +36,8 @@ def tick(client: kube.KubeApi, body: Mapping[str, Any], memory: Memory, metrics:
         jq = JobQueue.from_body(dict(body))
     except ValidationError:
         return []  # the reconciler reports the invalid spec
-    seen = observe.read(client, jq, memory.url)
+    draining = [str(item.get("name")) for item in (body.get("status") or {}).get("drainingQueues") or []]
+    memory.ticks += 1
+    seen = observe.read(client, jq, memory.url, draining, with_pods=memory.ticks % LEARN_EVERY_TICKS == 1)
     plan = decide.plan(seen, memory.queues, body)
     return converge.carry_out(client, plan, dict(body), memory, metrics, seen.at, time.monotonic())

@@ -25,6 +25,7 @@ class Memory:
     posted: dict[tuple[str, str], float] = field(default_factory=dict)
     broker_up: bool | None = None
     """Whether the last tick could read the broker (None: no tick yet)."""
+    ticks: int = 0
 
 
 def _set_deletion_costs(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) -> None:

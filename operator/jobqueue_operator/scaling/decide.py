@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from jobqueue_operator import autoscaling, naming, rates, redelivery, status
+from jobqueue_operator import autoscaling, naming, rates, redelivery, startup, status
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import BrokerSeries, QueueSeries
 from jobqueue_operator.models import Condition, JobQueue, Queue, UnservedQueue
@@ -44,7 +44,8 @@ class Seen:
     incarnations: Sequence[redelivery.Seen] = ()
     """The worker incarnations registered in the broker (empty when it could not be read)."""
     worker_pods: Mapping[str, Manifest] = field(default_factory=dict)
-    """The JobQueue's worker Pods by name, as the API server has them."""
+    """The JobQueue's worker Pods by name, as the API server has them (read when a worker's heartbeat
+    lapsed, and every few ticks to learn the Pods' start-up; empty otherwise)."""
     unserved: Mapping[str, int] | None = None
     """Broker queues outside the spec that hold tasks -> how many (None: not read)."""
     memory: tuple[int, int] | None = None
@@ -72,6 +73,8 @@ class QueueMemory:
     """The Prometheus source's last failure, so its Warning is posted once per spell, not every tick."""
     dead_letters: int | None = None
     """The dead-letter list's length at the last tick, so a growth is a Warning once."""
+    learned: startup.Learned = field(default_factory=startup.Learned)
+    """The start-ups of this queue's recent worker Pods (a policy without `startupSeconds` plans with them)."""
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,12 @@ def paused(annotations: Mapping[str, str] | None) -> bool:
     return (annotations or {}).get(PAUSE_ANNOTATION, "").strip().lower() == "true"
 
 
-def policy_for(queue: Queue, is_paused: bool) -> autoscaling.Policy:
-    """The CRD's autoscaling block as the autoscaler's Policy."""
+def policy_for(queue: Queue, is_paused: bool, learned_startup: float | None = None) -> autoscaling.Policy:
+    """The CRD's autoscaling block as the autoscaler's Policy; without `startupSeconds` in it, the start-up
+    learned from the queue's own Pods, else the default."""
     block = queue.autoscaling
     assert block is not None
+    planned_startup = learned_startup if learned_startup is not None else autoscaling.DEFAULT_STARTUP_SECONDS
     return autoscaling.Policy(
         min_replicas=block.min_replicas,
         max_replicas=block.max_replicas,
@@ -123,9 +128,7 @@ def policy_for(queue: Queue, is_paused: bool) -> autoscaling.Policy:
             None if block.idle_seconds_before_zero is None else float(block.idle_seconds_before_zero)
         ),
         paused=is_paused,
-        startup_seconds=(
-            autoscaling.DEFAULT_STARTUP_SECONDS if block.startup_seconds is None else float(block.startup_seconds)
-        ),
+        startup_seconds=planned_startup if block.startup_seconds is None else float(block.startup_seconds),
     )
 
 
@@ -261,10 +264,11 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             )
             window = rates.add(window, sample)
         desired, current, ready = replicas_of(seen.deployments.get(queue.name))
+        learned = startup.learn(remembered.learned, (startup.pod_start(p) for p in _pods_of(seen, queue.name)))
         history, query_error = remembered.history, None
         hold: list[tuple[str, int]] = []
         if queue.autoscaled and queue.name in seen.deployments:
-            policy = policy_for(queue, is_paused)
+            policy = policy_for(queue, is_paused, startup.estimate(learned))
             waiting, error, query_error = _query(queue, seen, remembered, events)
             stamped = None if counts is None or counts.oldest_sent_at is None else max(now - counts.oldest_sent_at, 0.0)
             oldest = stamped if stamped is not None or counts is None else rates.oldest_wait(window, counts.ready)
@@ -278,7 +282,7 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
                 scales.append(Scale(queue, _deployment_name(seen, queue.name), desired, decision))
             if decision.direction != "none" or decision.reason in HELD:
                 decisions.append((queue.name, decision.direction, decision.reason))
-        kept[queue.name] = replace(remembered, history=history, window=window, query_error=query_error)
+        kept[queue.name] = replace(remembered, history=history, window=window, query_error=query_error, learned=learned)
         age = None if counts is None or counts.oldest_sent_at is None else max(now - counts.oldest_sent_at, 0.0)
         ready_tasks = None if counts is None else counts.ready
         in_flight = None if counts is None else counts.in_flight
@@ -331,6 +335,12 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         unserved=unserved,
         broker=BrokerSeries(seen.unserved, used, limit),
     )
+
+
+def _pods_of(seen: Seen, queue: str) -> list[Manifest]:
+    return [
+        p for p in seen.worker_pods.values() if (p["metadata"].get("labels") or {}).get(naming.QUEUE_LABEL) == queue
+    ]
 
 
 def _deployment_name(seen: Seen, queue: str) -> str:

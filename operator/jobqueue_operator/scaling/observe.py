@@ -108,13 +108,17 @@ def _queries(jq: JobQueue, deployments: Mapping[str, kube.Manifest]) -> dict[str
     return dict(zip(sources, answers, strict=True))
 
 
-def read(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str] = ()) -> Seen:
-    """Everything one tick of `jq` reads; `draining`: queues left the spec whose workers still drain them."""
+def read(
+    client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str] = (), with_pods: bool = False
+) -> Seen:
+    """Everything one tick of `jq` reads; `draining`: queues left the spec whose workers still drain them;
+    `with_pods`: read the worker Pods even when no worker's heartbeat lapsed (to learn their start-up)."""
     seen = _broker(client, jq, cache, draining)
     deployments = client.worker_deployments(jq.namespace, jq.name)
     selector = f"{naming.children_selector(jq.name)},{naming.COMPONENT_LABEL}={naming.WORKER}"
     lapsed = any(not incarnation.alive for incarnation in seen.incarnations)  # only then can one be dead
-    pods = {pod["metadata"]["name"]: pod for pod in client.pods(jq.namespace, selector)} if lapsed else {}
+    wanted = lapsed or with_pods
+    pods = {pod["metadata"]["name"]: pod for pod in client.pods(jq.namespace, selector)} if wanted else {}
     return Seen(
         jq,
         time.time(),

@@ -103,3 +103,13 @@ def test_an_unchanged_tick_writes_no_status(waiting: dict[str, Any]) -> None:
     writes = [c for c in kube.calls if c.startswith("status")]
     scaling.tick(kube, _body(), memory, OperatorMetrics())
     assert [c for c in kube.calls if c.startswith("status")] == writes
+
+
+def test_the_tick_learns_how_long_the_queues_pods_take_to_start(waiting: dict[str, Any]) -> None:
+    kube, memory = _kube(2), scaling.Memory()
+    for i, pod in enumerate(kube.pods_by_selector):
+        pod["metadata"].update(uid=f"uid-{i}", creationTimestamp="2030-01-01T00:00:00Z")
+        ready = {"type": "Ready", "status": "True", "lastTransitionTime": f"2030-01-01T00:00:0{7 + i}Z"}
+        pod["status"].update(conditions=[ready], containerStatuses=[{"name": "worker", "restartCount": 0}])
+    scaling.tick(kube, _body(), memory, OperatorMetrics())
+    assert [start.seconds for start in memory.queues["q"].learned.starts] == [7.0, 8.0]
