@@ -31,7 +31,12 @@ def _body() -> dict[str, Any]:
 def _kube(replicas: int) -> FakeKube:
     kube = FakeKube()
     kube.secrets["url"] = {"url": base64.b64encode(URL.encode()).decode()}
-    labels = {naming.QUEUE_LABEL: "q", naming.JOBQUEUE_LABEL: "m", naming.COMPONENT_LABEL: naming.WORKER}
+    labels = {
+        naming.QUEUE_LABEL: "q",
+        naming.JOBQUEUE_LABEL: "m",
+        naming.COMPONENT_LABEL: naming.WORKER,
+        naming.MANAGED_BY_LABEL: naming.OPERATOR_NAME,
+    }
     kube.objects[("Deployment", "m-q-worker")] = {
         "metadata": {"name": "m-q-worker", "labels": labels, "resourceVersion": "1"},
         "spec": {"replicas": replicas},
