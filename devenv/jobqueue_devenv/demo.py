@@ -321,12 +321,17 @@ def run(timeout: float) -> None:
     started = time.monotonic()
     found = binaries.ensure()
     require_images()
-    directory = Path(tempfile.mkdtemp(prefix="jobqueue-demo-"))
+    # JQ_CLUSTER_DIR, when set, is the demo's cluster folder too: a cluster running there (`make cluster-up`)
+    # is used and left running; otherwise one is started there, or in a temporary folder, and torn down.
+    chosen = os.environ.get("JQ_CLUSTER_DIR")
+    directory = Path(chosen) if chosen else Path(tempfile.mkdtemp(prefix="jobqueue-demo-"))
+    state, reused = cluster.up(directory, found, timeout=timeout)
+    kube = Kube(found.kubectl, found.helm, state.kubeconfig, directory)
     try:
-        state, _ = cluster.up(directory, found, timeout=timeout)
-        say(f"local cluster ready in {state.ready_seconds:.1f}s (folder {directory})")
-        kube = Kube(found.kubectl, found.helm, state.kubeconfig, directory)
-        kube.kubectl("create", "namespace", DEMO_NAMESPACE)
+        where = "running already" if reused else f"ready in {state.ready_seconds:.1f}s"
+        say(f"local cluster {where} (folder {directory})")
+        namespace = kube.kubectl("create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml")
+        kube.kubectl("apply", "-f", "-", input=namespace)  # a reused cluster may have it from an earlier demo
         # The chart's default values but the image: every namespace watched, its own resync period.
         with operator(kube, [], directory / "operator.log", resync_seconds=None) as running:
             say(f"operator running {running.where}")
@@ -369,6 +374,10 @@ def run(timeout: float) -> None:
             client.close()
             app.close()
     finally:
-        say("tearing down: operator, Helm release, cluster")
-        cluster.down(directory)
+        if reused:
+            say(f"tearing down: operator, Helm release, the demo's namespace (the cluster in {directory} stays)")
+            kube.kubectl("delete", "namespace", DEMO_NAMESPACE, "--ignore-not-found", "--wait=false")
+        else:
+            say("tearing down: operator, Helm release, cluster")
+            cluster.down(directory)
     say(f"demo finished in {time.monotonic() - started:.0f}s")

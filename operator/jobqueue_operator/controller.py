@@ -76,6 +76,8 @@ class _Entry:
     """The tick's cadence: every `tick_seconds` from this instant."""
     references: frozenset[tuple[str, str]] = frozenset()
     """(kind, name) of the Secrets and ConfigMaps its Pods read, as its last reconcile found."""
+    deleting: bool = False
+    """Marked for deletion: nothing is scheduled for it any more."""
 
 
 class Controller:
@@ -119,9 +121,18 @@ class Controller:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def jobqueue_seen(self, body: Mapping[str, Any]) -> None:
-        """A JobQueue was listed, added or modified."""
+        """A JobQueue was listed, added or modified. One marked for deletion is left alone from then on: a
+        reconcile now would put back the owner references the garbage collector takes away when orphaning
+        (`kubectl delete --cascade=orphan`), or re-create what a foreground deletion removes."""
         key = _key(body)
         identity = _identity(body)
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            with self._wake:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    entry.body, entry.deleting = body, True
+                    entry.due.clear()
+            return
         with self._wake:
             entry = self._entries.get(key)
             if entry is None:
@@ -176,8 +187,8 @@ class Controller:
     # -- the loop ---------------------------------------------------------------------------------------
 
     def _schedule(self, key: Key, entry: _Entry, job: Job, at: float) -> None:
-        """Run `job` at `at` unless it is due earlier already (lock held)."""
-        if job in entry.due and entry.due[job] <= at:
+        """Run `job` at `at` unless it is due earlier already, or the JobQueue is being deleted (lock held)."""
+        if entry.deleting or (job in entry.due and entry.due[job] <= at):
             return
         entry.due[job] = at
         self._sequence += 1

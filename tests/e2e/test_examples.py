@@ -178,3 +178,18 @@ def test_speech_to_text_queues_beat_and_flower(deploy: Deploy, kube: demo.Kube) 
         timeout=60,
         what="Flower listing the three queues' workers",
     )
+
+
+def test_scale_to_zero_wakes_on_the_first_task_and_goes_back(deploy: Deploy, kube: demo.Kube) -> None:
+    deployed = deploy(load_example("scale-to-zero.yaml"))
+
+    def workers() -> int:
+        found = kube.get("deployment", "nightly-reports-reports-worker", "-n", deployed.namespace)
+        return int(found["spec"].get("replicas") or 0)
+
+    assert workers() == 0
+    run = uuid.uuid4().hex
+    sent = producer.send(deployed.app, "reports", "sleep", 8, run_id=run, kwargs={"seconds": 0.5})
+    wait_until(lambda: workers() >= 1, timeout=30, what="woken from zero")
+    done_exactly_once(deployed, run, sent)
+    wait_until(lambda: workers() == 0, timeout=120, what="back to zero workers")

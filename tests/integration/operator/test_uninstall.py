@@ -81,3 +81,31 @@ def test_the_finalizer_of_an_older_operator_is_removed(
             what="the old finalizer removed",
         )
     kubectl("delete", "jq", "-n", namespace, "older", "--wait=true", "--timeout=30s")
+
+
+def test_an_orphaning_delete_keeps_the_children_while_the_operator_runs(
+    kubectl: Kubectl,
+    custom: client.CustomObjectsApi,
+    apps: client.AppsV1Api,
+    namespace: str,
+    tmp_path: Path,
+    local_cluster: cluster.ClusterState,
+) -> None:
+    """`kubectl delete jq --cascade=orphan` lets the children go: the operator must not put the owner
+    references back while the JobQueue is being deleted (the garbage collector would then delete them)."""
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_jobqueue("kept")))
+    with host_operator(
+        local_cluster.kubeconfig, namespace, tmp_path / "operator.log", cluster_dir=local_cluster.directory
+    ):
+        wait_until(lambda: apps.list_namespaced_deployment(namespace).items, timeout=30, what="the workers")
+        wait_until(lambda: apps.list_namespaced_stateful_set(namespace).items, timeout=30, what="Redis")
+        kubectl("delete", "jq", "-n", namespace, "kept", "--cascade=orphan", "--wait=true", "--timeout=30s")
+
+        def orphaned() -> bool:
+            deployments = apps.list_namespaced_deployment(namespace).items
+            return bool(deployments) and all(not d.metadata.owner_references for d in deployments)
+
+        wait_until(orphaned, timeout=30, what="the workers orphaned")
+        kubectl("annotate", "-n", namespace, "deployment", "--all", "checked=1")  # a child event for the operator
+        assert apps.list_namespaced_deployment(namespace).items
+        assert apps.list_namespaced_stateful_set(namespace).items

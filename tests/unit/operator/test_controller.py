@@ -152,3 +152,21 @@ def test_the_next_tick_is_on_the_cadence_after_an_extra_one() -> None:
     assert made._next_tick(entry, now[0]) == 105.0
     now[0] = 117.0  # a slow tick that overran two slots: they are skipped, not run late
     assert made._next_tick(entry, now[0]) == 120.0
+
+
+def test_a_jobqueue_marked_for_deletion_is_not_reconciled_or_ticked_again() -> None:
+    recorder = Recorder()
+    made = _controller(recorder, tick_seconds=0.05)
+    try:
+        made.jobqueue_seen(_body())
+        wait_until(lambda: recorder.count("reconcile") == 1 and recorder.count("tick") >= 1, timeout=5, what="runs")
+        made.jobqueue_seen(_body(deletionTimestamp="2030-01-01T00:00:00Z"))
+        runs = len(recorder.runs)
+        made.poke(("ns", "m"), "reconcile", 0.0)
+        made.poke(("ns", "m"), "tick", 0.0)
+        wait_until(lambda: len(recorder.runs) <= runs + 1, timeout=1, what="nothing more")  # at most one running
+        made.jobqueue_seen(_body(generation=2))  # events keep coming while the garbage collector works
+        assert made.keys() == [("ns", "m")]
+    finally:
+        made.stop()
+    assert recorder.count("reconcile") == 1
