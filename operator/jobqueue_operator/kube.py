@@ -29,8 +29,8 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.resource import Resource
 
 from jobqueue_operator import models, naming
+from jobqueue_operator.build.common import Manifest
 
-Manifest = dict[str, Any]
 Key = tuple[str, str]
 """(kind, name) of a child in the JobQueue's namespace."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from jobqueue_operator.causes import Cause
 from jobqueue_operator.models import (
@@ -80,6 +80,18 @@ class Observation:
     problems: Sequence[Problem] = field(default_factory=tuple)
     draining: Sequence[DrainingQueue] = field(default_factory=tuple)
     """Queues removed from the spec whose workers stay until the broker queue is empty."""
+
+
+def deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    """(desired, current, ready) Pods of a Deployment as the API server returns it; zeros when it is missing."""
+    if deployment is None:
+        return 0, 0, 0
+    observed = deployment.get("status") or {}
+    return (
+        int((deployment.get("spec") or {}).get("replicas") or 0),
+        int(observed.get("replicas") or 0),
+        int(observed.get("readyReplicas") or 0),
+    )
 
 
 def set_condition(

@@ -10,6 +10,7 @@ from typing import Any
 
 from jobqueue_operator import events, kube, naming, status
 from jobqueue_operator.build import redis
+from jobqueue_operator.build.common import Manifest
 from jobqueue_operator.events import Event
 from jobqueue_operator.models import Condition, JobQueueStatus
 from jobqueue_operator.reasons import Reason
@@ -36,7 +37,7 @@ class Outcome:
     converged: bool
     references: frozenset[tuple[str, str]] = frozenset()
     """("Secret" or "ConfigMap", name) the JobQueue's Pods read."""
-    pods: Sequence[kube.Manifest] = ()
+    pods: Sequence[Manifest] = ()
     """The JobQueue's Pods as this reconcile read them (the worker restart counters look at them)."""
 
 
@@ -59,7 +60,7 @@ def _take_replicas(client: kube.KubeApi, plan: Plan) -> list[status.Problem]:
     return problems
 
 
-def _changed(before: kube.Manifest, after: kube.Manifest) -> bool:
+def _changed(before: Manifest, after: Manifest) -> bool:
     """Whether an apply changed what a child does: its spec (or, without one, anything). Not its metadata:
     handing `replicas` over to the autoscaler changes only who owns a field, and the applied-hash with it."""
     if "spec" in before or "spec" in after:

@@ -83,10 +83,6 @@ def owns_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
     return False
 
 
-def _replicas(deployment: Mapping[str, Any]) -> int:
-    return int((deployment.get("spec") or {}).get("replicas") or 0)
-
-
 def _previous_conditions(body: Mapping[str, Any]) -> list[Condition]:
     raw = (body.get("status") or {}).get("conditions") or []
     return [Condition.model_validate(item) for item in raw]
@@ -157,12 +153,13 @@ def _queue_observation(world: World, queue: Queue, deployment: str) -> status.Qu
     cause = causes.first(
         [causes.deployment(live), *(causes.pod(p) for p in _pods_of(world, naming.WORKER, queue_name))]
     )
+    desired, current, ready = status.deployment_replicas(live)
     return status.QueueObservation(
         name=queue_name,
         deployment=deployment,
-        desired=_replicas(live),
-        replicas=int(observed.get("replicas") or 0),
-        ready=int(observed.get("readyReplicas") or 0),
+        desired=desired,
+        replicas=current,
+        ready=ready,
         available=int(observed.get("availableReplicas") or 0),
         stalled=stalled,
         cause=cause,
@@ -227,7 +224,7 @@ def _prune(
             f"it is empty (to drop them instead: jobqueue-worker queues purge {queue})"
         )
         events.append(Event("Warning", Reason.QUEUE_DRAINING, message))
-        if _replicas(child) == 0 and tasks:
+        if status.deployment_replicas(child)[0] == 0 and tasks:
             replicas.append((name, 1))
     return delete, draining, replicas, events
 
@@ -246,7 +243,7 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
         if queue.autoscaled and live is not None:
             without.add(name)
             if not owns_replicas(live, naming.AUTOSCALER_FIELD_MANAGER):
-                take.append((name, _replicas(live)))
+                take.append((name, status.deployment_replicas(live)[0]))
     desired = [drift.stamped(m) for m in children.desired(jq, world.config, without)]
     apply = [m for m in desired if not drift.up_to_date(m, world.children.get((m["kind"], m["metadata"]["name"])))]
     delete, draining, drain_replicas, events = _prune(world, jq, desired)

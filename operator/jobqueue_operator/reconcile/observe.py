@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from jobqueue_operator import broker, kube, naming
 from jobqueue_operator.build import children
-from jobqueue_operator.build.common import Config, ConfigRef, broker_url_ref, references
+from jobqueue_operator.build.common import Config, ConfigRef, Manifest, broker_url_ref, references
 from jobqueue_operator.build.workers import live_priority_steps
 from jobqueue_operator.models import JobQueue
 from jobqueue_operator.reconcile.decide import ExternalBroker, World
@@ -47,9 +47,7 @@ def _external(client: kube.KubeApi, jq: JobQueue) -> ExternalBroker:
     return ExternalBroker()
 
 
-def _broker_refusals(
-    client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, kube.Manifest]
-) -> list[kube.Manifest]:
+def _broker_refusals(client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, Manifest]) -> list[Manifest]:
     name = naming.redis(jq.name)
     statefulset = found.get(("StatefulSet", name))
     if statefulset is None or int((statefulset.get("status") or {}).get("replicas") or 0) > 0:
@@ -57,10 +55,10 @@ def _broker_refusals(
     return client.failed_create_events(jq.namespace, "StatefulSet", name)
 
 
-def _leftovers(client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, kube.Manifest]) -> dict[str, int | None]:
+def _leftovers(client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, Manifest]) -> dict[str, int | None]:
     """Tasks still held by each queue whose worker Deployment exists but whose queue left the spec."""
     listed = {q.name for q in jq.spec.queues}
-    removed: dict[str, kube.Manifest] = {}
+    removed: dict[str, Manifest] = {}
     for (kind, _), child in found.items():
         queue = ((child.get("metadata") or {}).get("labels") or {}).get(naming.QUEUE_LABEL)
         if kind == "Deployment" and queue and queue not in listed:

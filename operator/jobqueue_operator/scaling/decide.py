@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from jobqueue_operator import autoscaling, naming, rates, redelivery, startup, status
+from jobqueue_operator.build.common import Manifest
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import BrokerSeries, QueueSeries
 from jobqueue_operator.models import Condition, JobQueue, Queue, UnservedQueue
@@ -24,8 +25,6 @@ from jobqueue_operator.reasons import Reason
 
 if TYPE_CHECKING:  # only the type: reading the broker is observe's job
     from jobqueue_operator.broker import QueueCounts
-
-Manifest = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -160,18 +159,6 @@ def observation(
     )
 
 
-def replicas_of(deployment: Mapping[str, Any] | None) -> tuple[int, int, int]:
-    """(desired, current, ready) of a worker Deployment."""
-    if deployment is None:
-        return 0, 0, 0
-    observed = deployment.get("status") or {}
-    return (
-        int((deployment.get("spec") or {}).get("replicas") or 0),
-        int(observed.get("replicas") or 0),
-        int(observed.get("readyReplicas") or 0),
-    )
-
-
 # -- the part of the memory kept in the status ----------------------------------------------------------
 
 
@@ -263,7 +250,7 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
                 counts.in_flight,
             )
             window = rates.add(window, sample)
-        desired, current, ready = replicas_of(seen.deployments.get(queue.name))
+        desired, current, ready = status.deployment_replicas(seen.deployments.get(queue.name))
         learned = startup.learn(remembered.learned, (startup.pod_start(p) for p in _pods_of(seen, queue.name)))
         history, query_error = remembered.history, None
         hold: list[tuple[str, int]] = []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from jobqueue_operator import broker, kube, naming, promquery, redelivery
-from jobqueue_operator.build.common import broker_url_ref
+from jobqueue_operator.build.common import Manifest, broker_url_ref
 from jobqueue_operator.models import JobQueue
 from jobqueue_operator.scaling.decide import Seen
 from jobqueue_worker.contract import priority_steps
@@ -91,7 +91,7 @@ def _query(source: tuple[str, str, int]) -> tuple[float | None, str | None]:
         return None, str(exc)
 
 
-def _queries(jq: JobQueue, deployments: Mapping[str, kube.Manifest]) -> dict[str, tuple[float | None, str | None]]:
+def _queries(jq: JobQueue, deployments: Mapping[str, Manifest]) -> dict[str, tuple[float | None, str | None]]:
     sources = {
         q.name: (
             q.autoscaling.prometheus.server_address,

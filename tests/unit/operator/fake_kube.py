@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobqueue_operator import kube, naming
-
-Manifest = dict[str, Any]
+from jobqueue_operator.build.common import Manifest
 
 
 @dataclass
