@@ -261,3 +261,8 @@ class DeadLetter:
             return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
         except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a dead letter: {exc}") from None
+
+
+def purge_command(queue: str) -> str:
+    """The command that drops a queue's waiting tasks (run in any worker Pod), as the operator's messages name it."""
+    return f"jobqueue-worker queue purge --queue {queue} --yes"

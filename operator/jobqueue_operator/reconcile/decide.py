@@ -22,6 +22,7 @@ from jobqueue_operator.build.common import Config, Manifest, broker_url_ref
 from jobqueue_operator.events import Event
 from jobqueue_operator.models import Condition, DrainingQueue, JobQueue, JobQueueStatus, Queue
 from jobqueue_operator.reasons import Reason
+from jobqueue_worker import contract
 
 Key = tuple[str, str]
 
@@ -221,7 +222,7 @@ def _prune(
         held = "an unknown number of" if tasks is None else str(tasks)
         message = (
             f"queue {queue} left the spec but still holds {held} tasks: its workers ({name}) keep running until "
-            f"it is empty (to drop them instead: jobqueue-worker queues purge {queue})"
+            f"it is empty (to drop them instead: {contract.purge_command(queue)})"
         )
         events.append(Event("Warning", Reason.QUEUE_DRAINING, message))
         if status.deployment_replicas(child)[0] == 0 and tasks:

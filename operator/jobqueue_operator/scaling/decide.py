@@ -22,6 +22,7 @@ from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import BrokerSeries, QueueSeries
 from jobqueue_operator.models import Condition, JobQueue, Queue, UnservedQueue
 from jobqueue_operator.reasons import Reason
+from jobqueue_worker import contract
 
 if TYPE_CHECKING:  # only the type: reading the broker is observe's job
     from jobqueue_operator.broker import QueueCounts
@@ -357,7 +358,7 @@ def _served_condition(seen: Seen, unserved: Sequence[UnservedQueue]) -> status.V
     names = ", ".join(queue.name for queue in unserved)
     message = (
         f"tasks wait in broker queues no queue of this JobQueue serves: {names}; add a queue of that name, fix "
-        "the routing that sends them there, or purge them (jobqueue-worker queue purge NAME)"
+        f"the routing that sends them there, or purge them ({contract.purge_command('NAME')})"
     )
     return "False", Reason.UNSERVED_QUEUES, message
 
