@@ -9,6 +9,7 @@ a Pod); the node agent runs the Pods for real.
 from __future__ import annotations
 
 import datetime
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from jobqueue_devenv import cluster
+from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import kube as operator_kube
@@ -326,3 +327,22 @@ def test_every_pod_the_operator_makes_is_admitted_under_pod_security_restricted(
         degraded = condition(_get(custom, namespace, "strict"), "Degraded") or {}
         assert "Refused" not in degraded.get("reason", "")
         kubectl("delete", "jq", "-n", namespace, "strict", "--wait=true")
+
+
+def test_the_operators_own_pod_is_admitted_under_pod_security_restricted(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    """The chart's operator Pod, as `helm template` renders it with its defaults, created (server-side dry
+    run) in a namespace enforcing `restricted`: admitted."""
+    core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    chart = Path(__file__).resolve().parents[3] / "charts" / "jobqueue-operator"
+    rendered = subprocess.run(
+        [str(binaries.find().helm), "template", "jq", str(chart), "--namespace", namespace, "--kube-version", "1.36.3",
+         "--show-only",
+         "templates/deployment.yaml"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    template = yaml.safe_load(rendered)["spec"]["template"]
+    spec = {**template["spec"], "serviceAccountName": "default"}  # the chart's own is not installed here
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "operator-admission"}, "spec": spec}
+    core.create_namespaced_pod(namespace, pod, dry_run="All")  # raises 403 with the violations when refused
