@@ -46,6 +46,7 @@ bench: deps binaries ## benchmarks: printed tables, JSON in bench/results/
 	PYTHONPATH=devenv $(PY) bench/cluster_startup.py
 	PYTHONPATH=devenv $(PY) bench/pod_startup.py
 	PYTHONPATH=devenv $(PY) bench/operator_reconcile.py
+	PYTHONPATH=devenv $(PY) bench/status_latency.py
 	PYTHONPATH=devenv $(PY) bench/operator_tick.py
 	PYTHONPATH=devenv $(PY) bench/worker_throughput.py
 	$(PY) -m bench.autoscale.suite
