@@ -175,6 +175,12 @@ class Controller:
                 if key[0] == namespace and (kind, name) in entry.references:
                     self._schedule(key, entry, "reconcile", self._clock() + CHILD_DEBOUNCE_SECONDS)
 
+    def wanted(self, key: Key) -> bool:
+        """Whether `key` is still to be worked on: known, and not marked for deletion."""
+        with self._wake:
+            entry = self._entries.get(key)
+            return entry is not None and not entry.deleting
+
     def body(self, key: Key) -> Mapping[str, Any] | None:
         with self._wake:
             entry = self._entries.get(key)

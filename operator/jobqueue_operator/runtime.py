@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -42,7 +43,8 @@ class Runtime:
     def _reconcile(self, key: controller.Key, body: Mapping[str, Any]) -> float | None:
         memory = self._reconciles.setdefault(key, reconcile.Memory())
         with self.metrics.reconcile_seconds.time():
-            outcome = reconcile.reconcile(self.client, body, memory, _now(), time.monotonic())
+            wanted = functools.partial(self.controller.wanted, key)
+            outcome = reconcile.reconcile(self.client, body, memory, _now(), time.monotonic(), wanted)
         self.controller.read_by(key, outcome.references)
         self._export(key, body, outcome)
         return None if outcome.converged else reconcile.retry_after(memory)

@@ -10,7 +10,7 @@ it does not converge, and on a periodic resync.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jobqueue_operator import kube
@@ -20,11 +20,17 @@ from jobqueue_operator.reconcile.converge import Memory, Outcome, retry_after
 __all__ = ["Memory", "Outcome", "reconcile", "retry_after"]
 
 
-def reconcile(client: kube.KubeApi, body: Mapping[str, Any], memory: Memory, now: str, clock: float) -> Outcome:
+def reconcile(
+    client: kube.KubeApi,
+    body: Mapping[str, Any],
+    memory: Memory,
+    now: str,
+    clock: float,
+    wanted: Callable[[], bool] = lambda: True,
+) -> Outcome:
     """Converge the children of the JobQueue `body` and write its status; `now` is wall-clock (RFC 3339),
-    `clock` monotonic seconds (for repeating Warnings no more than every few minutes)."""
+    `clock` monotonic seconds (for repeating Warnings no more than every few minutes); `wanted`: whether
+    the JobQueue is still to be reconciled (not marked for deletion since `body` was read)."""
     world = observe.read(client, body)
     plan = decide.plan(world, memory.conditions, now)
-    outcome = converge.carry_out(client, plan, memory, now, clock)
-    outcome.pods = world.pods
-    return outcome
+    return converge.carry_out(client, plan, memory, now, clock, wanted)

@@ -4,7 +4,7 @@ autoscaler takes over, the children (applied together), the deletions, then the 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +94,14 @@ def _delete(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.
     return done, problems
 
 
-def carry_out(client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock: float) -> Outcome:
-    """Carry out `plan`; the status written says what the writes could not do, too."""
+def carry_out(
+    client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock: float, wanted: Callable[[], bool]
+) -> Outcome:
+    """Carry out `plan`; the status written says what the writes could not do, too. `wanted` is asked
+    right before the first write: a JobQueue marked for deletion meanwhile gets none (an apply now would
+    put back the owner references an orphaning delete takes away)."""
+    if not wanted():
+        return Outcome(plan.status, [], True, plan.references, plan.pods)
     done = _password_secret(client, plan)
     problems = _take_replicas(client, plan)
     applied, refused = _apply(client, plan)
@@ -113,7 +119,7 @@ def carry_out(client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock:
         client.post_event(plan.body, event.type, event.reason, event.message)
     converged = plan.converged and not problems
     memory.failures = 0 if converged else memory.failures + 1
-    return Outcome(computed, posted, converged, plan.references)
+    return Outcome(computed, posted, converged, plan.references, plan.pods)
 
 
 def retry_after(memory: Memory, first: float = 2.0, limit: float = 30.0) -> float:

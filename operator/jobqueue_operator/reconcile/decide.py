@@ -73,6 +73,8 @@ class Plan:
     """False: come back soon (something is starting or failing), not only at the next resync."""
     references: frozenset[tuple[str, str]] = frozenset()
     """The Secrets and ConfigMaps the Pods read: a change to one of them calls for a reconcile."""
+    pods: Sequence[Manifest] = ()
+    """The JobQueue's Pods as observed (the runtime counts worker restarts from them)."""
 
 
 def owns_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
@@ -279,6 +281,7 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
         events=events,
         converged=ready is not None and ready.status == "True" and not draining,
         references=frozenset(world.config),
+        pods=world.pods,
     )
 
 
