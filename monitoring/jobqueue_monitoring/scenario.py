@@ -40,6 +40,7 @@ BURST_TASKS: Final = 150
 TASK_SECONDS: Final = 0.4
 FAILING_TASKS: Final = 6
 STEADY_TASKS: Final = 20
+LONG_TASK_SECONDS: Final = 8.0
 UNLISTED_QUEUE: Final = "not-in-the-spec"
 UNLISTED_TASKS: Final = 3
 MANIFEST: Final[dict[str, Any]] = {
@@ -159,6 +160,9 @@ def burst(live: Live) -> None:
     )
     run = uuid.uuid4().hex
     live.started = time.time()
+    # Two long tasks first (a task of their own, `allocate`), so the worker killed surely holds one.
+    long = {"megabytes": 1, "hold_seconds": LONG_TASK_SECONDS}
+    producer.send(jq.app, BURST_QUEUE, "allocate", 2, priorities=(0,), run_id=run, kwargs=long)
     producer.send(jq.app, BURST_QUEUE, "sleep", BURST_TASKS, priorities=(0, 9), run_id=run,
                   kwargs={"seconds": TASK_SECONDS})  # fmt: skip
     _kill_a_busy_worker(live)
@@ -171,7 +175,7 @@ def burst(live: Live) -> None:
         live.worker_pods |= _ready_worker_pods(live)
         for name, entries in prometheus.api("metadata")["data"].items():
             live.metadata.setdefault(name, entries[0]["type"])
-        return producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS
+        return producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS + 2
 
     wait_until(done, timeout=180, what="the burst done", interval=1)
     for expression, what in (
@@ -190,8 +194,8 @@ def burst(live: Live) -> None:
     live.ended = time.time()
 
 
-def _running_tasks(pod: dict[str, Any]) -> float:
-    """Tasks a worker Pod runs now, from its own /metrics (0 when it does not answer)."""
+def _running_tasks(pod: dict[str, Any], task: str) -> float:
+    """Tasks of one kind a worker Pod runs now, from its own /metrics (0 when it does not answer)."""
     url = f"http://{pod.get('status', {}).get('podIP')}:9808/metrics"
     try:
         text = scrape_text(url)
@@ -203,15 +207,15 @@ def _running_tasks(pod: dict[str, Any]) -> float:
 
 
 def _kill_a_busy_worker(live: Live) -> None:
-    """Force-delete (grace 0) one burst worker Pod while it runs tasks, as a node loss would."""
+    """Force-delete (grace 0) one burst worker Pod while it runs a long task, as a node loss would."""
     selector = f"app.kubernetes.io/component=worker,jobqueue.dev/queue={BURST_QUEUE}"
 
     def busy_pod() -> str | None:
         pods = live.kube.get("pods", "-n", live.namespace, "-l", selector)["items"]
-        busy = [p["metadata"]["name"] for p in pods if _running_tasks(p) > 0]
+        busy = [p["metadata"]["name"] for p in pods if _running_tasks(p, "tasks.allocate") > 0]
         return busy[0] if busy else None
 
-    pod = wait_until(busy_pod, timeout=120, what="a burst worker running tasks", interval=0.5)
+    pod = wait_until(busy_pod, timeout=120, what="a burst worker running a long task", interval=0.5)
     live.kube.kubectl("delete", "pod", "-n", live.namespace, pod, "--grace-period=0", "--force")
 
 

@@ -299,7 +299,12 @@ def test_a_prometheus_query_scales_the_queue_and_a_failing_query_holds_with_a_wa
     # Nothing is in the broker's lists: only the query can ask for these workers (1 task per worker).
     gauge.set(3)
     wait_until(lambda: _replicas(apps, namespace, "promq-work-worker") == 3, timeout=30, what="3 workers")
-    assert any(r == "ScaledUp" and "0 -> 3" in m for r, m in _events(core, namespace, "promq"))
+    # Events are posted after the scale: wait for it rather than read once.
+    wait_until(
+        lambda: any(r == "ScaledUp" and "0 -> 3" in m for r, m in _events(core, namespace, "promq")),
+        timeout=15,
+        what="a ScaledUp 0 -> 3 Event",
+    )
     gauge.set(2)  # scaled down promptly: the window is 0 s and the query shows 2 still waiting
     wait_until(lambda: _replicas(apps, namespace, "promq-work-worker") == 2, timeout=30, what="2 workers")
 
