@@ -17,8 +17,10 @@ help: ## list the targets
 demo: deps binaries images ## the main job: a local cluster, shown, then torn down
 	@$(DEVENV) demo
 
+TEST_WORKERS ?= 2
+
 test: deps binaries test-tools images lint ## install everything, then run the whole test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: python-deps ## only the fast tests that need no cluster
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
