@@ -158,6 +158,10 @@ class RunningOperator:
     """Where it runs, for messages."""
     metrics_url: str
     """Its Prometheus /metrics."""
+    namespace: str
+    """The namespace of its release and Pod."""
+    pod: str
+    """Its Pod's name."""
 
 
 @contextlib.contextmanager
@@ -183,7 +187,8 @@ def operator(
             lambda: operator_pod(kube, release, release_namespace), timeout=120, what="the operator Pod Ready"
         )
         where = f"in the cluster: Helm release {release} in {release_namespace}, Pod {pod['metadata']['name']}"
-        yield RunningOperator(where, f"http://{pod['status']['podIP']}:{METRICS_PORT}/metrics")
+        metrics_url = f"http://{pod['status']['podIP']}:{METRICS_PORT}/metrics"
+        yield RunningOperator(where, metrics_url, release_namespace, pod["metadata"]["name"])
     finally:
         restarts = 0
         if pod is not None:

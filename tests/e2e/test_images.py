@@ -44,9 +44,10 @@ def test_the_images_run_as_numeric_non_root_users_with_the_documented_entrypoint
     assert not in_any_layer(OPERATOR, "/opt/venv/bin/pip")  # nothing installs packages at run time
 
 
-def test_the_operator_runs_from_its_image_on_a_read_only_root(kube: demo.Kube, jq_operator: Any) -> None:
-    pods = kube.get("pods", "-A", "-l", "app.kubernetes.io/name=jobqueue-operator")["items"]
-    (pod,) = [p for p in pods if "deletionTimestamp" not in p["metadata"]]
+def test_the_operator_runs_from_its_image_on_a_read_only_root(
+    kube: demo.Kube, jq_operator: demo.RunningOperator
+) -> None:
+    pod = kube.get("pod", jq_operator.pod, "-n", jq_operator.namespace)
     container = pod["spec"]["containers"][0]
     assert "command" not in container  # the image's entrypoint
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
