@@ -30,7 +30,8 @@ from jobqueue_devenv.deployer import Deployed, Deployer, namespace_for
 from jobqueue_devenv.prometheus_process import RunningPrometheus, running_prometheus
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_monitoring.generate import RULES_FILE
-from jobqueue_worker import producer
+from jobqueue_operator import naming
+from jobqueue_worker import contract, producer, tasks
 
 SCRAPE_INTERVAL: Final = "2s"
 JOBQUEUE: Final = "shop"
@@ -194,28 +195,34 @@ def burst(live: Live) -> None:
     live.ended = time.time()
 
 
-def _running_tasks(pod: dict[str, Any], task: str) -> float:
-    """Tasks of one kind a worker Pod runs now, from its own /metrics (0 when it does not answer)."""
-    url = f"http://{pod.get('status', {}).get('podIP')}:9808/metrics"
-    try:
-        text = scrape_text(url)
-    except OSError:
-        return 0.0
-    return sum(
-        float(line.split()[-1]) for line in text.splitlines() if line.startswith("jobqueue_worker_active_tasks{")
-    )
+def _pods_holding(live: Live, task: str) -> set[str]:
+    """Worker Pods whose process holds a delivery of `task` now, from the broker's own records (each
+    incarnation's held tags, looked up in kombu's `unacked`)."""
+    client = live.jobqueue.redis
+    pods = set()
+    for raw in client.hvals(contract.WORKERS):
+        registration = contract.Registration.from_json(raw)
+        tags = list(client.hkeys(contract.held_key(registration.instance)))
+        entries = client.hmget(contract.UNACKED, tags) if tags else []
+        for entry in entries:
+            if entry is None:
+                continue
+            message = json.loads(entry)[0]
+            if message.get("headers", {}).get("task") == task:
+                pods.add(registration.pod)
+    return pods
 
 
 def _kill_a_busy_worker(live: Live) -> None:
-    """Force-delete (grace 0) one burst worker Pod while it runs a long task, as a node loss would."""
-    selector = f"app.kubernetes.io/component=worker,jobqueue.dev/queue={BURST_QUEUE}"
+    """Force-delete (grace 0) one burst worker Pod while it holds a long task, as a node loss would."""
+    selector = f"app.kubernetes.io/component=worker,{naming.QUEUE_LABEL}={BURST_QUEUE}"
 
     def busy_pod() -> str | None:
-        pods = live.kube.get("pods", "-n", live.namespace, "-l", selector)["items"]
-        busy = [p["metadata"]["name"] for p in pods if _running_tasks(p, "tasks.allocate") > 0]
+        pods = {p["metadata"]["name"] for p in live.kube.get("pods", "-n", live.namespace, "-l", selector)["items"]}
+        busy = sorted(pods & _pods_holding(live, f"{tasks.__name__}.allocate"))
         return busy[0] if busy else None
 
-    pod = wait_until(busy_pod, timeout=120, what="a burst worker running a long task", interval=0.5)
+    pod = wait_until(busy_pod, timeout=120, what="a burst worker holding a long task", interval=0.5)
     live.kube.kubectl("delete", "pod", "-n", live.namespace, pod, "--grace-period=0", "--force")
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from jobqueue_devenv import binaries
 from jobqueue_monitoring import alerts, picture, queries, scenario
+from jobqueue_operator import naming
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -145,8 +146,17 @@ def test_promtool_check_metrics_is_clean(live: scenario.Live, which: str) -> Non
     if which == "operator":
         url = live.operator_metrics_url
     else:
-        workers = [t for t in _targets(live) if t["labels"]["job"] == "jobqueue-worker" and t["health"] == "up"]
-        assert workers, "no worker Pod is scraped now (the steady queue keeps one)"
+        # The steady queue's worker: a burst worker's target may still read "up" after its Pod scaled away.
+        steady = live.kube.get("pods", "-n", live.namespace, "-l", f"{naming.QUEUE_LABEL}={scenario.STEADY_QUEUE}")[
+            "items"
+        ]
+        names = {pod["metadata"]["name"] for pod in steady if "deletionTimestamp" not in pod["metadata"]}
+        workers = [
+            t
+            for t in _targets(live)
+            if t["labels"]["job"] == "jobqueue-worker" and t["health"] == "up" and t["labels"].get("pod") in names
+        ]
+        assert workers, "no worker Pod of the steady queue is scraped now (it keeps one)"
         url = workers[0]["scrapeUrl"]
     text = scenario.scrape_text(url)
     done = subprocess.run(
