@@ -56,7 +56,7 @@ bench: deps binaries ## benchmarks: printed tables, JSON in bench/results/
 HELM ?= $(shell PYTHONPATH=devenv $(PY) -c 'from jobqueue_devenv import binaries; print(binaries.find().helm)' 2>/dev/null)
 CHART := charts/jobqueue-operator
 
-manifests: python-deps ## regenerate manifests/ from the chart (tests/chart fails when they drift)
+manifests: python-deps ## regenerate manifests/ from the chart (tests/integration/chart fails when they drift)
 	@mkdir -p manifests/crds
 	cp $(CHART)/crds/jobqueues.jobqueue.dev.yaml manifests/crds/
 	$(HELM) template jobqueue-operator $(CHART) --namespace jobqueue-system --kube-version 1.36.3 --include-crds \

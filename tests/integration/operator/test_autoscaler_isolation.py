@@ -24,9 +24,9 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
-from tests.worker.conftest import RedisServer, blackhole
+from tests.integration.worker.conftest import RedisServer, blackhole
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crd")]
+pytestmark = pytest.mark.usefixtures("crd")
 
 SLOW_JOBQUEUES = 12
 """More JobQueues with an unanswering broker than the operator has reconcile threads (8)."""

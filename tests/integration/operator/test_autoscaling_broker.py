@@ -17,7 +17,7 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
 from jobqueue_operator.broker import QueueKeys
 from jobqueue_worker import producer
-from tests.worker.conftest import WORKER, RedisServer, WorkerProcess, free_port, stop_group, worker_env
+from tests.integration.worker.conftest import WORKER, RedisServer, WorkerProcess, free_port, stop_group, worker_env
 
 PREFIX = "jq:"
 STEPS = (0, 3, 6, 9)

@@ -11,7 +11,7 @@ import yaml
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, VERSION
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crd")]
+pytestmark = pytest.mark.usefixtures("crd")
 
 VALID: dict[str, Any] = {
     "apiVersion": f"{GROUP}/{VERSION}",

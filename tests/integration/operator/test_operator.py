@@ -22,7 +22,7 @@ from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, REPO, VERSION, condition
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
+pytestmark = pytest.mark.usefixtures("operator")
 
 SAMPLE = yaml.safe_load((REPO / "manifests" / "samples" / "media.yaml").read_text())
 

@@ -19,7 +19,6 @@ from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
 
-pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")

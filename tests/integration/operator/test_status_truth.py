@@ -27,9 +27,8 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import kube as operator_kube
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
-from tests.worker.conftest import RedisServer
+from tests.integration.worker.conftest import RedisServer
 
-pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")

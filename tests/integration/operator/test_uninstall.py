@@ -18,7 +18,7 @@ from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
 
-pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crd")]
+pytestmark = pytest.mark.usefixtures("crd")
 
 OLD_FINALIZER = "jobqueue.dev/finalizer"
 

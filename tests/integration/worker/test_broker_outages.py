@@ -14,7 +14,7 @@ import pytest
 
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
-from tests.worker.conftest import RedisServer, StartWorker, blackhole
+from tests.integration.worker.conftest import RedisServer, StartWorker, blackhole
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import records
-from tests.worker.conftest import WORKER, RedisServer, StartWorker, free_port
+from tests.integration.worker.conftest import WORKER, RedisServer, StartWorker, free_port
 
 
 def send_command(url: str, *args: str) -> list[str]:

@@ -19,9 +19,8 @@ from kubernetes import client
 from jobqueue_devenv import cluster
 from jobqueue_devenv.nodeagent import cleanup, logs, storage, volumes
 from jobqueue_devenv.waiting import wait_until
-from tests.integration.test_node_agent import finished_pod
+from tests.integration.devenv.test_node_agent import finished_pod
 
-pytestmark = pytest.mark.cluster
 
 
 def log_of(state: cluster.ClusterState, pod: client.V1Pod, container: str = "main") -> str:

@@ -16,7 +16,7 @@ from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.processes import ProcessRecord
 from jobqueue_devenv.waiting import TimedOut, wait_until
 
-DEVENV = Path(__file__).resolve().parents[2] / "devenv"
+DEVENV = Path(__file__).resolve().parents[3] / "devenv"
 
 
 def run_devenv(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

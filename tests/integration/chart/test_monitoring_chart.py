@@ -15,7 +15,7 @@ import yaml
 
 from jobqueue_devenv import binaries
 from jobqueue_monitoring import alerts, generate, links
-from tests.chart.test_chart import CHART, REPO, helm
+from tests.integration.chart.test_chart import CHART, REPO, helm
 
 MONITORING_API = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 ALL_ON = (

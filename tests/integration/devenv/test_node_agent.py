@@ -23,7 +23,7 @@ from jobqueue_devenv.waiting import wait_until
 # In a folder of its own: the script's folder comes first on sys.path, and tests/integration has an
 # `operator` package that would shadow the standard library module.
 PROGRAMS = str(Path(__file__).parent / "node_agent_pods" / "programs.py")
-DEVENV = Path(__file__).resolve().parents[2] / "devenv"
+DEVENV = Path(__file__).resolve().parents[3] / "devenv"
 
 
 def program(*args: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""A third-party-style app (tests/worker/shop_app.py) run by a real `jobqueue-worker`: its own result
+"""A third-party-style app (tests/integration/worker/shop_app.py) run by a real `jobqueue-worker`: its own result
 backend (rpc://), routes and time limits are kept; only the broker is the JobQueue's."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from celery import Celery
 
 from jobqueue_devenv.waiting import wait_until
-from tests.worker import shop_app
-from tests.worker.conftest import RedisServer, StartWorker
+from tests.integration.worker import shop_app
+from tests.integration.worker.conftest import RedisServer, StartWorker
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def shop(redis_server: RedisServer) -> Iterator[Celery]:
 def test_the_apps_result_backend_routes_and_limits_are_its_own(
     start_worker: StartWorker, shop: Celery, redis_server: RedisServer
 ) -> None:
-    worker = start_worker("billing", JOBQUEUE_APP="tests.worker.shop_app:app", POD_NAME="shop-billing-0")
+    worker = start_worker("billing", JOBQUEUE_APP="tests.integration.worker.shop_app:app", POD_NAME="shop-billing-0")
     result = shop_app.invoice.delay(7)  # routed to "billing" by the app's own task_routes
     assert result.get(timeout=30) == "invoice-7"  # through rpc://: a Redis backend would never answer here
     assert not list(redis_server.client().scan_iter("celery-task-meta-*"))  # nothing stored in the broker's Redis

@@ -19,9 +19,8 @@ from kubernetes import client
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.waiting import wait_until
 
-pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "jobqueue-operator"
 GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 

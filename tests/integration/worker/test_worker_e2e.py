@@ -16,7 +16,7 @@ from celery.signals import before_task_publish
 
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer, records, sent_time
-from tests.worker.conftest import WORKER, RedisServer, StartWorker, free_port, worker_env
+from tests.integration.worker.conftest import WORKER, RedisServer, StartWorker, free_port, worker_env
 
 NOOP, SLEEP, FAIL, FLAKY, ALLOCATE = (
     f"jobqueue_worker.tasks.{kind}" for kind in ("noop", "sleep", "fail", "flaky", "allocate")

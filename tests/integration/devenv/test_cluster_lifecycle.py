@@ -15,7 +15,7 @@ import pytest
 
 from jobqueue_devenv import binaries, cluster, processes
 
-DEVENV = Path(__file__).resolve().parents[2] / "devenv"
+DEVENV = Path(__file__).resolve().parents[3] / "devenv"
 
 
 def devenv(directory: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

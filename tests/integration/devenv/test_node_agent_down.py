@@ -15,7 +15,7 @@ from kubernetes import client, config
 from jobqueue_devenv import binaries, cluster, images
 from jobqueue_devenv.nodeagent import cleanup, network, runc
 from jobqueue_devenv.waiting import wait_until
-from tests.integration.test_node_agent import one_shot_pod, program
+from tests.integration.devenv.test_node_agent import one_shot_pod, program
 
 
 def test_down_ends_pod_processes_and_the_pod_network_after_the_agent_was_killed(tmp_path: Path) -> None:

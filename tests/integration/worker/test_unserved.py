@@ -8,7 +8,7 @@ from celery import Celery
 
 from jobqueue_operator import broker
 from jobqueue_worker import contract, producer
-from tests.worker.conftest import ProducerFor, RedisServer
+from tests.integration.worker.conftest import ProducerFor, RedisServer
 
 PREFIX = "uq:"
 

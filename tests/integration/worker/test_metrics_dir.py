@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobqueue_worker import metricsdir
-from tests.worker.conftest import WORKER, RedisServer, StartWorker, free_port, worker_env
+from tests.integration.worker.conftest import WORKER, RedisServer, StartWorker, free_port, worker_env
 
 
 def test_a_killed_workers_directory_is_removed_by_the_next_start_and_a_neighbours_is_kept(

@@ -28,7 +28,7 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
 from jobqueue_worker import contract, held, producer, records, restore
 from jobqueue_worker.restore import RestoreOutcome
-from tests.worker.conftest import ProducerFor, RedisServer, StartWorker, WorkerProcess
+from tests.integration.worker.conftest import ProducerFor, RedisServer, StartWorker, WorkerProcess
 
 PREFIX = "jq:"
 

@@ -19,9 +19,8 @@ from kubernetes import client
 from jobqueue_devenv import cluster, images
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-from tests.integration.test_node_agent import finished_pod, pod_logs
+from tests.integration.devenv.test_node_agent import finished_pod, pod_logs
 
-pytestmark = pytest.mark.cluster
 
 SHOW = (
     "import os, sys; print('argv', sys.argv[1:], 'uid', os.getuid(), 'gid', os.getgid(), 'cwd', os.getcwd(), "

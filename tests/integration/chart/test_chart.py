@@ -15,7 +15,7 @@ from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "jobqueue-operator"
 CRD = CHART / "crds" / "jobqueues.jobqueue.dev.yaml"
 
