@@ -95,3 +95,16 @@ def kubectl(local_cluster: cluster.ClusterState) -> Kubectl:
         )
 
     return run
+
+
+CLUSTER_FOLDERS = ("integration/devenv", "integration/operator", "e2e")
+"""Folders of tests that all need the local cluster (elsewhere a test marks itself)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Set the `cluster` marker by folder, once, instead of in every file."""
+    root = Path(__file__).parent
+    folders = [root / folder for folder in CLUSTER_FOLDERS]
+    for item in items:
+        if any(folder in Path(item.path).parents for folder in folders):
+            item.add_marker(pytest.mark.cluster)

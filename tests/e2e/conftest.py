@@ -26,8 +26,6 @@ from jobqueue_devenv import cluster, demo
 from jobqueue_devenv.deployer import Deployed, Deployer, namespace_for
 from jobqueue_devenv.errors import DevenvError
 
-pytestmark = pytest.mark.cluster
-
 EXAMPLES = demo.REPO / "examples"
 SESSION = uuid.uuid4().hex[:6]
 PREFIX = f"e2e-{SESSION}"

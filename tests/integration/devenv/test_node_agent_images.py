@@ -21,7 +21,6 @@ from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
 from tests.integration.devenv.test_node_agent import finished_pod, pod_logs
 
-
 SHOW = (
     "import os, sys; print('argv', sys.argv[1:], 'uid', os.getuid(), 'gid', os.getgid(), 'cwd', os.getcwd(), "
     "'home', os.environ.get('HOME'), 'who', os.environ.get('WHO'), 'app', os.environ.get('PYTHONPATH'), flush=True)"

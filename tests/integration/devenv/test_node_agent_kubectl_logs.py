@@ -6,13 +6,11 @@ container ends, `--tail`, for containers from images and host processes alike.
 
 from __future__ import annotations
 
-import pytest
 from kubernetes import client
 
 from jobqueue_devenv import images
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-
 
 COUNT = "import sys, time\nfor i in range(1, 6):\n    print('line', i, flush=True)\n    time.sleep(0.3)\n"
 CRASH = "import uuid\nprint('run', uuid.uuid4().hex, flush=True)\nraise SystemExit(1)\n"

@@ -13,14 +13,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.nodeagent import cleanup, logs, storage, volumes
 from jobqueue_devenv.waiting import wait_until
 from tests.integration.devenv.test_node_agent import finished_pod
-
 
 
 def log_of(state: cluster.ClusterState, pod: client.V1Pod, container: str = "main") -> str:

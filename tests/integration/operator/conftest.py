@@ -97,11 +97,3 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if item["type"] == type_:
             return dict(item)
     return None
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test in this folder needs the local cluster: the marker is set here, not per file."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.path).parents:
-            item.add_marker(pytest.mark.cluster)

@@ -31,7 +31,6 @@ from jobqueue_worker import producer
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, free_port
 
-
 PAUSE = "jobqueue.dev/autoscaling-paused"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

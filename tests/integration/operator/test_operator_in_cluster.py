@@ -19,7 +19,6 @@ from kubernetes import client
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.waiting import wait_until
 
-
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "jobqueue-operator"
 GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"

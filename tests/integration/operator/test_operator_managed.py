@@ -20,7 +20,6 @@ from jobqueue_devenv.waiting import wait_until
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
 
 
-
 @pytest.fixture(scope="module")
 def hosted_operator(
     local_cluster: cluster.ClusterState, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory

@@ -28,7 +28,6 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator.reasons import Reason
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
 
-
 BATCH: Final = 25
 BATCHES: Final = 20
 """500 specs in all, applied 25 at a time."""

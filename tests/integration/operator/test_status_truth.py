@@ -30,7 +30,6 @@ from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, conditio
 from tests.integration.worker.conftest import RedisServer
 
 
-
 @pytest.fixture(scope="module")
 def default_operator(
     local_cluster: cluster.ClusterState, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory

@@ -104,7 +104,7 @@ def test_every_reason_lands_with_the_original_message_and_is_listed_requeued_and
     assert "raise DemoTaskError(message)" in by_id[failing.id].traceback
     assert by_id[slow.id].exception.startswith("TimeLimitExceeded")
     assert "pickle" in by_id["p-1"].exception
-    nodename = f"{queue_name}@worker-{queue_name}-{worker.port}"  # the POD_NAME tests/integration/worker/conftest.py sets
+    nodename = f"{queue_name}@worker-{queue_name}-{worker.port}"  # the POD_NAME the worker conftest sets
     assert {(letter.queue, letter.worker) for letter in by_id.values()} == {(queue_name, nodename)}
     assert failing.state == "FAILURE"  # the producer still sees the failure
     wait_until(
