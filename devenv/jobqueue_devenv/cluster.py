@@ -276,7 +276,7 @@ def _component_args(
         "node-agent": [
             sys.executable,
             "-m",
-            "jobqueue_devenv.node_agent",
+            "jobqueue_devenv.nodeagent",
             f"--kubeconfig={kubeconfig}",
             f"--node-name={NODE_NAME}",
             f"--tls-cert-file={tls.kubelet_cert}",

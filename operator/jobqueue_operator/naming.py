@@ -25,6 +25,8 @@ INSTANCE_LABEL: Final = "app.kubernetes.io/instance"
 COMPONENT_LABEL: Final = "app.kubernetes.io/component"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 PART_OF_LABEL: Final = "app.kubernetes.io/part-of"
+PART_OF: Final = "jobqueue"
+"""The `part-of` value of everything the operator and its chart create (the chart's _helpers.tpl says it too)."""
 JOBQUEUE_LABEL: Final = "jobqueue.dev/jobqueue"
 QUEUE_LABEL: Final = "jobqueue.dev/queue"
 
@@ -92,7 +94,7 @@ def labels(jq: JobQueue, component: str, queue: str | None = None) -> dict[str, 
     return {
         **selector_labels(jq, component, queue),
         MANAGED_BY_LABEL: OPERATOR_NAME,
-        PART_OF_LABEL: "jobqueue",
+        PART_OF_LABEL: PART_OF,
     }
 
 

@@ -1,6 +1,6 @@
 """The local node agent: registers one Node and runs the Pods bound to it as local processes.
 
-Run it as `python -m jobqueue_devenv.node_agent --kubeconfig PATH --node-name NAME`; the cluster
+Run it as `python -m jobqueue_devenv.nodeagent --kubeconfig PATH --node-name NAME`; the cluster
 starts it for you. See docs/local-cluster.md for what it does and does not do.
 """
 

@@ -13,6 +13,7 @@ from kubernetes import client
 
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.waiting import wait_until
+from jobqueue_operator import naming
 from tests.conftest import Kubectl
 
 REPO = Path(__file__).resolve().parents[3]
@@ -37,10 +38,26 @@ def test_lint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_values_schema_refuses_a_typo() -> None:
+def test_values_schema_refuses_a_value_out_of_range() -> None:
     result = helm("template", "jq", str(CHART), "--kube-version", "1.36.3", "--set", "resyncSeconds=0", check=False)
     assert result.returncode != 0
     assert "resyncSeconds" in result.stderr
+
+
+def test_values_schema_refuses_a_misspelt_key_naming_it() -> None:
+    result = helm("template", "jq", str(CHART), "--kube-version", "1.36.3", "--set", "resyncSecond=5", check=False)
+    assert result.returncode != 0
+    assert "resyncSecond" in result.stderr
+
+
+def test_the_operator_pod_has_the_standard_labels_podlabels_and_one_health_port() -> None:
+    (deployment,) = [d for d in render("podLabels.team=platform", "health.port=9090") if d["kind"] == "Deployment"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "platform"
+    assert labels[naming.PART_OF_LABEL] == naming.PART_OF  # as on every child the operator makes
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--liveness=http://0.0.0.0:9090/healthz" in container["args"]
+    assert {"name": "health", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
 
 
 def test_operator_deployment_is_a_hardened_singleton() -> None:

@@ -18,6 +18,7 @@ from kubernetes import client
 
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.waiting import wait_until
+from tests.integration.operator.conftest import condition
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "jobqueue-operator"
@@ -56,10 +57,6 @@ def jobqueue(name: str) -> dict[str, Any]:
 
 def ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
-
-
-def condition(body: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in (body.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
 
 
 @pytest.fixture

@@ -101,8 +101,8 @@ def prefork(shared_mb: str, children: str, child_mb: str) -> None:
                 own = bytearray(int(child_mb) * 2**20)
                 for i in range(0, len(own), 4096):
                     own[i] = 1
-                total = sum(shared[i] for i in range(0, len(shared), 4096))  # read the shared pages
-                time.sleep(1.0 + total * 0)
+                sum(shared[i] for i in range(0, len(shared), 4096))  # read the shared pages (the sum is unused)
+                time.sleep(1.0)
                 os._exit(0)
             alive.append(pid)
         pid, _ = os.wait()
