@@ -219,7 +219,7 @@ def _kill_a_busy_worker(live: Live) -> None:
 
     def busy_pod() -> str | None:
         pods = {p["metadata"]["name"] for p in live.kube.get("pods", "-n", live.namespace, "-l", selector)["items"]}
-        busy = sorted(pods & _pods_holding(live, f"{tasks.__name__}.allocate"))
+        busy = sorted(pods & _pods_holding(live, tasks.allocate.name))
         return busy[0] if busy else None
 
     pod = wait_until(busy_pod, timeout=120, what="a burst worker holding a long task", interval=0.5)

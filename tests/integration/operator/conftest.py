@@ -97,3 +97,14 @@ def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if item["type"] == type_:
             return dict(item)
     return None
+
+
+def jobqueue_manifest(name: str, queues: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    """A JobQueue of the worker's built-in demo app; the node agent runs its workers as host processes, so
+    the image is never pulled."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "JobQueue",
+        "metadata": {"name": name},
+        "spec": {"image": "ignored-by-the-node-agent", "app": "jobqueue_worker.demo:app", "queues": queues, **spec},
+    }

@@ -18,11 +18,10 @@ from kubernetes import client
 
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.waiting import wait_until
-from tests.integration.operator.conftest import condition
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "jobqueue-operator"
-GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 
 
 def helm(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -38,21 +37,12 @@ def helm(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def jobqueue(name: str) -> dict[str, Any]:
     """Three queues of the built-in demo app on a managed Redis with a persistent volume."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "ignored-by-the-node-agent",
-            "app": "jobqueue_worker.demo:app",
-            "broker": {"managed": {"persistence": {"enabled": True, "size": "1Gi"}}},
-            "queues": [
-                {"name": "high", "concurrency": 1, "pool": "solo", "replicas": 1},
-                {"name": "low", "concurrency": 1, "pool": "solo", "replicas": 1},
-                {"name": "thumbnails", "concurrency": 1, "pool": "threads", "replicas": 1},
-            ],
-        },
-    }
+    queues = [
+        {"name": "high", "concurrency": 1, "pool": "solo", "replicas": 1},
+        {"name": "low", "concurrency": 1, "pool": "solo", "replicas": 1},
+        {"name": "thumbnails", "concurrency": 1, "pool": "threads", "replicas": 1},
+    ]
+    return jobqueue_manifest(name, queues, broker={"managed": {"persistence": {"enabled": True, "size": "1Gi"}}})
 
 
 def ready(pod: client.V1Pod) -> bool:

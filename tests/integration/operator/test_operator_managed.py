@@ -17,7 +17,7 @@ from kubernetes import client
 from jobqueue_devenv import cluster
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
 
 
 @pytest.fixture(scope="module")
@@ -43,21 +43,12 @@ SHORT = {"timeLimitSeconds": 10}
 
 def _jobqueue(name: str) -> dict[str, Any]:
     """Three queues of the built-in demo app, one worker each, on a managed Redis without a volume."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "ignored-by-the-node-agent",
-            "app": "jobqueue_worker.demo:app",
-            "broker": {"managed": {"persistence": {"enabled": False}}},
-            "queues": [
-                {"name": "high", "concurrency": 1, "pool": "solo", "replicas": 1, **SHORT},
-                {"name": "low", "concurrency": 1, "pool": "solo", "replicas": 1, **SHORT},
-                {"name": "bulk", "concurrency": 2, "pool": "threads", "replicas": 1, **SHORT},
-            ],
-        },
-    }
+    queues = [
+        {"name": "high", "concurrency": 1, "pool": "solo", "replicas": 1, **SHORT},
+        {"name": "low", "concurrency": 1, "pool": "solo", "replicas": 1, **SHORT},
+        {"name": "bulk", "concurrency": 2, "pool": "threads", "replicas": 1, **SHORT},
+    ]
+    return jobqueue_manifest(name, queues, broker={"managed": {"persistence": {"enabled": False}}})
 
 
 def test_a_managed_broker_jobqueue_with_three_queues_becomes_ready(

@@ -26,7 +26,7 @@ from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import kube as operator_kube
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
 from tests.integration.worker.conftest import RedisServer
 
 
@@ -38,20 +38,6 @@ def default_operator(
     log = tmp_path_factory.mktemp("default-operator") / "operator.log"
     with host_operator(local_cluster.kubeconfig, operator_namespace, log, cluster_dir=local_cluster.directory):
         yield log
-
-
-def _jobqueue(name: str, queues: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "ignored-by-the-node-agent",
-            "app": "jobqueue_worker.demo:app",
-            "queues": queues,
-            **spec,
-        },
-    }
 
 
 def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
@@ -100,7 +86,7 @@ def test_ready_follows_the_redis_pod_within_seconds_with_the_default_resync(
     operator_namespace: str,
 ) -> None:
     ns = operator_namespace
-    _apply(kubectl, ns, _jobqueue("prompt", [{"name": "q", "replicas": 0}]))
+    _apply(kubectl, ns, jobqueue_manifest("prompt", [{"name": "q", "replicas": 0}]))
     ready = _wait_condition(custom, ns, "prompt", "Ready", lambda c: c["status"] == "True", timeout=90)
     pod = core.read_namespaced_pod("prompt-redis-0", ns)
     pod_ready = next(c for c in pod.status.conditions if c.type == "Ready")
@@ -118,7 +104,7 @@ def test_a_worker_that_cannot_import_its_app_is_named_in_the_status(
     operator_namespace: str,
 ) -> None:
     ns = operator_namespace
-    document = _jobqueue("crash", [{"name": "q", "replicas": 1}], app="no_such_module.celery:app")
+    document = jobqueue_manifest("crash", [{"name": "q", "replicas": 1}], app="no_such_module.celery:app")
     _apply(kubectl, ns, document)
     found = _wait_condition(custom, ns, "crash", "Degraded", lambda c: c["reason"] == "WorkersFailing")
     assert "ModuleNotFoundError" in found["message"], found
@@ -144,7 +130,7 @@ def test_pods_refused_by_a_quota_are_reported_with_the_api_servers_message(
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}})
     log = tmp_path / "operator.log"
     with host_operator(local_cluster.kubeconfig, namespace, log, cluster_dir=local_cluster.directory):
-        _apply(kubectl, namespace, _jobqueue("refused", [{"name": "q", "replicas": 1}]))
+        _apply(kubectl, namespace, jobqueue_manifest("refused", [{"name": "q", "replicas": 1}]))
         broker = _wait_condition(
             custom, namespace, "refused", "BrokerReady", lambda c: c["reason"] == "RedisPodsRefused"
         )
@@ -170,7 +156,7 @@ def test_a_wrong_redis_password_is_an_authentication_failure_not_unreachable(
     request_stop = server.stop
     wrong = f"redis://:not-the-password@127.0.0.1:{server.port}/0"
     _secret(core, ns, "auth-url", wrong)
-    document = _jobqueue(
+    document = jobqueue_manifest(
         "auth",
         [{"name": "q", "replicas": 0}],
         broker={"external": {"urlSecretRef": {"name": "auth-url", "key": "url"}}},
@@ -202,7 +188,7 @@ def test_a_changed_broker_secret_rolls_the_workers(
 ) -> None:
     ns = operator_namespace
     _secret(core, ns, "roll-url", "redis://10.0.0.1:6379/0")
-    document = _jobqueue(
+    document = jobqueue_manifest(
         "roll",
         [{"name": "q", "replicas": 1}],
         broker={"external": {"urlSecretRef": {"name": "roll-url", "key": "url"}}},
@@ -258,7 +244,7 @@ def test_the_reconciler_never_undoes_a_scale(
     reconcile after a scale posts no `Updated Deployment`."""
     ns = operator_namespace
     _secret(core, ns, "race-url", "redis://10.0.0.1:6379/0")
-    document = _jobqueue(
+    document = jobqueue_manifest(
         "race",
         [{"name": "q", "autoscaling": {"minReplicas": 0, "maxReplicas": 9}}],
         broker={"external": {"urlSecretRef": {"name": "race-url", "key": "url"}}},
@@ -309,7 +295,9 @@ def test_every_pod_the_operator_makes_is_admitted_under_pod_security_restricted(
     """A namespace enforcing Pod Security `restricted` on the real API server: Redis, workers, beat and
     Flower are all admitted (none refused with FailedCreate)."""
     core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    document = _jobqueue("strict", [{"name": "q", "replicas": 1}], beat={"enabled": True}, flower={"enabled": True})
+    document = jobqueue_manifest(
+        "strict", [{"name": "q", "replicas": 1}], beat={"enabled": True}, flower={"enabled": True}
+    )
     with host_operator(
         local_cluster.kubeconfig, namespace, tmp_path / "operator.log", cluster_dir=local_cluster.directory
     ):
