@@ -44,11 +44,11 @@ from kubernetes import client, config, watch
 
 from jobqueue_devenv import bench_results, binaries, cluster, versions
 from jobqueue_devenv.operator_process import host_operator
+from jobqueue_devenv.paths import CRD_FILE
 from jobqueue_operator import naming
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "operator_reconcile.json"
-CRD_FILE = REPO / "charts" / "jobqueue-operator" / "crds" / "jobqueues.jobqueue.dev.yaml"
 GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 QUEUES = ("high", "low", "thumbnails")
 TARGETS = {"one_p95_seconds": 1.0, "hundred_seconds": 30.0, "rss_mb": 200.0, "ready_p95": 10.0}

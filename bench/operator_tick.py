@@ -15,9 +15,7 @@ import argparse
 import base64
 import json
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator")]
 
 from jobqueue_devenv import bench_results  # noqa: E402
+from jobqueue_devenv.processes import free_port  # noqa: E402
+from jobqueue_devenv.redis_process import RedisServer  # noqa: E402
 from jobqueue_operator import metrics, scaling  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "operator_tick.json"
@@ -70,12 +70,6 @@ class StubKube:
 
     def post_event(self, involved: Any, type_: str, reason: str, message: str) -> None:
         self.calls += 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _body(name: str, queues: list[str]) -> dict[str, Any]:
@@ -119,23 +113,16 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
-    port = _free_port()
-    directory = tempfile.mkdtemp(prefix="jq-bench-redis-")
-    command = [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    command += ["--save", "", "--appendonly", "no", "--dir", directory, "--databases", str(args.jobqueues)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    directory = Path(tempfile.mkdtemp(prefix="jq-bench-redis-"))
+    server = RedisServer(directory, port=free_port(), password=None, databases=args.jobqueues)
+    port = server.port
     try:
-        for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        server.start()
         registry = metrics.OperatorMetrics()
         names = [f"q{i:03d}" for i in range(args.queues)]
         setups = []
         for j in range(args.jobqueues):
-            url = f"redis://127.0.0.1:{port}/{j}"
+            url = server.url_for(j)
             setups.append(
                 (_body(f"jq{j:02d}", names), StubKube(url, names), scaling.Memory(), redis.Redis(port=port, db=j))
             )
@@ -154,8 +141,7 @@ def main() -> None:
         exported = generate_latest(registry.registry)
         scrape_seconds = time.perf_counter() - scrape
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
         shutil.rmtree(directory, ignore_errors=True)
     queues = args.jobqueues * args.queues
     result = {

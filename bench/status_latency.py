@@ -30,11 +30,11 @@ from kubernetes import client, config
 
 from jobqueue_devenv import bench_results, binaries, cluster
 from jobqueue_devenv.operator_process import host_operator
+from jobqueue_devenv.paths import CRD_FILE
 from jobqueue_devenv.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "status_latency.json"
-CRD_FILE = REPO / "charts" / "jobqueue-operator" / "crds" / "jobqueues.jobqueue.dev.yaml"
 GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 
 

@@ -19,6 +19,7 @@ from kubernetes import client, config
 
 from jobqueue_devenv import binaries, cluster
 from jobqueue_devenv.deployer import slug
+from jobqueue_devenv.paths import REPO
 from jobqueue_devenv.waiting import wait_until
 
 
@@ -95,6 +96,14 @@ def kubectl(local_cluster: cluster.ClusterState) -> Kubectl:
         )
 
     return run
+
+
+def helm(*args: str, kubeconfig: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the helm of `make binaries` in the repository; raises on a non-zero exit unless check=False.
+    With `kubeconfig`, KUBECONFIG is its whole environment (no HELM_* or other settings of the caller)."""
+    env = {"KUBECONFIG": kubeconfig} if kubeconfig else None
+    command = [str(binaries.find().helm), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=check, env=env, cwd=REPO)
 
 
 CLUSTER_FOLDERS = ("integration/devenv", "integration/operator", "e2e")

@@ -1,8 +1,15 @@
-"""Where the local environment keeps built binaries and running clusters."""
+"""Where the repository's chart and CRD are, and where the local environment keeps built binaries and
+running clusters."""
 
 import os
 import tempfile
 from pathlib import Path
+from typing import Final
+
+REPO: Final = Path(__file__).resolve().parents[2]
+CHART: Final = REPO / "charts" / "jobqueue-operator"
+CRD_FILE: Final = CHART / "crds" / "jobqueues.jobqueue.dev.yaml"
+"""The JobQueue CRD: its one source file, in the chart."""
 
 
 def cache_dir() -> Path:

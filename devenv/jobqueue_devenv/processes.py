@@ -113,16 +113,29 @@ def terminate(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
         process.wait()
 
 
+def stop_group(process: subprocess.Popen[bytes], grace: float = 20) -> None:
+    """End a child started with Popen(start_new_session=True) and everything it started: SIGTERM its
+    process group, then SIGKILL the group if the child outlives `grace` (children included)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers (pool children) of a leader already gone
+    process.wait(5)
+
+
 def _reap(pid: int) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that nothing listens on right now; host="" asks for one free on every
+    interface (for a server that listens on 0.0.0.0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

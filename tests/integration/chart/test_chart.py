@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
 
-from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv import cluster
+from jobqueue_devenv.paths import CHART, CRD_FILE, REPO
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
-from tests.conftest import Kubectl
-
-REPO = Path(__file__).resolve().parents[3]
-CHART = REPO / "charts" / "jobqueue-operator"
-CRD = CHART / "crds" / "jobqueues.jobqueue.dev.yaml"
-
-
-def helm(*args: str, kubeconfig: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {"KUBECONFIG": kubeconfig} if kubeconfig else None
-    command = [str(binaries.find().helm), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=check, env=env, cwd=REPO)
+from tests.conftest import Kubectl, helm
 
 
 def render(*sets: str) -> list[dict[str, Any]]:
@@ -122,7 +111,7 @@ def test_a_namespace_pattern_gets_cluster_wide_rbac_and_is_passed_to_the_operato
 
 def test_manifests_are_generated_from_the_chart() -> None:
     """manifests/ is `make manifests`' output: regenerate it when this fails."""
-    assert (REPO / "manifests" / "crds" / CRD.name).read_text() == CRD.read_text()
+    assert (REPO / "manifests" / "crds" / CRD_FILE.name).read_text() == CRD_FILE.read_text()
     rendered = helm(
         "template",
         "jobqueue-operator",

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from jobqueue_devenv import binaries
+from jobqueue_devenv.paths import CHART, REPO
 from jobqueue_monitoring import alerts, generate, links
-from tests.integration.chart.test_chart import CHART, REPO, helm
+from tests.conftest import helm
 
 MONITORING_API = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 ALL_ON = (

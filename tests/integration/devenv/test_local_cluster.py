@@ -7,6 +7,7 @@ the scheduler binds to the node, owners' children are garbage-collected, namespa
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from kubernetes import client
@@ -148,7 +149,7 @@ def test_deleting_an_owner_garbage_collects_its_children(
 
 
 def test_deleting_a_namespace_removes_it_and_its_contents(apps: client.AppsV1Api, core: client.CoreV1Api) -> None:
-    name = "t-ns-delete"
+    name = f"t-ns-delete-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
     wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=30, what="default SA")
     core.create_namespaced_config_map(name, {"metadata": {"name": "data"}})

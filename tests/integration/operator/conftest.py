@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +12,11 @@ from kubernetes import client
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.operator_process import host_operator
-from jobqueue_devenv.processes import free_port
+from jobqueue_devenv.paths import CRD_FILE
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
 
-REPO = Path(__file__).resolve().parents[3]
-CRD_FILE = REPO / "charts" / "jobqueue-operator" / "crds" / "jobqueues.jobqueue.dev.yaml"
 GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 
 
@@ -63,33 +59,9 @@ def operator(
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server on 127.0.0.1, used as an external broker."""
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=1), timeout=10, what="redis-server")
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    """A real redis-server on 127.0.0.1 without a password, used as an external broker."""
+    with RedisServer.running(tmp_path_factory.mktemp("redis"), password=None) as server:
+        yield server.url
 
 
 def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:

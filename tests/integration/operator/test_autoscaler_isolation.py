@@ -20,11 +20,12 @@ from kubernetes import client
 from jobqueue_devenv import cluster
 from jobqueue_devenv.operator_process import HostOperator, host_operator
 from jobqueue_devenv.processes import free_port
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
-from tests.integration.worker.conftest import RedisServer, blackhole
+from tests.integration.worker.conftest import blackhole
 
 pytestmark = pytest.mark.usefixtures("crd")
 

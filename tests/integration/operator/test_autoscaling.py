@@ -25,11 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.operator_process import host_operator
+from jobqueue_devenv.processes import free_port
 from jobqueue_devenv.prometheus_process import RunningPrometheus, running_prometheus
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, free_port
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
 
 PAUSE = "jobqueue.dev/autoscaling-paused"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

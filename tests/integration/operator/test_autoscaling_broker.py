@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from jobqueue_devenv.processes import free_port, stop_group
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
 from jobqueue_operator.broker import QueueKeys
 from jobqueue_worker import producer
-from tests.integration.worker.conftest import WORKER, RedisServer, WorkerProcess, free_port, stop_group, worker_env
+from tests.integration.worker.conftest import WORKER, WorkerProcess, worker_env
 
 PREFIX = "jq:"
 STEPS = (0, 3, 6, 9)
@@ -31,7 +33,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 def _start_worker(directory: Path, server: RedisServer, queue: str) -> WorkerProcess:
     """A real `jobqueue-worker` (demo app, concurrency 1, prefetch 1) on `queue`, ready."""
-    port = free_port()
+    port = free_port(host="")
     env = worker_env(server.url, queue, port, JOBQUEUE_KEY_PREFIX=PREFIX)
     log = directory / f"worker-{queue}.log"
     with log.open("ab") as sink:
@@ -87,5 +89,6 @@ def test_ready_over_priority_lists_in_flight_oldest_age_and_completions(
 
 
 def test_an_unreachable_broker_is_a_broker_error() -> None:
+    port = free_port(host="")
     with pytest.raises(broker.BrokerError, match="cannot be read"):
-        broker.read_counts(f"redis://127.0.0.1:{free_port()}/0", [QueueKeys("q")], timeout=0.5)
+        broker.read_counts(f"redis://127.0.0.1:{port}/0", [QueueKeys("q")], timeout=0.5)

@@ -18,9 +18,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from jobqueue_devenv.paths import REPO
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, REPO, VERSION, condition
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -7,7 +7,6 @@ default `local-path` class, and the JobQueue reports BrokerReady: the chart's RB
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,23 +15,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv import cluster
+from jobqueue_devenv.paths import CHART
 from jobqueue_devenv.waiting import wait_until
+from tests.conftest import helm
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
-
-REPO = Path(__file__).resolve().parents[3]
-CHART = REPO / "charts" / "jobqueue-operator"
-
-
-def helm(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(binaries.find().helm), *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"KUBECONFIG": kubeconfig},
-        cwd=REPO,
-    )
 
 
 def jobqueue(name: str) -> dict[str, Any]:
@@ -59,7 +46,6 @@ def operator_release(local_cluster: cluster.ClusterState, core: client.CoreV1Api
         core.create_namespace({"metadata": {"name": name, "labels": {"jobqueue.dev/test": "true"}}})
     # Only the watched namespace: the session's other tests run operators of their own elsewhere.
     helm(
-        local_cluster.kubeconfig,
         "install",
         release,
         str(CHART),
@@ -71,11 +57,12 @@ def operator_release(local_cluster: cluster.ClusterState, core: client.CoreV1Api
         f"watch.namespaces={{{watched}}}",
         "--set",
         "resyncSeconds=3",
+        kubeconfig=local_cluster.kubeconfig,
     )
     try:
         yield system, watched
     finally:
-        helm(local_cluster.kubeconfig, "uninstall", release, "-n", system, "--wait")
+        helm("uninstall", release, "-n", system, "--wait", kubeconfig=local_cluster.kubeconfig)
         # Without its operator a JobQueue keeps kopf's finalizer: drop it so the namespace can go.
         custom = client.CustomObjectsApi(core.api_client)
         for item in custom.list_namespaced_custom_object(GROUP, VERSION, watched, PLURAL)["items"]:

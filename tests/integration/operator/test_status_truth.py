@@ -9,7 +9,6 @@ a Pod); the node agent runs the Pods for real.
 from __future__ import annotations
 
 import datetime
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +20,14 @@ import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
-from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv import cluster
 from jobqueue_devenv.operator_process import host_operator
+from jobqueue_devenv.paths import CHART
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import kube as operator_kube
-from tests.conftest import Kubectl
+from tests.conftest import Kubectl, helm
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
-from tests.integration.worker.conftest import RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -321,13 +321,8 @@ def test_the_operators_own_pod_is_admitted_under_pod_security_restricted(
     """The chart's operator Pod, as `helm template` renders it with its defaults, created (server-side dry
     run) in a namespace enforcing `restricted`: admitted."""
     core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    chart = Path(__file__).resolve().parents[3] / "charts" / "jobqueue-operator"
-    rendered = subprocess.run(
-        [str(binaries.find().helm), "template", "jq", str(chart), "--namespace", namespace, "--kube-version", "1.36.3",
-         "--show-only",
-         "templates/deployment.yaml"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    flags = ["--kube-version", "1.36.3", "--show-only", "templates/deployment.yaml"]
+    rendered = helm("template", "jq", str(CHART), "--namespace", namespace, *flags).stdout
     template = yaml.safe_load(rendered)["spec"]["template"]
     spec = {**template["spec"], "serviceAccountName": "default"}  # the chart's own is not installed here
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "operator-admission"}, "spec": spec}

@@ -9,34 +9,26 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobqueue_devenv.processes import free_port, stop_group
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 WORKER = str(Path(sys.executable).with_name("jobqueue-worker"))
 DEMO_APP = "jobqueue_worker.demo:app"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))  # free on every interface: the worker listens on 0.0.0.0
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -49,61 +41,6 @@ def blackhole(port: int) -> Iterator[None]:
         server.listen(0)
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             yield
-
-
-def stop_group(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
-    """SIGTERM the process group, then SIGKILL it if it outlives `grace` (children included)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers (pool children) of a leader already gone
-    proc.wait(5)
-
-
-@dataclass
-class RedisServer:
-    """One password-protected redis-server on 127.0.0.1, no persistence, in its own directory."""
-
-    directory: Path
-    port: int = field(default_factory=free_port)
-    password: str = field(default_factory=lambda: uuid.uuid4().hex)
-    proc: subprocess.Popen[bytes] | None = None
-    appendonly: bool = False
-    """Persistence (AOF) in `directory`, so that a restart keeps the data."""
-
-    @property
-    def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
-
-    def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--requirepass", self.password]
-        args += ["--dir", str(self.directory), "--save", "", "--daemonize", "no"]
-        args += ["--appendonly", "yes" if self.appendonly else "no"]
-        with (self.directory / "redis.log").open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.client().ping(), timeout=10, what=f"redis-server on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc)
-            self.proc = None
-
-    @classmethod
-    @contextlib.contextmanager
-    def running(cls, directory: Path) -> Iterator[RedisServer]:
-        """A started server, stopped when the block ends."""
-        server = cls(directory)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -193,7 +130,7 @@ def start_worker(tmp_path: Path, redis_server: RedisServer) -> Iterator[StartWor
     started: list[WorkerProcess] = []
 
     def start(queue: str, redis_url: str | None = None, wait: bool = True, **overrides: str) -> WorkerProcess:
-        port = free_port()
+        port = free_port(host="")  # free on every interface: the worker listens on 0.0.0.0
         log = tmp_path / f"worker-{queue}-{port}.log"
         env = worker_env(redis_url or redis_server.url, queue, port, **overrides)
         with log.open("ab") as sink:

@@ -12,9 +12,10 @@ import uuid
 
 import pytest
 
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
-from tests.integration.worker.conftest import RedisServer, StartWorker, blackhole
+from tests.integration.worker.conftest import StartWorker, blackhole
 
 
 @pytest.fixture

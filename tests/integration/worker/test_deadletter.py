@@ -16,11 +16,12 @@ import kombu
 import pytest
 from celery import Celery
 
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
 from jobqueue_worker import contract, producer, records
 from jobqueue_worker.contract import DeadLetter, DeadLetterReason
-from tests.integration.worker.conftest import WORKER, ProducerFor, RedisServer, StartWorker
+from tests.integration.worker.conftest import WORKER, ProducerFor, StartWorker
 
 PREFIX = "dl:"
 NOOP = "jobqueue_worker.tasks.noop"

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from jobqueue_devenv.processes import free_port
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_worker import metricsdir
-from tests.integration.worker.conftest import WORKER, RedisServer, StartWorker, free_port, worker_env
+from tests.integration.worker.conftest import WORKER, StartWorker, worker_env
 
 
 def test_a_killed_workers_directory_is_removed_by_the_next_start_and_a_neighbours_is_kept(
@@ -54,7 +56,7 @@ def test_no_writable_temporary_directory_is_one_line_and_exit_2(redis_server: Re
     """A read-only /tmp and /var/tmp and working directory (a read-only root without an emptyDir)."""
     readonly = tmp_path / "ro"
     readonly.mkdir()
-    env = worker_env(redis_server.url, "q-ro", free_port())
+    env = worker_env(redis_server.url, "q-ro", free_port(host=""))
     env.pop("TMPDIR", None)
     mounts = "; ".join(
         f"mount --bind {d} {d} && mount -o remount,bind,ro {d}" for d in ("/tmp", "/var/tmp", str(readonly))

@@ -8,9 +8,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from jobqueue_devenv.processes import free_port
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import records
-from tests.integration.worker.conftest import WORKER, RedisServer, StartWorker, free_port
+from tests.integration.worker.conftest import WORKER, StartWorker
 
 
 def send_command(url: str, *args: str) -> list[str]:
@@ -67,7 +69,8 @@ def test_a_broker_that_stays_down_during_the_wait_is_one_line(tmp_path: Path, qu
 
 
 def test_a_refused_connection_is_one_line() -> None:
-    url = f"redis://:pw@127.0.0.1:{free_port()}/0"
+    port = free_port(host="")
+    url = f"redis://:pw@127.0.0.1:{port}/0"
     done = subprocess.run(
         send_command(url, "--queue", "q"), env=clean_env(), capture_output=True, text=True, timeout=90
     )

@@ -24,11 +24,12 @@ import kombu
 import pytest
 from celery import Celery
 
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import broker
 from jobqueue_worker import contract, held, producer, records, restore
 from jobqueue_worker.restore import RestoreOutcome
-from tests.integration.worker.conftest import ProducerFor, RedisServer, StartWorker, WorkerProcess
+from tests.integration.worker.conftest import ProducerFor, StartWorker, WorkerProcess
 
 PREFIX = "jq:"
 

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 from celery import Celery
 
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from tests.integration.worker import shop_app
-from tests.integration.worker.conftest import RedisServer, StartWorker
+from tests.integration.worker.conftest import StartWorker
 
 
 @pytest.fixture

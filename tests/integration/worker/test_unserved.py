@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from celery import Celery
 
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_operator import broker
 from jobqueue_worker import contract, producer
-from tests.integration.worker.conftest import ProducerFor, RedisServer
+from tests.integration.worker.conftest import ProducerFor
 
 PREFIX = "uq:"
 

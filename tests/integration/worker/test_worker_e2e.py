@@ -14,9 +14,11 @@ import pytest
 from celery import Celery
 from celery.signals import before_task_publish
 
+from jobqueue_devenv.processes import free_port
+from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer, records, sent_time
-from tests.integration.worker.conftest import WORKER, RedisServer, StartWorker, free_port, worker_env
+from tests.integration.worker.conftest import WORKER, StartWorker, worker_env
 
 NOOP, SLEEP, FAIL, FLAKY, ALLOCATE = (
     f"jobqueue_worker.tasks.{kind}" for kind in ("noop", "sleep", "fail", "flaky", "allocate")
@@ -219,7 +221,7 @@ def test_max_memory_per_child_recycles_children(start_worker: StartWorker, sende
 def test_bad_environment_prints_one_line_and_exits_2(
     redis_server: RedisServer, overrides: dict[str, str], expected: str
 ) -> None:
-    env = worker_env(redis_server.url, "q-bad", free_port(), **overrides)
+    env = worker_env(redis_server.url, "q-bad", free_port(host=""), **overrides)
     done = subprocess.run([WORKER], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stdout == ""

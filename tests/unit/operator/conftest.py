@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[3]
-CRD_FILE = REPO / "charts" / "jobqueue-operator" / "crds" / "jobqueues.jobqueue.dev.yaml"
+from jobqueue_devenv.paths import CRD_FILE, REPO
+
 SAMPLES = REPO / "manifests" / "samples"
 GOLDEN = Path(__file__).parent / "golden"
 
