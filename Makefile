@@ -9,7 +9,7 @@ DEVENV := PYTHONPATH=devenv $(PY) -m jobqueue_devenv
 PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps python-deps binaries test-tools cluster-up cluster-down cluster-status \
-        lint unit test demo bench constraints clean manifests logs monitoring chart-docs monitoring-picture images
+        lint unit test demo bench soak constraints clean manifests logs monitoring chart-docs monitoring-picture images
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -30,6 +30,11 @@ lint: python-deps ## ruff, mypy and the import contracts (pure modules stay pure
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+SOAK_ARGS ?=
+
+soak: deps binaries images ## the fault-injection suite with >= 10,000 tasks: a table, bench/results/soak.json
+	@eval "$$($(DEVENV) up | tail -n 1)" && PYTHONPATH=devenv $(PY) -m bench.soak $(SOAK_ARGS)
 
 cluster-up: deps binaries ## start the local cluster (or reuse it); last line: export KUBECONFIG=...
 	@$(DEVENV) up

@@ -30,12 +30,12 @@ import redis
 from jobqueue_devenv import binaries, cluster, images
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.nodeagent import logs as nodeagent_logs
+from jobqueue_devenv.paths import CHART as CHART
+from jobqueue_devenv.paths import REPO as REPO
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from jobqueue_worker import producer, records
 
-REPO: Final = Path(__file__).resolve().parents[2]
-CHART: Final = REPO / "charts" / "jobqueue-operator"
 DEMO_MANIFEST: Final = REPO / "examples" / "demo.yaml"
 RELEASE: Final = "jobqueue-operator"
 OPERATOR_NAMESPACE: Final = "jobqueue-system"
@@ -161,7 +161,9 @@ class RunningOperator:
     namespace: str
     """The namespace of its release and Pod."""
     pod: str
-    """Its Pod's name."""
+    """Its Pod's name (the first one: a fault test may replace it)."""
+    release: str = RELEASE
+    """Its Helm release."""
 
 
 @contextlib.contextmanager
@@ -188,11 +190,13 @@ def operator(
         )
         where = f"in the cluster: Helm release {release} in {release_namespace}, Pod {pod['metadata']['name']}"
         metrics_url = f"http://{pod['status']['podIP']}:{METRICS_PORT}/metrics"
-        yield RunningOperator(where, metrics_url, release_namespace, pod["metadata"]["name"])
+        yield RunningOperator(where, metrics_url, release_namespace, pod["metadata"]["name"], release)
     finally:
         restarts = 0
         if pod is not None:
-            current = kube.get("pod", pod["metadata"]["name"], "-n", release_namespace)
+            name = pod["metadata"]["name"]
+            found = kube.kubectl("get", "pod", name, "-n", release_namespace, "--ignore-not-found", "-o", "json")
+            current = json.loads(found) if found.strip() else {"status": {}}  # deleted on purpose: not a restart
             restarts = sum(c.get("restartCount", 0) for c in current["status"].get("containerStatuses") or [])
         uninstall_chart(kube, release, release_namespace)
         if pod is not None:
@@ -237,7 +241,7 @@ class Depth:
 
 def depths(client: Any, queues: Sequence[str], steps: Sequence[int] = (0, 3, 6, 9)) -> dict[str, Depth]:
     """Waiting (all priority lists) and in-flight tasks of each queue, read from Redis."""
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)  # reads only; a full Redis refuses every MULTI
     for queue in queues:
         for key in queue_keys(queue, steps):
             pipe.llen(key)

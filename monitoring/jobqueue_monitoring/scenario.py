@@ -27,11 +27,12 @@ import yaml
 
 from jobqueue_devenv import demo, monitors
 from jobqueue_devenv.deployer import Deployed, Deployer, namespace_for
+from jobqueue_devenv.faults.stage import held_tasks
 from jobqueue_devenv.prometheus_process import RunningPrometheus, running_prometheus
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_monitoring.generate import RULES_FILE
 from jobqueue_operator import naming
-from jobqueue_worker import contract, producer, tasks
+from jobqueue_worker import producer, tasks
 
 SCRAPE_INTERVAL: Final = "2s"
 JOBQUEUE: Final = "shop"
@@ -196,21 +197,8 @@ def burst(live: Live) -> None:
 
 
 def _pods_holding(live: Live, task: str) -> set[str]:
-    """Worker Pods whose process holds a delivery of `task` now, from the broker's own records (each
-    incarnation's held tags, looked up in kombu's `unacked`)."""
-    client = live.jobqueue.redis
-    pods = set()
-    for raw in client.hvals(contract.WORKERS):
-        registration = contract.Registration.from_json(raw)
-        tags = list(client.hkeys(contract.held_key(registration.instance)))
-        entries = client.hmget(contract.UNACKED, tags) if tags else []
-        for entry in entries:
-            if entry is None:
-                continue
-            message = json.loads(entry)[0]
-            if message.get("headers", {}).get("task") == task:
-                pods.add(registration.pod)
-    return pods
+    """Worker Pods whose process holds a delivery of `task` now, from the broker's own records."""
+    return {pod for pod, held in held_tasks(live.jobqueue.redis).items() if task in held.values()}
 
 
 def _kill_a_busy_worker(live: Live) -> None:

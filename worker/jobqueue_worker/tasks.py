@@ -41,8 +41,9 @@ def _record(task: Task, run_id: str | None, event: str) -> None:
 
 
 @builtin()
-def noop(self: Task, run_id: str | None = None) -> None:
-    """Nothing: measures the queue's own overhead."""
+def noop(self: Task, run_id: str | None = None, padding: str = "") -> None:
+    """Nothing: measures the queue's own overhead. `padding` is ignored: it makes a message as large as a
+    test needs (a broker filled to its maxmemory)."""
     _record(self, run_id, records.STARTED)
     _record(self, run_id, records.DONE)
 

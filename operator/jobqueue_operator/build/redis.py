@@ -22,6 +22,8 @@ PORT: Final = 6379
 DATA_DIR: Final = "/data"
 REDIS_UID: Final = 999
 """The redis user of the official image."""
+PASSWORD_ENV: Final = "REDIS_PASSWORD"
+"""The container reads its password from this variable (from the JobQueue's Redis Secret)."""
 MAXMEMORY_SHARE: Final = Decimal("0.8")
 """Of the container's memory limit, what Redis may hold in data: the rest is its own overhead and the
 copy-on-write pages of a background save or AOF rewrite. Full, it refuses writes (noeviction) instead of
@@ -72,7 +74,7 @@ def args(managed: ManagedBroker) -> list[str]:
         "--port",
         str(PORT),
         "--requirepass",
-        "$(REDIS_PASSWORD)",
+        f"$({PASSWORD_ENV})",
         "--maxmemory",
         str(maxmemory(managed)),
         "--maxmemory-policy",
@@ -84,14 +86,14 @@ def args(managed: ManagedBroker) -> list[str]:
 def statefulset(jq: JobQueue) -> Manifest:
     managed = _managed(jq)
     name = naming.redis(jq.name)
-    ping = ["sh", "-c", 'redis-cli -p 6379 -a "$REDIS_PASSWORD" --no-auth-warning ping | grep -q PONG']
+    ping = ["sh", "-c", f'redis-cli -p 6379 -a "${PASSWORD_ENV}" --no-auth-warning ping | grep -q PONG']
     container: Manifest = {
         "name": "redis",
         "image": managed.image,
         "command": ["redis-server"],
         "args": args(managed),
         "workingDir": DATA_DIR,
-        "env": [secret_env("REDIS_PASSWORD", naming.redis_secret(jq.name), naming.PASSWORD_KEY)],
+        "env": [secret_env(PASSWORD_ENV, naming.redis_secret(jq.name), naming.PASSWORD_KEY)],
         "ports": [{"name": "redis", "containerPort": PORT, "protocol": "TCP"}],
         "readinessProbe": {"exec": {"command": ping}, "periodSeconds": 5, "timeoutSeconds": 3},
         "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "failureThreshold": 6},

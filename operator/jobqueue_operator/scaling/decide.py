@@ -280,7 +280,8 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             ready_tasks, in_flight, age, desired, current, ready, by_priority, dead_letters
         )
         events += _dead_letter_events(queue.name, remembered.dead_letters, dead_letters)
-        kept[queue.name] = replace(kept[queue.name], dead_letters=dead_letters)
+        known = remembered.dead_letters if dead_letters is None else dead_letters  # an unread tick forgets nothing
+        kept[queue.name] = replace(kept[queue.name], dead_letters=known)
         idle = history.idle_since
         depths[queue.name] = status.QueueDepth(
             ready_tasks,
@@ -336,11 +337,13 @@ def _deployment_name(seen: Seen, queue: str) -> str:
 
 
 def _dead_letter_events(queue: str, before: int | None, now: int | None) -> list[Event]:
-    """A Warning when a queue's dead-letter list grew since the last tick (not at the first look)."""
-    if before is None or now is None or now <= before:
+    """A Warning when a queue's dead-letter list grew since the last tick, or holds letters at the first
+    look (a task can be dead-lettered before the first tick; a restarted operator says it once more)."""
+    if now is None or now <= (before or 0):
         return []
+    grown = f"{now - before} more tasks dead-lettered" if before is not None else "tasks were dead-lettered"
     message = (
-        f"queue {queue}: {now - before} more tasks dead-lettered ({now} in its list); see "
+        f"queue {queue}: {grown} ({now} in its list); see "
         f"`jobqueue-worker deadletter list --queue {queue}`, requeue or purge them"
     )
     return [Event("Warning", Reason.DEAD_LETTERS, message)]
@@ -371,7 +374,8 @@ def _memory_condition(memory: tuple[int, int] | None) -> status.Verdict | None:
     if share >= BROKER_FULL_SHARE:
         message = (
             f"the broker uses {used / 2**20:.1f} of its {limit / 2**20:.1f} MiB ({share:.0%}): it refuses new "
-            "tasks (noeviction) until workers drain it or its memory limit is raised"
+            "tasks (noeviction); over its maxmemory it refuses every transaction too, so workers cannot take "
+            "tasks either: raise it at run time (redis-cli CONFIG SET maxmemory) or purge (docs/faults.md)"
         )
         return "False", Reason.BROKER_MEMORY_FULL, message
     return "True", Reason.BROKER_MEMORY_AVAILABLE, f"the broker uses {share:.0%} of its memory"

@@ -177,3 +177,22 @@ def test_a_broken_status_entry_seeds_an_empty_memory() -> None:
     queue = _jobqueue().spec.queues[0]
     memory = scaling.seeded(queue, {"name": "q", "scaleDownHold": [{"until": "yesterday", "replicas": 2}]})
     assert memory.history == autoscaling.History()
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "said"),
+    [
+        (None, 0, None),  # the first look at an empty list
+        (None, 2, "tasks were dead-lettered (2 in its list)"),  # dead-lettered before the first tick
+        (2, 2, None),
+        (2, 5, "3 more tasks dead-lettered (5 in its list)"),
+        (5, 1, None),  # purged
+        (3, None, None),  # not read this tick
+    ],
+)
+def test_a_dead_letter_is_announced_once_even_before_the_first_tick(
+    before: int | None, now: int | None, said: str | None
+) -> None:
+    events = scaling._dead_letter_events("q", before, now)
+    assert [e.message.split(": ", 1)[1].split(";")[0] for e in events] == ([said] if said else [])
+    assert all(e.reason == "DeadLetters" and e.type == "Warning" for e in events)
