@@ -43,9 +43,10 @@ class Deployed:
         return [q["name"] for q in self.body["spec"]["queues"]]
 
 
-def ready_condition(body: dict[str, Any]) -> dict[str, Any] | None:
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    """The condition of this type in a JobQueue's status, if written."""
     for item in (body.get("status") or {}).get("conditions") or []:
-        if item["type"] == "Ready":
+        if item["type"] == type_:
             return dict(item)
     return None
 
@@ -63,9 +64,9 @@ class Deployer:
 
         def ready() -> bool:
             got = self.kube.get("jobqueue", name, "-n", self.namespace)
-            condition = ready_condition(got)
-            if condition is None or condition["status"] != "True":
-                raise AssertionError(f"Ready: {condition}")
+            found = condition(got, "Ready")
+            if found is None or found["status"] != "True":
+                raise AssertionError(f"Ready: {found}")
             return True
 
         try:

@@ -18,6 +18,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import demo
+from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.faults import broker_process
 from jobqueue_devenv.faults.checker import Verdict, spread
 from jobqueue_devenv.faults.stage import (
@@ -93,29 +94,34 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def wait_done(target: Target, ids: Collection[str], timeout: float = DRAIN_TIMEOUT_S) -> bool:
-    """Until every id in `ids` is done in the ledger; False (not raised) when the time ran out."""
-    wanted = set(ids)
+def seconds_until(probe: Callable[[], object], *, timeout: float, what: str, interval: float) -> float | None:
+    """Seconds until `probe` holds, measured; None (not raised) when it did not within `timeout`: a
+    scenario reports a broken bound instead of stopping."""
+    t0 = time.time()
     try:
-        wait_until(lambda: wanted <= target.ledger.done().keys(), timeout=timeout, what="tasks done", interval=0.5)
-        return True
+        wait_until(probe, timeout=timeout, what=what, interval=interval)
     except TimedOut:
-        return False
+        return None
+    return time.time() - t0
+
+
+def wait_done(target: Target, ids: Collection[str], timeout: float = DRAIN_TIMEOUT_S) -> bool:
+    """Until every id in `ids` is done in the ledger; False when the time ran out."""
+    wanted = set(ids)
+    done = seconds_until(
+        lambda: wanted <= target.ledger.done().keys(), timeout=timeout, what="tasks done", interval=0.5
+    )
+    return done is not None
 
 
 def started_again(target: Target, ids: Collection[str], before: dict[str, int], timeout: float) -> float | None:
     """Seconds until every id in `ids` started more often than in `before` (None: not within `timeout`)."""
-    t0 = time.time()
-    try:
-        wait_until(
-            lambda: all(target.ledger.started().get(i, 0) > before.get(i, 0) for i in ids),
-            timeout=timeout,
-            what="the killed worker's tasks started again",
-            interval=0.1,
-        )
-    except TimedOut:
-        return None
-    return time.time() - t0
+    return seconds_until(
+        lambda: all(target.ledger.started().get(i, 0) > before.get(i, 0) for i in ids),
+        timeout=timeout,
+        what="the killed worker's tasks started again",
+        interval=0.1,
+    )
 
 
 def _started_count(target: Target, ids: Collection[str]) -> int:
@@ -126,9 +132,23 @@ def _all_started(target: Target, ids: Collection[str]) -> bool:
     return set(ids) <= target.ledger.started().keys()
 
 
-def unexpected_duplicates(outcome: Outcome, verdict: Verdict, may_restart: Collection[str]) -> None:
-    """Run again is allowed only where a fault cut a task off (at-least-once): nowhere else."""
-    extra = verdict.duplicated - frozenset(may_restart)
+def settle(
+    outcome: Outcome,
+    target: Target,
+    ordinary: Sequence[str],
+    *,
+    may_restart: Collection[str] = (),
+    dead_lettered: Sequence[str] = (),
+    missing: str = "not every task done",
+) -> None:
+    """Wait for every ordinary task, then judge the run: the verdict, and the bounds every scenario has.
+    Every ordinary task done; run twice only where a fault cut a task off (at-least-once), nowhere else."""
+    finished = wait_done(target, ordinary)
+    outcome.verdict = target.ledger.verdict(
+        [*ordinary, *dead_lettered], may_restart=may_restart, dead_lettered=dead_lettered
+    )
+    outcome.expect(finished, missing)
+    extra = outcome.verdict.duplicated - frozenset(may_restart)
     outcome.expect(not extra, f"{len(extra)} tasks ran twice that no fault interrupted")
 
 
@@ -156,12 +176,9 @@ def worker_killed(here: Stage, size: Size) -> Outcome:
         outcome.recovery_s.append(float("inf") if again is None else again)
         ready = wait_until_ready_workers(here, target, "work", 2, exclude={pod})
         outcome.within(ready, RESTART_BOUND_S, "a replacement worker Ready")
-    finished = wait_done(target, sent)
-    outcome.verdict = target.ledger.verdict(sent, may_restart=cut_off)
-    outcome.expect(finished, "not every task done")
+    settle(outcome, target, sent, may_restart=cut_off)
     for seconds in outcome.recovery_s:
         outcome.within(seconds, RESTART_BOUND_S, "the killed worker's tasks started again")
-    unexpected_duplicates(outcome, outcome.verdict, cut_off)
     outcome.expect(here.wait_for_event(Reason.WORKER_LOST), "no WorkerLost Event")
     return outcome
 
@@ -169,17 +186,13 @@ def worker_killed(here: Stage, size: Size) -> Outcome:
 def wait_until_ready_workers(
     here: Stage, target: Target, queue_name: str, count: int, exclude: Collection[str] = (), timeout: float = 120
 ) -> float | None:
-    t0 = time.time()
-    try:
-        wait_until(
-            lambda: len(set(here.ready_workers(target.deployed.name, queue_name)) - set(exclude)) >= count,
-            timeout=timeout,
-            what=f"{count} ready {queue_name} workers",
-            interval=0.2,
-        )
-    except TimedOut:
-        return None
-    return time.time() - t0
+    """Seconds until `count` workers of the queue are Ready, not counting `exclude` (None: not in time)."""
+    return seconds_until(
+        lambda: len(set(here.ready_workers(target.deployed.name, queue_name)) - set(exclude)) >= count,
+        timeout=timeout,
+        what=f"{count} ready {queue_name} workers",
+        interval=0.2,
+    )
 
 
 # ---- 4. scale-down while every worker is busy --------------------------------------------------------
@@ -203,11 +216,8 @@ def scale_down_busy(here: Stage, size: Size) -> Outcome:
         wait_until(lambda: len(here.worker_pods(target.deployed.name, "work")) == 1, timeout=120, what="one Pod")
         outcome.recovery_s.append(time.time() - t0)
         here.apply(_with_queue(body, "work", replicas=workers))
-    finished = wait_done(target, sent)
-    outcome.verdict = target.ledger.verdict(sent)
-    outcome.expect(finished, "not every task done")
+    settle(outcome, target, sent)
     outcome.expect(not outcome.verdict.interrupted, f"{len(outcome.verdict.interrupted)} tasks interrupted")
-    unexpected_duplicates(outcome, outcome.verdict, ())
     return outcome
 
 
@@ -268,12 +278,9 @@ def rolling_update(here: Stage, size: Size) -> Outcome:
             here.kube.kubectl("rollout", "status", f"deployment/{deployment}", "-n", here.namespace, "--timeout=180s")
             outcome.recovery_s.append(time.time() - t0)
             pause(max(0.0, seconds_each - (time.time() - t0)))  # the rest of this round's load
-    finished = wait_done(target, sender.sent)
-    outcome.verdict = target.ledger.verdict(sender.sent)
+    settle(outcome, target, sender.sent)
     outcome.expect(not sender.errors, f"{len(sender.errors)} sends refused: {sender.errors[:1]}")
-    outcome.expect(finished, "not every task done")
     outcome.expect(not outcome.verdict.interrupted, f"{len(outcome.verdict.interrupted)} tasks interrupted")
-    unexpected_duplicates(outcome, outcome.verdict, ())
     return outcome
 
 
@@ -311,12 +318,9 @@ def redis_restart(here: Stage, size: Size) -> Outcome:
         outcome.recovery_s.append(first - t0)
         outcome.expect(restarts(here.worker_pods(target.deployed.name, "work")) == restarts(pods_before),
                        "a worker container restarted")  # fmt: skip
-    finished = wait_done(target, sent)
-    outcome.verdict = target.ledger.verdict(sent, may_restart=cut_off)
-    outcome.expect(finished, "not every task done")
+    settle(outcome, target, sent, may_restart=cut_off)
     for seconds in outcome.recovery_s:
         outcome.within(seconds, RESTART_BOUND_S, "served again after the Redis restart")
-    unexpected_duplicates(outcome, outcome.verdict, cut_off)
     return outcome
 
 
@@ -382,21 +386,17 @@ def stranded_queues(here: Stage, size: Size) -> Outcome:
     gone = naming.worker_deployment(target.deployed.name, "removed")
     wait_until(lambda: not _exists(here, "deployment", gone), timeout=120, what="the draining worker removed")
     here.apply({**without, "spec": {**without["spec"], "queues": [queue("kept"), queue("stray")]}})
-    sent += stray + removed
-    finished = wait_done(target, sent)
-    outcome.verdict = target.ledger.verdict(sent)
-    outcome.expect(finished, "not every task done")
-    unexpected_duplicates(outcome, outcome.verdict, ())
+    settle(outcome, target, sent + stray + removed)
     return outcome
 
 
 def _unserved(here: Stage, target: Target, name: str) -> int:
-    status = here.jobqueue(target.deployed.name).get("status") or {}
+    status = here.status(target.deployed.name)
     return sum(q["tasks"] for q in status.get("unservedQueues") or [] if q["name"] == name)
 
 
 def _draining(here: Stage, target: Target, name: str) -> bool:
-    status = here.jobqueue(target.deployed.name).get("status") or {}
+    status = here.status(target.deployed.name)
     return any(q["name"] == name for q in status.get("drainingQueues") or [])
 
 
@@ -423,7 +423,6 @@ def poison_task(here: Stage, size: Size) -> Outcome:
         poison += target.send("work", "crash", 1)
         sent += target.send("work", "noop", size.per_fault() - 1)
     t0 = time.time()
-    finished = wait_done(target, sent)
     lettered = wait_until(
         lambda: set(poison) <= _dead_lettered(target, "work") and time.time(),
         timeout=DRAIN_TIMEOUT_S,
@@ -431,12 +430,10 @@ def poison_task(here: Stage, size: Size) -> Outcome:
         interval=0.5,
     )
     outcome.recovery_s.append(lettered - t0)
-    outcome.verdict = target.ledger.verdict(sent + poison, may_restart=poison, dead_lettered=poison)
-    outcome.expect(finished, "not every ordinary task done")
+    settle(outcome, target, sent, may_restart=poison, dead_lettered=poison, missing="not every ordinary task done")
     starts = target.ledger.started()
     outcome.expect(all(starts.get(i, 0) <= MAX_WORKER_LOSSES + 1 for i in poison), "a poison task ran too often")
     outcome.expect(here.wait_for_event(Reason.DEAD_LETTERS), "no DeadLetters Event")
-    unexpected_duplicates(outcome, outcome.verdict, poison)
     return outcome
 
 
@@ -462,7 +459,7 @@ def operator_killed(here: Stage, size: Size, operator: demo.RunningOperator) -> 
     target = here.deploy(body)  # waits until Ready
     outcome.recovery_s.append(time.time() - t0)
     sent = [i for q in ("a", "b", "c") for i in target.send(q, "noop", max(1, size.tasks // 3))]
-    finished = wait_done(target, sent)
+    settle(outcome, target, sent)
     here.apply(_with_queue(body, "c", replicas=0))
     t1 = _kill_operator(here, operator)
     deployment = naming.worker_deployment(target.deployed.name, "c")
@@ -473,9 +470,6 @@ def operator_killed(here: Stage, size: Size, operator: demo.RunningOperator) -> 
         outcome.within(seconds, CONVERGE_BOUND_S, "converged after the operator was killed")
     names = here.kube.kubectl("get", "deployments,statefulsets", "-n", here.namespace, "-o", "name").split()
     outcome.expect(len(names) == len(set(names)) == 4, f"children: {names}")
-    outcome.verdict = target.ledger.verdict(sent)
-    outcome.expect(finished, "not every task done")
-    unexpected_duplicates(outcome, outcome.verdict, ())
     return outcome
 
 
@@ -516,20 +510,16 @@ def broker_unreachable(here: Stage, size: Size) -> Outcome:
             reasons |= _condition_reasons(here, target)
             pause(SAMPLE_S)
         t0 = time.time()
-    finished = wait_done(target, sent)
+    settle(outcome, target, sent)
     outcome.recovery_s.append(time.time() - t0)
     outcome.expect(min(seen, default=0) >= 1, f"scaled to zero while the broker was unreachable: {seen}")
     said = {Reason.BROKER_UNREACHABLE, Reason.METRICS_UNAVAILABLE} & reasons
     outcome.expect(bool(said), f"no condition said the broker could not be read: {reasons}")
-    outcome.verdict = target.ledger.verdict(sent)
-    outcome.expect(finished, "not every task done")
-    unexpected_duplicates(outcome, outcome.verdict, ())
     return outcome
 
 
 def _condition_reasons(here: Stage, target: Target) -> set[str]:
-    status = here.jobqueue(target.deployed.name).get("status") or {}
-    return {c.get("reason", "") for c in status.get("conditions") or []}
+    return {c.get("reason", "") for c in here.status(target.deployed.name).get("conditions") or []}
 
 
 # ---- 2. a prefork child killed for memory -------------------------------------------------------------
@@ -558,17 +548,14 @@ def child_oom_killed(here: Stage, size: Size) -> Outcome:
         first = wait_until(partial(_started_at, target, [hog]), timeout=60, what="the hog started")
         again = started_again(target, [hog], {hog: 1}, timeout=60)  # seconds after `first` was seen
         outcome.recovery_s.append(float("inf") if again is None else time.time() - first)
-    finished = wait_done(target, sent)
     lettered = wait_until(
         lambda: set(hogs) <= _dead_lettered(target, "work"), timeout=DRAIN_TIMEOUT_S, what="hogs dead-lettered"
     )
     outcome.expect(bool(lettered), "a hog was not dead-lettered")
-    outcome.verdict = target.ledger.verdict(sent + hogs, may_restart=hogs, dead_lettered=hogs)
-    outcome.expect(finished, "not every ordinary task done")
+    settle(outcome, target, sent, may_restart=hogs, dead_lettered=hogs, missing="not every ordinary task done")
     for seconds in outcome.recovery_s:
         outcome.within(seconds, OOM_REQUEUE_BOUND_S, "the OOM-killed task started again")
     outcome.expect(restarts(here.worker_pods(target.deployed.name, "work")) == 0, "the worker container restarted")
-    unexpected_duplicates(outcome, outcome.verdict, hogs)
     return outcome
 
 
@@ -609,25 +596,18 @@ def broker_full(here: Stage, size: Size, operator: demo.RunningOperator) -> Outc
     outcome.expect(_broker_memory_metric(here, operator, target) > 0, "no jobqueue_broker_used_memory_bytes series")
     t0 = time.time()
     here.apply(_with_queue(body, "work", replicas=2))
-    finished = wait_done(target, accepted)
+    settle(outcome, target, accepted, missing="not every accepted task done (evicted or lost)")
     wait_until(
         lambda: _condition(here, target, BROKER_MEMORY_AVAILABLE).get("status") == "True",
         timeout=120,
         what="BrokerMemoryAvailable True again",
     )
     outcome.recovery_s.append(time.time() - t0)
-    outcome.verdict = target.ledger.verdict(accepted)
-    outcome.expect(finished, "not every accepted task done (evicted or lost)")
-    unexpected_duplicates(outcome, outcome.verdict, ())
     return outcome
 
 
 def _condition(here: Stage, target: Target, kind: str) -> dict[str, Any]:
-    status = here.jobqueue(target.deployed.name).get("status") or {}
-    for item in status.get("conditions") or []:
-        if item["type"] == kind:
-            return dict(item)
-    return {}
+    return condition(here.jobqueue(target.deployed.name), kind) or {}
 
 
 def _broker_memory_metric(here: Stage, operator: demo.RunningOperator, target: Target) -> float:

@@ -119,6 +119,10 @@ class Stage:
     def jobqueue(self, name: str) -> dict[str, Any]:
         return self.kube.get("jobqueue", name, "-n", self.namespace)
 
+    def status(self, name: str) -> dict[str, Any]:
+        """The JobQueue's status as the operator wrote it (empty before its first write)."""
+        return dict(self.jobqueue(name).get("status") or {})
+
     def worker_pods(self, jobqueue: str, queue: str) -> list[dict[str, Any]]:
         """The queue's worker Pods that are not being deleted."""
         selector = f"{naming.JOBQUEUE_LABEL}={jobqueue},{naming.QUEUE_LABEL}={queue},{naming.COMPONENT_LABEL}=worker"

@@ -64,13 +64,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
-def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for item in (body.get("status") or {}).get("conditions") or []:
-        if item["type"] == type_:
-            return dict(item)
-    return None
-
-
 def jobqueue_manifest(name: str, queues: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     """A JobQueue of the worker's built-in demo app; the node agent runs its workers as host processes, so
     the image is never pulled."""

@@ -18,10 +18,11 @@ import pytest
 import yaml
 from kubernetes import client
 
+from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.paths import REPO
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.usefixtures("operator")
 

@@ -16,10 +16,11 @@ import pytest
 from kubernetes import client
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.paths import CHART
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import helm
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
 
 
 def jobqueue(name: str) -> dict[str, Any]:

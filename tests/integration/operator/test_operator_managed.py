@@ -15,9 +15,10 @@ import pytest
 from kubernetes import client
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,14 @@ from kubernetes import client
 from kubernetes import config as kube_config
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.paths import CHART
 from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import kube as operator_kube
 from tests.conftest import Kubectl, helm
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import yaml
 from kubernetes import client
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, condition
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
 
 pytestmark = pytest.mark.usefixtures("crd")
 
