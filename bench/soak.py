@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jobqueue_devenv import bench_results, cluster, demo
-from jobqueue_devenv.faults.scenarios import BLOCKED, SCENARIOS, Outcome, Scenario, Size
+from jobqueue_devenv.faults.scenarios import SCENARIOS, Outcome, Scenario, Size
 from jobqueue_devenv.faults.stage import ledger_broker, stage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def run(kube: demo.Kube, scenarios: Sequence[Scenario], scale: float, logs: Path
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
-    names = [s.name for s in (*SCENARIOS, *BLOCKED)]
+    names = [s.name for s in SCENARIOS]
     parser.add_argument("--scenario", action="append", choices=names, help="run only these (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's task count")
     parser.add_argument("--json", type=Path, default=RESULT, help=f"default: {RESULT.relative_to(REPO)}")
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = cluster.ClusterState.load(Path(os.environ["KUBECONFIG"]).parent)
     if state is None:
         raise SystemExit("KUBECONFIG does not point at a `jobqueue_devenv up` cluster")
-    chosen = [s for s in (*SCENARIOS, *BLOCKED) if s.name in args.scenario] if args.scenario else list(SCENARIOS)
+    chosen = [s for s in SCENARIOS if s.name in args.scenario] if args.scenario else list(SCENARIOS)
     logs = args.json.parent / "soak-logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -360,7 +360,9 @@ ALERTS: Final = [
         description=f"{WHERE_J}: Redis uses {{{{ $value | humanizePercentage }}}} of its maxmemory.",
         meaning="Redis is close to its `maxmemory`. When it is reached, Redis refuses writes (or evicts keys, "
         "with an eviction policy): producers fail to send, results are lost, and with an eviction policy "
-        "waiting tasks themselves can be evicted.",
+        "waiting tasks themselves can be evicted. A managed broker (noeviction) that reaches it gets its "
+        "maxmemory raised to a reserve by the operator so that its workers can drain it "
+        "(`BrokerMemoryReserveOpened` Event); the ratio here is then of the reserve.",
         confirm=[
             f"max by ({J}) (jobqueue_broker_used_memory_bytes)",
             f'max by ({J}) (jobqueue_queue_depth{{state="ready"}})',
@@ -368,7 +370,10 @@ ALERTS: Final = [
         actions=[
             "A large backlog is the usual cause: scale the workers (JobQueueBacklogHigh).",
             "Results that are never read pile up: lower `results.expiresSeconds`.",
-            "Managed broker: raise its `resources.limits.memory`.",
+            "Managed broker: raise its `resources.limits.memory` once it has drained: the change restarts "
+            "Redis, which loses its waiting tasks unless `persistence` is on.",
+            "External broker: raise its maxmemory at run time (`CONFIG SET maxmemory`), or purge what no one "
+            "will run (`jobqueue-worker queue purge`).",
         ],
         labels_in_scope=JOBQUEUE,
         dashboard=links.OVERVIEW_UID,

@@ -448,3 +448,9 @@ def memory_usage(url: str, timeout: float = TIMEOUT_SECONDS) -> tuple[int, int]:
         return int(info["used_memory"]), int(info.get("maxmemory", 0))
     except (KeyError, TypeError, ValueError):
         raise BrokerError("INFO memory gave no used_memory") from None
+
+
+def set_maxmemory(url: str, maxmemory: int, timeout: float = TIMEOUT_SECONDS) -> None:
+    """CONFIG SET maxmemory on a managed broker (at run time: no restart, nothing lost). Raises BrokerError."""
+    with connected(url, timeout, "configuring") as client:
+        client.config_set("maxmemory", maxmemory)

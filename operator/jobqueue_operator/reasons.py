@@ -27,6 +27,10 @@ class Reason(StrEnum):
     BROKER_AUTH_FAILED = "BrokerAuthFailed"
     BROKER_MEMORY_FULL = "BrokerMemoryFull"
     BROKER_MEMORY_AVAILABLE = "BrokerMemoryAvailable"
+    BROKER_MEMORY_DRAINING = "BrokerMemoryDraining"
+    BROKER_MEMORY_RESERVE_OPENED = "BrokerMemoryReserveOpened"
+    BROKER_MEMORY_RESERVE_CLOSED = "BrokerMemoryReserveClosed"
+    BROKER_MEMORY_RESERVE_FAILED = "BrokerMemoryReserveFailed"
     # The workers
     WORKERS_UNAVAILABLE = "WorkersUnavailable"
     WORKERS_STARTING = "WorkersStarting"

@@ -22,6 +22,7 @@ MULTI), so no held tag is ever without one.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import weakref
@@ -32,8 +33,16 @@ from typing import Any
 from celery import bootsteps
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from redis import exceptions as redis_errors
 
 from jobqueue_worker import contract
+
+log = logging.getLogger(__name__)
+
+FULL_WAIT_SECONDS = 30.0
+"""How long a delivery waits to be recorded while the broker is over its maxmemory (well inside the
+liveness probe's 60 s: the event loop waits with it)."""
+FIRST_PAUSE_SECONDS = 0.2
 
 
 @dataclass
@@ -93,7 +102,10 @@ class HeldQoS(kombu_redis.QoS):
             return
         if self._holder is None:
             self._holder = holders.bind(self)
-        holder = self._holder
+        self._record_while_full(message, delivery_tag, self._holder)
+        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]  # kombu's in-memory record
+
+    def _record(self, message: Any, delivery_tag: str, holder: Holder) -> None:
         delivery = message.delivery_info
         now = time.time()
         with self.pipe_or_acquire() as pipe:
@@ -104,7 +116,41 @@ class HeldQoS(kombu_redis.QoS):
             if not holder.registered.is_set():
                 pipe.hset(contract.WORKERS, holder.instance, holder.registration)
             pipe.execute()
-        virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]  # kombu's in-memory record
+
+    def _record_while_full(self, message: Any, delivery_tag: str, holder: Holder) -> None:
+        """Record a delivery, waiting out a broker over its maxmemory: the message is already off its list
+        (BRPOP is allowed when full, the writes after it are not), and kombu would drop it on the error.
+        The operator opens a managed broker's memory reserve within a tick or two; a broker still full
+        after `FULL_WAIT_SECONDS` gets the task run unrecorded (an ack then finds nothing to remove), with
+        an error in the log, rather than lost at once."""
+        deadline = time.monotonic() + FULL_WAIT_SECONDS
+        pause = FIRST_PAUSE_SECONDS
+        while True:
+            try:
+                self._record(message, delivery_tag, holder)
+                return
+            except redis_errors.OutOfMemoryError:
+                if time.monotonic() >= deadline:
+                    task = (message.headers or {}).get("id", delivery_tag)
+                    queue = message.delivery_info.get("routing_key")
+                    log.error(
+                        "task %s taken from %s is not recorded as held: the broker stayed over its maxmemory "
+                        "for %.0f s; it runs, but a worker death before it ends loses it",
+                        task, queue, FULL_WAIT_SECONDS,
+                    )  # fmt: skip
+                    return
+                if pause == FIRST_PAUSE_SECONDS:
+                    log.warning("the broker is over its maxmemory: holding a delivery until it can be recorded")
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        """kombu's visibility sweep, skipped while the broker is over its maxmemory: its lock is a SET,
+        refused then, and the error would end the worker. A sweep skipped is one the next call makes."""
+        try:
+            super().restore_visible(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except redis_errors.OutOfMemoryError:
+            log.warning("the broker is over its maxmemory: the visibility sweep waits for the next round")
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         holder = self._holder

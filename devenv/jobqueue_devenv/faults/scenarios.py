@@ -569,8 +569,9 @@ PADDING_BYTES: Final = 64 * 1024
 def broker_full(here: Stage, size: Size, operator: demo.RunningOperator) -> Outcome:
     """Producers fill a managed Redis with a memory limit (maxmemory below it, noeviction) while no worker
     runs: sends fail with an error, the BrokerMemoryAvailable condition turns False and a Warning Event
-    and the memory metrics say why; workers then drain it, every accepted task runs (nothing evicted) and
-    the condition turns True again. Recovery: workers started to the condition True."""
+    and the memory metrics say why, and the operator opens the broker's memory reserve; workers then
+    drain it, every accepted task runs (nothing evicted) and the reserve closes, the condition True again.
+    Recovery: workers started to the condition True."""
     outcome = Outcome("broker-full")
     managed = {"managed": {"resources": {"limits": {"memory": BROKER_MEMORY_LIMIT}}}}
     body = manifest("full", [queue("work", replicas=0, concurrency=4)], broker=managed)
@@ -593,6 +594,7 @@ def broker_full(here: Stage, size: Size, operator: demo.RunningOperator) -> Outc
     )
     outcome.expect(bool(full), "no BrokerMemoryAvailable=False")
     outcome.expect(here.wait_for_event(Reason.BROKER_MEMORY_FULL), "no BrokerMemoryFull Event")
+    outcome.expect(here.wait_for_event(Reason.BROKER_MEMORY_RESERVE_OPENED), "no BrokerMemoryReserveOpened Event")
     outcome.expect(_broker_memory_metric(here, operator, target) > 0, "no jobqueue_broker_used_memory_bytes series")
     t0 = time.time()
     here.apply(_with_queue(body, "work", replicas=2))
@@ -603,6 +605,7 @@ def broker_full(here: Stage, size: Size, operator: demo.RunningOperator) -> Outc
         what="BrokerMemoryAvailable True again",
     )
     outcome.recovery_s.append(time.time() - t0)
+    outcome.expect(here.wait_for_event(Reason.BROKER_MEMORY_RESERVE_CLOSED), "no BrokerMemoryReserveClosed Event")
     return outcome
 
 
@@ -647,11 +650,5 @@ SCENARIOS: Final = (
     Scenario("child-oom-killed", child_oom_killed, Size(30, 1), Size(600, 2)),
     Scenario("operator-killed", operator_killed, Size(60, 1), Size(600, 1), needs_operator=True),
     Scenario("broker-unreachable", broker_unreachable, Size(30, 1), Size(300, 1)),
+    Scenario("broker-full", broker_full, Size(0, 1), Size(0, 1), needs_operator=True),
 )
-
-
-BLOCKED: Final = (Scenario("broker-full", broker_full, Size(0, 1), Size(0, 1), needs_operator=True),)
-"""Scenarios that fail today, run only on request (`python -m bench.soak --scenario broker-full`): a Redis
-over its maxmemory refuses every MULTI and every write, so workers cannot even start (kombu's
-`restore_visible` lock is a SET) and the full broker never drains by itself. Nothing is lost (the tasks
-stay), but recovery needs the operator to open a memory reserve for the workers; see docs/faults.md."""

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Final
 
-from jobqueue_operator import naming
+from jobqueue_operator import broker_memory, naming
 from jobqueue_operator.build import common
 from jobqueue_operator.build.common import (
     RESTRICTED_CONTAINER,
@@ -24,10 +23,6 @@ REDIS_UID: Final = 999
 """The redis user of the official image."""
 PASSWORD_ENV: Final = "REDIS_PASSWORD"
 """The container reads its password from this variable (from the JobQueue's Redis Secret)."""
-MAXMEMORY_SHARE: Final = Decimal("0.8")
-"""Of the container's memory limit, what Redis may hold in data: the rest is its own overhead and the
-copy-on-write pages of a background save or AOF rewrite. Full, it refuses writes (noeviction) instead of
-evicting a queue or the unacked hash, and the status says so."""
 
 
 def _managed(jq: JobQueue) -> ManagedBroker:
@@ -57,10 +52,16 @@ def secret(jq: JobQueue, password: str) -> Manifest:
     }
 
 
-def maxmemory(managed: ManagedBroker) -> int:
-    """`--maxmemory` in bytes: a share of the memory limit; 0 (no limit) without one."""
+def memory_bounds(managed: ManagedBroker) -> broker_memory.Bounds | None:
+    """The normal and the reserve maxmemory for the memory limit; None without a limit."""
     limit = managed.resources.limits.get("memory") if managed.resources else None
-    return 0 if limit is None else int(parse_quantity(limit) * MAXMEMORY_SHARE)
+    return broker_memory.bounds(None if limit is None else parse_quantity(limit))
+
+
+def maxmemory(managed: ManagedBroker) -> int:
+    """`--maxmemory` in bytes: the normal share of the memory limit; 0 (no limit) without one."""
+    found = memory_bounds(managed)
+    return 0 if found is None else found.normal
 
 
 def args(managed: ManagedBroker) -> list[str]:

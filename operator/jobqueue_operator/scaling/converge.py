@@ -1,5 +1,6 @@
-"""Every write of one autoscaler tick: the scale changes (idle Pods marked for removal first), the metrics,
-the status fields the autoscaler owns (only when they changed) and the Events."""
+"""Every write of one autoscaler tick: a dead worker's tasks put back, a managed broker's memory reserve
+opened or closed, the scale changes (idle Pods marked for removal first), the metrics, the status fields
+the autoscaler owns (only when they changed) and the Events."""
 
 from __future__ import annotations
 
@@ -70,6 +71,21 @@ def _restore(
     return Event("Warning", Reason.WORKER_LOST, message)
 
 
+def _set_maxmemory(memory: Memory, maxmemory: int, was: int | None) -> Event | None:
+    """Open or close a managed broker's memory reserve (`broker_memory`); the Event that says so."""
+    if memory.url.url is None:
+        return None
+    mib = f"{maxmemory / 2**20:.1f} MiB"
+    try:
+        broker.set_maxmemory(memory.url.url, maxmemory)
+    except broker.BrokerError as exc:
+        return Event("Warning", Reason.BROKER_MEMORY_RESERVE_FAILED, f"setting maxmemory to {mib} failed: {exc}")
+    if was is not None and maxmemory < was:
+        return Event("Normal", Reason.BROKER_MEMORY_RESERVE_CLOSED, f"the broker drained: maxmemory back to {mib}")
+    message = f"the broker is full: maxmemory raised to its reserve, {mib}, so workers can take and finish tasks"
+    return Event("Normal", Reason.BROKER_MEMORY_RESERVE_OPENED, message)
+
+
 def _scale(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) -> Event:
     decision = scale.decision
     try:
@@ -98,7 +114,9 @@ def carry_out(
     """Carry out one tick's plan for the JobQueue `body`; the Events posted."""
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-    restored = [_restore(memory, metrics, namespace, name, dead) for dead in plan.restore]
+    on_broker = [_restore(memory, metrics, namespace, name, dead) for dead in plan.restore]
+    if plan.maxmemory is not None:
+        on_broker.append(_set_maxmemory(memory, plan.maxmemory, plan.broker.max_memory))
     done = [_scale(client, namespace, name, scale) for scale in plan.scales]
     kept = dict(plan.memory)
     depths = dict(plan.depths)
@@ -123,8 +141,8 @@ def carry_out(
     if written != memory.written:
         client.apply_status(namespace, name, written, naming.AUTOSCALER_FIELD_MANAGER)
         memory.written = written
-    lost = [event for event in restored if event is not None]
-    posted, memory.posted = events.to_post([*lost, *done, *plan.events], memory.posted, clock)
+    broker_events = [event for event in on_broker if event is not None]
+    posted, memory.posted = events.to_post([*broker_events, *done, *plan.events], memory.posted, clock)
     for event in posted:
         client.post_event(body, event.type, event.reason, event.message)
     return posted

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from jobqueue_operator import autoscaling, naming, rates, redelivery, startup, status
+from jobqueue_operator import autoscaling, broker_memory, naming, rates, redelivery, startup, status
+from jobqueue_operator.build import redis as redis_build
 from jobqueue_operator.build.common import Manifest
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import BrokerSeries, QueueSeries
@@ -57,8 +58,6 @@ HELD: Final = frozenset(
     {autoscaling.Reason.PAUSED, autoscaling.Reason.METRICS_UNAVAILABLE, autoscaling.Reason.STABILIZING}
 )
 """Reasons counted as decisions even when the replicas stay: a change someone wanted and did not get."""
-BROKER_FULL_SHARE: Final = 0.95
-"""Of the broker's maxmemory, the share at which it is reported full (a few tasks more and it refuses)."""
 HOLD_GRID_SECONDS: Final = 30.0
 """The scale-down window is written to the status rounded up to this grid: fewer writes, and a restart
 holds at most this much longer than the exact window would have (never shorter)."""
@@ -105,6 +104,8 @@ class TickPlan:
     """Dead worker incarnations whose tasks go back on their queues now."""
     unserved: Sequence[UnservedQueue] = ()
     broker: BrokerSeries = field(default_factory=BrokerSeries)
+    maxmemory: int | None = None
+    """The broker's maxmemory to set now (its memory reserve opens or closes); None: leave it."""
 
 
 def paused(annotations: Mapping[str, str] | None) -> bool:
@@ -293,12 +294,15 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             hold=hold,
         )
     unserved = _unserved(seen)
+    managed = jq.spec.broker.managed
+    bounds = None if managed is None else redis_build.memory_bounds(managed)
+    memory_verdict = None if seen.memory is None else broker_memory.assess(*seen.memory, bounds)
     conditions = {
         name: verdict
         for name, verdict in (
             (status.SCALING_ACTIVE, _scaling_condition(jq, blind)),
             (status.QUEUES_SERVED, _served_condition(seen, unserved)),
-            (status.BROKER_MEMORY_AVAILABLE, _memory_condition(seen.memory)),
+            (status.BROKER_MEMORY_AVAILABLE, _memory_condition(seen.memory, bounds, memory_verdict)),
         )
         if verdict is not None
     }
@@ -323,6 +327,7 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         restore=restore,
         unserved=unserved,
         broker=BrokerSeries(seen.unserved, used, limit),
+        maxmemory=None if memory_verdict is None else memory_verdict.set_maxmemory,
     )
 
 
@@ -366,19 +371,50 @@ def _served_condition(seen: Seen, unserved: Sequence[UnservedQueue]) -> status.V
     return "False", Reason.UNSERVED_QUEUES, message
 
 
-def _memory_condition(memory: tuple[int, int] | None) -> status.Verdict | None:
-    if memory is None or memory[1] <= 0:
+def _mib(count: float) -> str:
+    return f"{count / 2**20:.1f} MiB"
+
+
+def _memory_condition(
+    memory: tuple[int, int] | None, bounds: broker_memory.Bounds | None, verdict: broker_memory.Verdict | None
+) -> status.Verdict | None:
+    if memory is None or verdict is None:
         return None  # not read, or no limit: Redis grows until its container's limit
     used, limit = memory
-    share = used / limit
-    if share >= BROKER_FULL_SHARE:
+    if bounds is not None and verdict.reserve_open:
+        drained = _mib(bounds.normal * broker_memory.DRAINED_SHARE)
+        now = f"the broker uses {_mib(used)} of its {_mib(bounds.normal)} ({used / bounds.normal:.0%})"
+        if limit == bounds.reserve and used >= bounds.reserve * broker_memory.FULL_SHARE:  # opened before
+            return (
+                "False",
+                Reason.BROKER_MEMORY_FULL,
+                (
+                    f"{now} and its reserve ({_mib(bounds.reserve)}) is full too: producers send faster than the "
+                    "workers drain it; Redis refuses new tasks (noeviction): add workers or slow the producers"
+                ),
+            )
+        if verdict.full:
+            return (
+                "False",
+                Reason.BROKER_MEMORY_FULL,
+                (
+                    f"{now}: it refuses new tasks (noeviction) once over it; maxmemory raised to its reserve, "
+                    f"{_mib(bounds.reserve)}, so workers can take and finish tasks; lowered again below {drained}"
+                ),
+            )
+        return (
+            "False",
+            Reason.BROKER_MEMORY_DRAINING,
+            (f"{now}, draining: maxmemory stays at its reserve, {_mib(bounds.reserve)}, until below {drained}"),
+        )
+    if verdict.full:
         message = (
-            f"the broker uses {used / 2**20:.1f} of its {limit / 2**20:.1f} MiB ({share:.0%}): it refuses new "
-            "tasks (noeviction); over its maxmemory it refuses every transaction too, so workers cannot take "
-            "tasks either: raise it at run time (redis-cli CONFIG SET maxmemory) or purge (docs/faults.md)"
+            f"the broker uses {_mib(used)} of its {_mib(limit)} ({used / limit:.0%}): it refuses new tasks "
+            "(noeviction); over its maxmemory it refuses every transaction too, so workers cannot take tasks "
+            "either: raise it at run time (redis-cli CONFIG SET maxmemory) or purge (docs/faults.md)"
         )
         return "False", Reason.BROKER_MEMORY_FULL, message
-    return "True", Reason.BROKER_MEMORY_AVAILABLE, f"the broker uses {share:.0%} of its memory"
+    return "True", Reason.BROKER_MEMORY_AVAILABLE, f"the broker uses {used / limit:.0%} of its memory"
 
 
 def _scaling_condition(jq: JobQueue, blind: Sequence[str]) -> status.Verdict | None:

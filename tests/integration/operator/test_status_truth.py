@@ -110,8 +110,12 @@ def test_a_worker_that_cannot_import_its_app_is_named_in_the_status(
     found = _wait_condition(custom, ns, "crash", "Degraded", lambda c: c["reason"] == "WorkersFailing")
     assert "ModuleNotFoundError" in found["message"], found
     assert "no_such_module" in found["message"]
-    events = core.list_namespaced_event(ns, field_selector="involvedObject.name=crash,type=Warning")
-    assert any(e.reason == "WorkersFailing" and "ModuleNotFoundError" in e.message for e in events.items)
+
+    def failing_event() -> bool:  # posted right after the status is written: wait for it, do not race it
+        events = core.list_namespaced_event(ns, field_selector="involvedObject.name=crash,type=Warning")
+        return any(e.reason == "WorkersFailing" and "ModuleNotFoundError" in e.message for e in events.items)
+
+    wait_until(failing_event, timeout=15, what="a WorkersFailing Event naming ModuleNotFoundError")
     described = kubectl("describe", "jq", "-n", ns, "crash").stdout
     assert "ModuleNotFoundError" in described
     kubectl("delete", "jq", "-n", ns, "crash")

@@ -164,7 +164,10 @@ def test_a_task_that_kills_its_pool_child_is_dead_lettered_after_n_losses_and_th
     wait_until(lambda: len(records.read(client, run, records.DONE, PREFIX)) == 3, timeout=30, what="the healthy tasks")
     assert records.read(client, run, records.STARTED, PREFIX)[poison.id] == 2
     assert {result.id for result in healthy} <= set(records.read(client, run, records.DONE, PREFIX))
-    assert not client.exists(contract.losses_key(queue_name, PREFIX))  # forgotten once given up
+    # forgotten once given up: just after the letter is written, so wait for it rather than race it
+    wait_until(
+        lambda: not client.exists(contract.losses_key(queue_name, PREFIX)), timeout=10, what="the losses forgotten"
+    )
     assert worker.proc.poll() is None
     assert worker.get("/readyz").status_code == 200
     assert poison.state == "FAILURE"
