@@ -141,17 +141,23 @@ def test_helm_install_into_the_local_cluster(
         wait_until(lambda: kubectl("get", "jq", "-A", check=False).returncode == 0, timeout=30, what="jq served")
         deployment = apps.read_namespaced_deployment(f"{release}-jobqueue-operator", namespace)
         assert deployment.spec.strategy.type == "Recreate"
-        can = kubectl(
-            "auth",
-            "can-i",
-            "patch",
-            "deployments",
-            "-n",
-            "default",
-            f"--as=system:serviceaccount:{namespace}:{release}-jobqueue-operator",
-            check=False,
-        )
-        assert can.stdout.strip() == "yes"
+
+        def can_patch() -> str:
+            can = kubectl(
+                "auth",
+                "can-i",
+                "patch",
+                "deployments",
+                "-n",
+                "default",
+                f"--as=system:serviceaccount:{namespace}:{release}-jobqueue-operator",
+                check=False,
+            )
+            return can.stdout.strip()
+
+        # The API server authorizes from its RBAC informers: the bindings helm just created count a moment
+        # later. Wait for the grant (the refusal below is then checked against the same, current rules).
+        wait_until(lambda: can_patch() == "yes", timeout=15, what="the operator allowed to patch Deployments")
         cannot = kubectl(
             "auth",
             "can-i",

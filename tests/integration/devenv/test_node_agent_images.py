@@ -158,7 +158,13 @@ def test_read_only_root_with_volumes_and_exec_probes_inside_the_container(
         return True
 
     wait_until(ready, timeout=60, what="Ready by an exec probe run inside the container")
-    logs = kubectl("logs", "read-only", "-n", namespace).stdout
+
+    def printed_colour() -> str | None:
+        out = kubectl("logs", "read-only", "-n", namespace).stdout
+        return out if "colour" in out else None
+
+    # The script prints its "colour" line just after it creates the file the probe looks for: wait for it.
+    logs = wait_until(printed_colour, timeout=15, what="the script's colour line")
     assert "root Read-only file system" in logs
     assert "colour blue host read-only" in logs
     assert not Path("/tmp/ready").exists()  # the probe looked inside the container, not on the host

@@ -59,8 +59,14 @@ def test_kubectl_logs_follow_previous_container_and_tail(
     assert followed.splitlines() == [f"line {i}" for i in range(1, 6)]
 
     wait_until(lambda: restarted(core, namespace, "two", "crashing"), timeout=60, what="a restart of crashing")
-    current = kubectl("logs", "two", "-c", "crashing", "-n", namespace).stdout
     previous = kubectl("logs", "two", "-c", "crashing", "--previous", "-n", namespace).stdout
+    # restartCount counts a run as soon as its process is spawned, before it prints: wait for the current
+    # run's line (read after --previous, so a run started in between cannot make the two the same file).
+    current = wait_until(
+        lambda: kubectl("logs", "two", "-c", "crashing", "-n", namespace).stdout or None,
+        timeout=15,
+        what="the current run's output",
+    )
     assert current.startswith("run ")
     assert previous.startswith("run ")
     assert current != previous  # one file per run, as the kubelet keeps them

@@ -177,9 +177,12 @@ def test_up_with_the_backlog_kept_while_in_flight_then_down_to_zero(
     assert all(desired >= math.ceil(flying / 1) for _, flying, desired in running), seen
 
     wait_until(lambda: _replicas(apps, namespace, "scale-work-worker") == 0, timeout=60, what="back to 0")
-    reasons = {reason for reason, _ in _events(core, namespace, "scale")}
-    assert {"ScaledUp", "ScaledDown"} <= reasons
-    assert any(r == "ScaledDown" and "IdleToZero" in m for r, m in _events(core, namespace, "scale"))
+    wait_until(  # the Events are posted after the scale is written: wait for them, do not race them
+        lambda: any(r == "ScaledDown" and "IdleToZero" in m for r, m in _events(core, namespace, "scale")),
+        timeout=15,
+        what="a ScaledDown Event for IdleToZero",
+    )
+    assert "ScaledUp" in {reason for reason, _ in _events(core, namespace, "scale")}
     labels = {"namespace": namespace, "jobqueue": "scale", "queue": "work"}
     assert (operator.value("jobqueue_scaling_decisions_total", **labels, direction="up") or 0) >= 1
     status = _queue_status(custom, namespace, "scale")

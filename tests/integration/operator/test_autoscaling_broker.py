@@ -78,10 +78,14 @@ def test_ready_over_priority_lists_in_flight_oldest_age_and_completions(
         )
         assert running["work"].ready == 2
         assert running["other"].in_flight == 0
+        wait_until(lambda: _counts(redis_server, "work")["work"].completed == 3, timeout=30, what="3 completions")
+        # The pool child's flusher can write the last completion before the main process acks that task
+        # (in_flight counts the unacked): wait for the ack rather than race it.
         done = wait_until(
-            lambda: (c := _counts(redis_server, "work"))["work"].completed == 3 and c, timeout=30, what="3 completions"
+            lambda: (c := _counts(redis_server, "work"))["work"].in_flight == 0 and c, timeout=10, what="the last ack"
         )
         assert (done["work"].ready, done["work"].in_flight, done["work"].oldest_sent_at) == (0, 0, None)
+        assert done["work"].completed == 3
         assert done["work"].run_seconds >= 3.2
         assert done["work"].run_seconds_sq >= 9.0
     finally:

@@ -154,10 +154,14 @@ def test_sample_with_three_queues_and_a_managed_broker(
     }
     assert row["AGE"][-1] in "sm"
 
-    events = core.list_namespaced_event(ns, field_selector="involvedObject.name=media,involvedObject.kind=JobQueue")
-    assert {"Created Deployment media-high-worker", "Created StatefulSet media-redis"} <= {
-        e.message for e in events.items
-    }
+    created = {"Created Deployment media-high-worker", "Created StatefulSet media-redis"}
+
+    def media_events() -> set[str]:
+        selector = "involvedObject.name=media,involvedObject.kind=JobQueue"
+        return {e.message for e in core.list_namespaced_event(ns, field_selector=selector).items}
+
+    # The reconcile posts its Events after it writes the status waited for above: wait for them, do not race them.
+    wait_until(lambda: created <= media_events(), timeout=15, what=f"events {sorted(created)}")
     password = secret.data["password"]
     edited = copy.deepcopy(SAMPLE)
     edited["spec"]["image"] = "ghcr.io/acme/media-worker:1.5"

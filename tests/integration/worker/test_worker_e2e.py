@@ -49,7 +49,13 @@ def test_every_task_completes_exactly_once_with_results(
     done = records.read(redis_server.client(), run, records.DONE)
     assert done == {result.id: 1 for result in sent}
     assert all(result.successful() for result in sent)
-    assert worker.sample("jobqueue_worker_tasks_total", state="succeeded", queue=queue_name, jobqueue="media") == 66
+
+    def succeeded() -> float:
+        return worker.sample("jobqueue_worker_tasks_total", state="succeeded", queue=queue_name, jobqueue="media")
+
+    # Celery fires task_success after it stored the result: the last count can lag its result, so wait for it.
+    wait_until(lambda: succeeded() >= 66, timeout=10, what="66 successes counted")
+    assert succeeded() == 66
 
 
 def test_failures_and_retries_are_reported(
@@ -77,6 +83,13 @@ def test_failures_and_retries_are_reported(
     def count(task: str, state: str) -> float:
         return worker.sample("jobqueue_worker_tasks_total", task=task, state=state)
 
+    # task_success and task_failure fire after the result is stored (what .get() returned on): wait for the
+    # three final outcomes to be counted before checking every count.
+    wait_until(
+        lambda: count(FLAKY, "succeeded") + count(FLAKY, "failed") + count(FAIL, "failed") >= 3,
+        timeout=10,
+        what="the three final outcomes counted",
+    )
     assert (count(FLAKY, "received"), count(FLAKY, "started"), count(FLAKY, "retried")) == (5, 5, 3)
     assert (count(FLAKY, "succeeded"), count(FLAKY, "failed")) == (1, 1)
     assert (count(FAIL, "started"), count(FAIL, "failed"), count(FAIL, "succeeded")) == (1, 1, 0)
@@ -187,6 +200,12 @@ def test_max_tasks_per_child_recycles_children(start_worker: StartWorker, sender
         what="two recycles after 4 of 5 tasks",
     )
     assert worker.sample("jobqueue_worker_child_recycles_total", cause="memory") == 0
+    # The second recycle came before the fifth task ran, and its success is counted after its result is stored.
+    wait_until(
+        lambda: worker.sample("jobqueue_worker_tasks_total", state="succeeded", task=NOOP) >= 5,
+        timeout=10,
+        what="five successes counted",
+    )
     assert worker.sample("jobqueue_worker_tasks_total", state="succeeded", task=NOOP) == 5  # counts survive recycles
 
 
