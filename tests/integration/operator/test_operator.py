@@ -206,10 +206,11 @@ def test_edit_remove_and_add_queues_with_an_external_broker(
     assert not apps.list_namespaced_stateful_set(ns, label_selector="jobqueue.dev/jobqueue=shop").items
     assert _env(_deployments(apps, ns, "shop")["shop-orders-worker"])["JOBQUEUE_BROKER_URL"] is None
 
-    # The autoscaler owns replicas: the operator leaves them alone on the next reconcile. (Paused, so the
-    # autoscaler's own next tick does not change them either.)
-    apps.patch_namespaced_deployment_scale("shop-orders-worker", ns, {"spec": {"replicas": 2}})
+    # The autoscaler owns replicas: the operator leaves them alone on the next reconcile. (Paused first,
+    # so no autoscaler tick between the scale and the edit changes them either.)
+    kubectl("annotate", "--overwrite", "-n", ns, "jq/shop", "jobqueue.dev/autoscaling-paused=true")
     document["metadata"]["annotations"] = {"jobqueue.dev/autoscaling-paused": "true"}
+    apps.patch_namespaced_deployment_scale("shop-orders-worker", ns, {"spec": {"replicas": 2}})
 
     document["spec"]["queues"] = [
         {"name": "orders", "concurrency": 6, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}},
