@@ -82,6 +82,19 @@ def namespace(core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterato
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A command's non-zero exit that shows what it printed on stderr (CalledProcessError does not)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstderr: {(self.stderr or '').strip()[-2000:]}"
+
+
+def _checked(result: subprocess.CompletedProcess[str], check: bool) -> subprocess.CompletedProcess[str]:
+    if check and result.returncode != 0:
+        raise CommandFailed(result.returncode, result.args, result.stdout, result.stderr)
+    return result
+
+
 @pytest.fixture(scope="session")
 def kubectl(local_cluster: cluster.ClusterState) -> Kubectl:
     """Run the kubectl that matches the cluster's version; raises on a non-zero exit."""
@@ -91,9 +104,8 @@ def kubectl(local_cluster: cluster.ClusterState) -> Kubectl:
     def run(
         *args: str, input: str | None = None, check: bool = True, **kwargs: Any
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(path), *args], env=env, input=input, capture_output=True, text=True, check=check, **kwargs
-        )
+        result = subprocess.run([str(path), *args], env=env, input=input, capture_output=True, text=True, **kwargs)
+        return _checked(result, check)
 
     return run
 
@@ -103,7 +115,7 @@ def helm(*args: str, kubeconfig: str | None = None, check: bool = True) -> subpr
     With `kubeconfig`, KUBECONFIG is its whole environment (no HELM_* or other settings of the caller)."""
     env = {"KUBECONFIG": kubeconfig} if kubeconfig else None
     command = [str(binaries.find().helm), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=check, env=env, cwd=REPO)
+    return _checked(subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO), check)
 
 
 CLUSTER_FOLDERS = ("integration/devenv", "integration/operator", "e2e")

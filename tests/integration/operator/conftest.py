@@ -21,10 +21,20 @@ GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 
 
 @pytest.fixture(scope="session")
-def crd(kubectl: Kubectl) -> None:
-    """The JobQueue CRD, applied from the chart's one source file and served."""
+def crd(kubectl: Kubectl, api_client: client.ApiClient) -> None:
+    """The JobQueue CRD, applied from the chart's one source file and served.
+
+    Read through the API rather than `kubectl wait`: one failed discovery call ends a `kubectl wait`
+    (exit 1, the session's operator tests all erroring), while this wait rides it out and, when it does
+    time out, says what the CRD's conditions were."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
-    kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/jobqueues.jobqueue.dev")
+    extensions = client.ApiextensionsV1Api(api_client)
+
+    def established() -> bool:
+        conditions = extensions.read_custom_resource_definition(f"{PLURAL}.{GROUP}").status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_until(established, timeout=60, what=f"the {PLURAL}.{GROUP} CRD Established")
     wait_until(lambda: kubectl("get", "jobqueues", "-A", check=False).returncode == 0, timeout=30, what="jq served")
 
 
