@@ -24,9 +24,9 @@ GROUP, VERSION, PLURAL = "jobqueue.dev", "v1alpha1", "jobqueues"
 def crd(kubectl: Kubectl, api_client: client.ApiClient) -> None:
     """The JobQueue CRD, applied from the chart's one source file and served.
 
-    Read through the API rather than `kubectl wait`: one failed discovery call ends a `kubectl wait`
-    (exit 1, the session's operator tests all erroring), while this wait rides it out and, when it does
-    time out, says what the CRD's conditions were."""
+    Read through the API inside `wait_until` rather than with one `kubectl wait`: a single failed call of
+    that (exit 1 once, here) errored every operator test of the session; a failed read here is "not yet",
+    and a timeout names the last error."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     extensions = client.ApiextensionsV1Api(api_client)
 
