@@ -30,6 +30,11 @@ DRAINED_SHARE: Final = 0.7
 """Of the normal maxmemory, the use below which the reserve closes again (well below full: no flapping)."""
 
 
+def mib(count: float) -> str:
+    """Bytes as the status and the Events show them."""
+    return f"{count / 2**20:.1f} MiB"
+
+
 @dataclass(frozen=True)
 class Bounds:
     """A managed broker's two maxmemory values, in bytes."""

@@ -43,6 +43,8 @@ FULL_WAIT_SECONDS = 30.0
 """How long a delivery waits to be recorded while the broker is over its maxmemory (well inside the
 liveness probe's 60 s: the event loop waits with it)."""
 FIRST_PAUSE_SECONDS = 0.2
+LAST_PAUSE_SECONDS = 2.0
+"""The pause between tries to record a delivery doubles from the first to the last."""
 
 
 @dataclass
@@ -142,7 +144,7 @@ class HeldQoS(kombu_redis.QoS):
                 if pause == FIRST_PAUSE_SECONDS:
                     log.warning("the broker is over its maxmemory: holding a delivery until it can be recorded")
                 time.sleep(pause)
-                pause = min(pause * 2, 2.0)
+                pause = min(pause * 2, LAST_PAUSE_SECONDS)
 
     def restore_visible(self, *args: Any, **kwargs: Any) -> None:
         """kombu's visibility sweep, skipped while the broker is over its maxmemory: its lock is a SET,

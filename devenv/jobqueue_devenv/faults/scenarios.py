@@ -165,13 +165,18 @@ def settle(
 def _letters(target: Target, ids: Collection[str]) -> dict[str, str]:
     """Which of `ids` sit in a dead-letter list of the target's queues, with the reason and exception:
     a lost task explained (the operator's poison rule, say), rather than only counted."""
-    found: dict[str, str] = {}
-    for queue_name in target.deployed.queues():
-        for raw in target.broker.lrange(contract.dead_letter_key(queue_name), 0, -1):
-            letter = contract.DeadLetter.from_json(raw)
-            if letter.task_id in ids:
-                found[letter.task_id] = f"{letter.reason.value}: {letter.exception}"
-    return found
+    return {
+        letter.task_id: f"{letter.reason.value}: {letter.exception}"
+        for queue_name in target.deployed.queues()
+        for letter in _dead_letters(target, queue_name)
+        if letter.task_id in ids
+    }
+
+
+def _dead_letters(target: Target, queue_name: str) -> list[contract.DeadLetter]:
+    """A queue's dead-letter list, as the worker wrote it."""
+    raws = target.broker.lrange(contract.dead_letter_key(queue_name), 0, -1)
+    return [contract.DeadLetter.from_json(raw) for raw in raws]
 
 
 # ---- 1. a worker Pod force-deleted mid-task ----------------------------------------------------------
@@ -473,11 +478,7 @@ def poison_task(here: Stage, size: Size) -> Outcome:
 
 
 def _dead_lettered(target: Target, queue_name: str) -> set[str]:
-    ids = set()
-    for raw in target.broker.lrange(contract.dead_letter_key(queue_name), 0, -1):
-        letter = contract.DeadLetter.from_json(raw)
-        ids.add(letter.task_id)
-    return ids
+    return {letter.task_id for letter in _dead_letters(target, queue_name)}
 
 
 # ---- 8. the operator killed mid-reconcile ------------------------------------------------------------

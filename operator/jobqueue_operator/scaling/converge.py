@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobqueue_operator import autoscaling, broker, events, kube, naming, podmetrics, redelivery, status
+from jobqueue_operator import autoscaling, broker, broker_memory, events, kube, naming, podmetrics, redelivery, status
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import OperatorMetrics
 from jobqueue_operator.reasons import Reason
@@ -75,7 +75,7 @@ def _set_maxmemory(memory: Memory, maxmemory: int, was: int | None) -> Event | N
     """Open or close a managed broker's memory reserve (`broker_memory`); the Event that says so."""
     if memory.url.url is None:
         return None
-    mib = f"{maxmemory / 2**20:.1f} MiB"
+    mib = broker_memory.mib(maxmemory)
     try:
         broker.set_maxmemory(memory.url.url, maxmemory)
     except broker.BrokerError as exc:

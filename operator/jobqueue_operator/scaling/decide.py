@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
 from jobqueue_operator import autoscaling, broker_memory, naming, rates, redelivery, startup, status
+from jobqueue_operator.broker_memory import mib
 from jobqueue_operator.build import redis as redis_build
 from jobqueue_operator.build.common import Manifest
 from jobqueue_operator.events import Event
@@ -371,10 +372,6 @@ def _served_condition(seen: Seen, unserved: Sequence[UnservedQueue]) -> status.V
     return "False", Reason.UNSERVED_QUEUES, message
 
 
-def _mib(count: float) -> str:
-    return f"{count / 2**20:.1f} MiB"
-
-
 def _memory_condition(
     memory: tuple[int, int] | None, bounds: broker_memory.Bounds | None, verdict: broker_memory.Verdict | None
 ) -> status.Verdict | None:
@@ -382,14 +379,14 @@ def _memory_condition(
         return None  # not read, or no limit: Redis grows until its container's limit
     used, limit = memory
     if bounds is not None and verdict.reserve_open:
-        drained = _mib(bounds.normal * broker_memory.DRAINED_SHARE)
-        now = f"the broker uses {_mib(used)} of its {_mib(bounds.normal)} ({used / bounds.normal:.0%})"
+        drained = mib(bounds.normal * broker_memory.DRAINED_SHARE)
+        now = f"the broker uses {mib(used)} of its {mib(bounds.normal)} ({used / bounds.normal:.0%})"
         if limit == bounds.reserve and used >= bounds.reserve * broker_memory.FULL_SHARE:  # opened before
             return (
                 "False",
                 Reason.BROKER_MEMORY_FULL,
                 (
-                    f"{now} and its reserve ({_mib(bounds.reserve)}) is full too: producers send faster than the "
+                    f"{now} and its reserve ({mib(bounds.reserve)}) is full too: producers send faster than the "
                     "workers drain it; Redis refuses new tasks (noeviction): add workers or slow the producers"
                 ),
             )
@@ -399,17 +396,17 @@ def _memory_condition(
                 Reason.BROKER_MEMORY_FULL,
                 (
                     f"{now}: it refuses new tasks (noeviction) once over it; maxmemory raised to its reserve, "
-                    f"{_mib(bounds.reserve)}, so workers can take and finish tasks; lowered again below {drained}"
+                    f"{mib(bounds.reserve)}, so workers can take and finish tasks; lowered again below {drained}"
                 ),
             )
         return (
             "False",
             Reason.BROKER_MEMORY_DRAINING,
-            (f"{now}, draining: maxmemory stays at its reserve, {_mib(bounds.reserve)}, until below {drained}"),
+            (f"{now}, draining: maxmemory stays at its reserve, {mib(bounds.reserve)}, until below {drained}"),
         )
     if verdict.full:
         message = (
-            f"the broker uses {_mib(used)} of its {_mib(limit)} ({used / limit:.0%}): it refuses new tasks "
+            f"the broker uses {mib(used)} of its {mib(limit)} ({used / limit:.0%}): it refuses new tasks "
             "(noeviction); over its maxmemory it refuses every transaction too, so workers cannot take tasks "
             "either: raise it at run time (redis-cli CONFIG SET maxmemory) or purge (docs/faults.md)"
         )
