@@ -9,7 +9,8 @@ DEVENV := PYTHONPATH=devenv $(PY) -m jobqueue_devenv
 PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps python-deps binaries test-tools cluster-up cluster-down cluster-status \
-        lint unit test demo bench soak constraints clean manifests logs monitoring chart-docs monitoring-picture images
+        lint unit test demo bench soak constraints clean manifests logs monitoring chart-docs monitoring-picture images \
+        user-image prometheus
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -77,8 +78,11 @@ monitoring: python-deps test-tools ## regenerate dashboards, alert rules, runboo
 chart-docs: python-deps ## charts/jobqueue-operator/README.md from values.yaml comments (helm-docs)
 	$(HELM_DOCS) --chart-search-root charts
 
-monitoring-picture: deps binaries test-tools ## docs/images/queue-dashboard.png: the per-queue dashboard drawn from a live burst
-	$(MONITORING_PATH) $(PY) -m jobqueue_monitoring.picture
+prometheus: deps binaries test-tools ## a Prometheus on the host scraping the local cluster as the chart's monitors say; Ctrl-C stops it
+	@$(DEVENV) prometheus $(if $(PORT),--port $(PORT)) $(if $(RELEASE),--release $(RELEASE)) $(if $(RELEASE_NAMESPACE),--namespace $(RELEASE_NAMESPACE))
+
+monitoring-picture: deps binaries test-tools ## the per-queue dashboard drawn from a live burst, into $TMPDIR (OUT=docs/images/queue-dashboard.png refreshes the docs')
+	$(MONITORING_PATH) $(PY) -m jobqueue_monitoring.picture $(if $(OUT),--out $(OUT))
 
 deps: system-deps python-deps ## system packages (apt-get) and the Python virtualenv
 
@@ -98,6 +102,10 @@ binaries: python-deps ## build (once, then cached) etcd, kube-apiserver & co., k
 
 images: deps ## build (layers cached) the operator, worker and examples images with buildah: no Docker needed
 	@$(DEVENV) images
+
+user-image: deps images ## your own image for the local cluster: make user-image TAG=myapp:dev CONTEXT=dir [DOCKERFILE=path]
+	@test -n "$(TAG)" -a -n "$(CONTEXT)" || { echo "usage: make user-image TAG=myapp:dev CONTEXT=dir [DOCKERFILE=path]" >&2; exit 2; }
+	@$(DEVENV) build -t $(TAG) $(if $(DOCKERFILE),-f $(DOCKERFILE)) $(CONTEXT)
 
 test-tools: python-deps ## build (once, then cached) what only the tests run: prometheus and promtool
 	@$(DEVENV) binaries --tools

@@ -25,13 +25,14 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from jobqueue_devenv import bench_results, binaries, cluster, images, versions
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.waiting import wait_until
 
 RESULTS = Path(__file__).parent / "results" / "pod_startup.json"
 TARGET_SECONDS = 2.0
 IMAGE_TARGET_SECONDS = 3.0
 """Median bound -> Ready of a Pod from an image."""
-CASES = {"process": "not-in-local-storage", "image": images.WORKER.reference}
+CASES = {"process": HOST_PROCESS_IMAGE, "image": images.WORKER.reference}
 """Case -> the Pods' image."""
 
 

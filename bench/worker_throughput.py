@@ -27,6 +27,8 @@ from typing import Any
 
 from celery import Celery
 
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
+
 RESULTS = Path(__file__).parent / "results" / "worker_throughput.json"
 TARGET_RATIO = 0.95
 CONCURRENCY = 2
@@ -78,7 +80,7 @@ def plain_pod(ours: dict[str, Any]) -> dict[str, Any]:
         "metadata": {"name": "plain-celery"},
         "spec": {
             "containers": [
-                {"name": "worker", "image": "ignored", "command": [*command, "--loglevel", "INFO"], "env": env}
+                {"name": "worker", "image": HOST_PROCESS_IMAGE, "command": [*command, "--loglevel", "INFO"], "env": env}
             ]
         },
     }

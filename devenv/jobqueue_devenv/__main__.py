@@ -1,4 +1,5 @@
-"""Command line of the local environment: `python -m jobqueue_devenv {binaries,images,up,down,status,demo,exec,logs}`.
+"""Command line of the local environment: `python -m jobqueue_devenv COMMAND` (binaries, images, build, up,
+down, status, demo, prometheus, exec, logs).
 
 Progress goes to stderr; `up` prints shell `export` lines on stdout, KUBECONFIG last, so
 `eval "$(python -m jobqueue_devenv up)"` works.
@@ -45,6 +46,18 @@ def cmd_images(args: argparse.Namespace) -> None:
 
     built = images.ensure(args.names)
     _say(f"images ready: {', '.join(built.values())}")
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from jobqueue_devenv import images
+
+    images.build_user(args.tag, args.context, args.file)
+
+
+def cmd_prometheus(args: argparse.Namespace) -> None:
+    from jobqueue_devenv import local_prometheus
+
+    local_prometheus.run(args.dir, args.release, args.namespace, args.port)
 
 
 def cmd_up(args: argparse.Namespace) -> None:
@@ -148,6 +161,20 @@ def main(argv: list[str] | None = None) -> None:
     image = commands.add_parser("images", help="build the operator, worker and examples images with buildah")
     image.add_argument("names", nargs="*", help="only these (jobqueue-operator, jobqueue-worker, jobqueue-examples)")
     image.set_defaults(func=cmd_images)
+    user = commands.add_parser(
+        "build", help="build your own image (e.g. FROM jobqueue-worker:dev) for the local cluster, as `images` does"
+    )
+    user.add_argument("-t", "--tag", required=True, help="its name, e.g. myapp:dev (the JobQueue's spec.image)")
+    user.add_argument("-f", "--file", type=Path, help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    user.add_argument("context", type=Path, help="the folder the Dockerfile COPYs from")
+    user.set_defaults(func=cmd_build)
+    prometheus = commands.add_parser(
+        "prometheus", help="a Prometheus on the host scraping the local cluster as the chart's monitors say"
+    )
+    prometheus.add_argument("--port", type=int, default=9090, help="its port on 127.0.0.1 (default 9090)")
+    prometheus.add_argument("--release", default="jobqueue-operator", help="the chart's Helm release")
+    prometheus.add_argument("--namespace", default="jobqueue-system", help="the release's namespace")
+    prometheus.set_defaults(func=cmd_prometheus)
     run = commands.add_parser("exec", help="run a host command that resolves Service names like a Pod")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     run.set_defaults(func=cmd_exec)

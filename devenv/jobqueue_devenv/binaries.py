@@ -44,10 +44,12 @@ class GoBuild:
     replace_staging: bool = False
     """Replace every `./staging/src/k8s.io/*` module of `module` with its published version."""
     expected_minutes: str = ""
+    variant: str = ""
+    """Part of the cache folder's name besides the version: a change of ldflags that must rebuild."""
 
     @property
     def bin_dir(self) -> Path:
-        return cache_dir() / "bin" / f"{self.name}-{self.version}"
+        return cache_dir() / "bin" / f"{self.name}-{self.version}{self.variant}"
 
     @property
     def src_dir(self) -> Path:
@@ -93,8 +95,17 @@ HELM: Final = GoBuild(
     module="helm.sh/helm/v3",
     packages=("helm.sh/helm/v3/cmd/helm",),
     binaries=("helm",),
-    ldflags=(f"-X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}",),
+    # As helm's own Makefile: the Kubernetes version it assumes without a cluster (versions.HELM_KUBE_VERSION).
+    ldflags=(
+        f"-X helm.sh/helm/v3/internal/version.version={versions.HELM_VERSION}",
+        *(
+            f"-X helm.sh/helm/v3/pkg/{package}.k8sVersion{part}={number}"
+            for package in ("chartutil", "lint/rules")
+            for part, number in zip(("Major", "Minor"), versions.HELM_KUBE_VERSION.split("."), strict=True)
+        ),
+    ),
     expected_minutes="2-4",
+    variant=f"-kube{versions.HELM_KUBE_VERSION}",
 )
 ALL_BUILDS: Final = (ETCD, KUBERNETES, HELM)
 """What the local cluster runs: `make binaries`, `make cluster-up`, `make demo`."""

@@ -237,7 +237,8 @@ def _component_args(
             f"--tls-cert-file={tls.apiserver_cert}",
             f"--tls-private-key-file={tls.apiserver_key}",
             f"--client-ca-file={tls.ca_cert}",
-            # `kubectl logs`: the apiserver calls the node agent's kubelet port, both sides verified.
+            # `kubectl logs`, `exec`, `port-forward`: the apiserver calls the node agent's kubelet port, both
+            # sides verified (exec and port-forward as SPDY: the Node declares no ExtendWebSocketsToKubelet).
             f"--kubelet-client-certificate={tls.kubelet_client_cert}",
             f"--kubelet-client-key={tls.kubelet_client_key}",
             f"--kubelet-certificate-authority={tls.ca_cert}",

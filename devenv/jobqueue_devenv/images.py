@@ -253,15 +253,12 @@ def build(image: ImageBuild, base: str, may_pull: bool) -> None:
         f"about {image.expected_seconds} s cold, seconds when cached. Log: {log}"
     )
     args = [
-        # Host network: build steps reach the package index as the host does (no bridge or firewall set-up).
-        "buildah", "bud", "--layers", "--network=host", *(() if may_pull else ("--pull-never",)),
+        "buildah", "bud", "--layers", *host_access(), *(() if may_pull else ("--pull-never",)),
         "--build-arg", f"{image.base_arg}={base}",
         "--label", f"dev.jobqueue.base={base}",
         "-f", str(REPO / image.dockerfile), "-t", image.reference,
+        str(REPO / image.context),
     ]  # fmt: skip
-    if HOST_CA_BUNDLE.is_file():
-        args += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
-    args.append(str(REPO / image.context))
     _run(args, log, Progress(image.name), re.compile(r"^(\[\d+/\d+\] )?STEP \d+/\d+:.*"), f"building {image.reference}")
     say(f"built {image.reference} in {time.monotonic() - started:.0f}s ({size_mb(image.reference):.0f} MB)")
 
@@ -306,12 +303,45 @@ def size_mb(image: str) -> float:
     return float(size if isinstance(size, int | float) else 0) / 1e6
 
 
+def host_access() -> list[str]:
+    """`buildah bud` options that let build steps reach the package index as the host does: the host
+    network (no bridge or firewall set-up) and the host's CA bundle, read-only (outgoing TLS may be
+    re-signed by a proxy only that bundle trusts; nothing of it enters the image)."""
+    args = ["--network=host"]
+    if HOST_CA_BUNDLE.is_file():
+        args += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
+    return args
+
+
+def user_build_args(tag: str, context: Path, dockerfile: Path) -> list[str]:
+    """`buildah bud` of a user's own image (FROM jobqueue-worker:dev or anything else), as `make images`
+    builds ours; stored in local storage, where the local cluster's node finds it by `tag`."""
+    return ["buildah", "bud", "--layers", *host_access(), "-f", str(dockerfile), "-t", tag, str(context)]
+
+
+def build_user(tag: str, context: Path, dockerfile: Path | None = None) -> str:
+    """`python -m jobqueue_devenv build` / `make user-image`: build output goes to the terminal as it comes
+    (pip's own words when a requirement conflicts); returns the stored reference."""
+    check_tools()
+    if not context.is_dir():
+        raise DevenvError(f"build context {context} is not a folder", "pass the folder your Dockerfile COPYs from")
+    chosen = dockerfile if dockerfile is not None else context / "Dockerfile"
+    if not chosen.is_file():
+        raise DevenvError(f"no Dockerfile at {chosen}", "pass -f PATH (make user-image DOCKERFILE=PATH)")
+    done = subprocess.run(user_build_args(tag, context, chosen), env=tool_env(), check=False)
+    if done.returncode != 0:
+        raise DevenvError(f"building {tag} failed (exit {done.returncode})", "the build's own output is above")
+    stored = tag if "/" in tag.split(":", 1)[0] else f"localhost/{tag}"
+    say(f"built {stored}: name it in a JobQueue as `image: {tag}` (the local node uses it, never pulls it)")
+    return stored
+
+
 def build_derived(reference_name: str, dockerfile: str, context: Path) -> str:
     """Build an image from Dockerfile text in `context` (a user's image FROM ours: tests, docs/worker.md's
     example). Only local images as bases; returns its reference."""
     context.mkdir(parents=True, exist_ok=True)
     (context / "Dockerfile").write_text(dockerfile)
-    args = ["buildah", "bud", "--layers", "--pull-never", "--network=host", "-t", reference_name, str(context)]
+    args = ["buildah", "bud", "--layers", "--pull-never", *host_access(), "-t", reference_name, str(context)]
     done = subprocess.run(args, env=tool_env(), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise DevenvError(f"building {reference_name} failed: {_last(done.stdout + done.stderr)}", "see the Dockerfile")

@@ -74,9 +74,11 @@ def running_prometheus(
     timeout: float = 60,
     scrape_configs: Sequence[dict[str, Any]] = (),
     interval: str = "1s",
+    port: int | None = None,
 ) -> Iterator[RunningPrometheus]:
-    """Run Prometheus with its data and log in `directory` until the block ends; yields once it is ready."""
-    port = free_port()
+    """Run Prometheus with its data and log in `directory` until the block ends; yields once it is ready.
+    On `port` of 127.0.0.1, else a free one."""
+    port = port or free_port()
     config_file = directory / "prometheus.yml"
     config_file.write_text(json.dumps(config(targets, rule_files, interval, scrape_configs), indent=1))
     log = directory / "prometheus.log"

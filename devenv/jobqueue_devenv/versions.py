@@ -15,6 +15,11 @@ ETCD_VERSION: Final = "v3.6.16"
 HELM_VERSION: Final = "v3.22.0"
 """helm (from helm.sh/helm/v3)."""
 
+HELM_KUBE_VERSION: Final = "1.37"
+"""The Kubernetes version helm assumes without a cluster (`helm template`, `helm lint`): what helm's own
+release build sets from its k8s.io/client-go (v0.37.0 for v3.22.0). A helm built from Go modules without it
+assumes 1.20 and refuses every chart that needs a newer Kubernetes (ours: kubeVersion >=1.30)."""
+
 PROMETHEUS_VERSION: Final = "v0.309.1"
 """prometheus and promtool 3.9.1 (from github.com/prometheus/prometheus, whose module versions are
 v0.3XX.Y for release 3.XX.Y), for the tests only. Newer releases need github.com/pb33f/go-yaml, which the

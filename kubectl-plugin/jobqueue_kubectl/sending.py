@@ -60,7 +60,8 @@ def reachable_url(api: Cluster, body: Body, url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _ping(url: str) -> None:
+def ping(url: str) -> None:
+    """Refuse an unreachable broker with a one-line error saying how to reach it from outside."""
     connection = redis.Redis.from_url(url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS)
     try:
         connection.ping()
@@ -91,7 +92,7 @@ def send(
             f"JobQueue {meta['namespace']}/{meta['name']} has no queue {queue} (its queues: {', '.join(queues)})"
         )
     url = override_url or reachable_url(api, body, broker_url(api, body))
-    _ping(url)
+    ping(url)
     steps = priority_steps(int(queues[queue].get("priorityLevels", 4)))
     app = producer.producer_app(url, priority_steps=steps)
     try:

@@ -89,7 +89,7 @@ ALERTS: Final = [
             "If the workers are at `autoscaling.maxReplicas` (JobQueueAtMaxReplicasBacklogGrowing fires too), "
             "raise `maxReplicas` or the queue's `concurrency`, if the cluster has room.",
             "If workers are fewer than wanted, look for Pods that do not start: "
-            "`kubectl get pods -n <namespace> -l jobqueue.dev/queue=<queue>` and `kubectl describe pod`.",
+            "`kubectl get pods -n <namespace> -l jobqueue.dev/queue=<queue slug>` and `kubectl describe pod`.",
             "If tasks fail or run long, see the Tasks row of the per-queue dashboard (failures by task, "
             "run-time percentiles) and the worker logs.",
             "If the backlog is expected (a planned bulk load), raise the threshold in the JobQueue.",
@@ -161,7 +161,7 @@ ALERTS: Final = [
         "their hard time limit or lost their worker process. Retries are not counted as failures.",
         confirm=[
             f'sum by ({Q}, task) (rate(jobqueue_worker_tasks_total{{state="failed"}}[10m]))',
-            "kubectl logs -n <namespace> -l jobqueue.dev/queue=<queue> --tail=200 | grep -i -B2 -A20 traceback",
+            "kubectl logs -n <namespace> -l jobqueue.dev/queue=<queue slug> --tail=200 | grep -i -B2 -A20 traceback",
         ],
         actions=[
             "Find the failing task on the per-queue dashboard (Failures by task) and read its traceback in "
@@ -190,6 +190,12 @@ ALERTS: Final = [
         actions=[
             "Managed broker: look at the Redis Pod (`<jobqueue>-redis-0`): is it Running, did it run out of "
             "memory (JobQueueBrokerMemoryHigh), is its PersistentVolumeClaim bound?",
+            "Managed broker, `BrokerAuthFailed`: Redis refuses both the operator's own user (Secret "
+            "`<jobqueue>-redis-operator`) and the password of `<jobqueue>-redis-auth`; someone changed Redis's "
+            "passwords by hand, or edited the Secret of a Redis started before the operator had its own user. "
+            "Put the previous password back into the Secret's `password` key (a new one is rotated in by the "
+            "operator, docs/operator.md), or restart Redis onto the Secret's password, losing the tasks it holds: "
+            "`kubectl annotate jq <jobqueue> jobqueue.dev/restart-broker=true`.",
             "External broker: check the Secret named in `broker.external.urlSecretRef` and that Redis "
             "answers from inside the cluster: "
             "`kubectl run -it --rm redis-check --image=redis:7.4 -- redis-cli -u <url> ping`.",
@@ -207,14 +213,22 @@ ALERTS: Final = [
         "and their workers are not autoscaled.",
         meaning=f'Prometheus has no healthy target with `job="{OPERATOR_JOB}"`. Either the operator is not '
         "running, or Prometheus cannot scrape it. Without it, queues do not scale (a queue at zero workers "
-        "stays at zero while tasks pile up) and spec changes are not applied.",
+        "stays at zero while tasks pile up) and spec changes are not applied. The JobQueues' status is then "
+        "frozen as the operator last wrote it (`Ready=True`, a backlog of 0 while tasks wait): its "
+        "`lastObservedTime` stops moving. The rule asks for a healthy target, not for a series of it, so it "
+        "also fires when the target is gone altogether (`helm uninstall` removes the Service and the "
+        "ServiceMonitor; the chart keeps this PrometheusRule, `prometheusRule.keepOnUninstall`).",
         confirm=[
             "kubectl get pods -n <operator namespace> -l app.kubernetes.io/name=jobqueue-operator",
             "kubectl logs -n <operator namespace> deploy/<release>-jobqueue-operator --tail=100",
+            "kubectl get jq -A  # OBSERVED: how long ago the operator last observed each JobQueue",
             f'up{{job="{OPERATOR_JOB}"}}',
         ],
         actions=[
             "If the Pod is not running, `kubectl describe pod` it (image pull, OOM kill, RBAC errors in the log).",
+            "If the release was uninstalled while JobQueues remain, install it again, or delete the JobQueues "
+            "(`kubectl delete jq --all -A`) and then this PrometheusRule (`kubectl delete prometheusrule -n "
+            "<operator namespace> <release>-jobqueue-operator`).",
             "If it runs but is not scraped: the ServiceMonitor needs the labels your Prometheus selects "
             "(`metrics.serviceMonitor.additionalLabels`, e.g. `release: <kube-prometheus-stack release>`).",
         ],
@@ -255,7 +269,7 @@ ALERTS: Final = [
         "crashes at start-up, failing liveness probes (a stuck worker), or OOM kills. Tasks in flight on a "
         "restarted worker are delivered again.",
         confirm=[
-            "kubectl get pods -n <namespace> -l jobqueue.dev/queue=<queue>",
+            "kubectl get pods -n <namespace> -l jobqueue.dev/queue=<queue slug>",
             "kubectl describe pod -n <namespace> <pod>   # Last State, Reason, Exit Code",
             "kubectl logs -n <namespace> <pod> --previous",
         ],
@@ -276,7 +290,7 @@ ALERTS: Final = [
         "the container's memory limit is lower than what its pool needs. Tasks running at the time are "
         "delivered again, and may be OOM-killed again.",
         confirm=[
-            "kubectl get pods -n <namespace> -l jobqueue.dev/queue=<queue> "
+            "kubectl get pods -n <namespace> -l jobqueue.dev/queue=<queue slug> "
             "-o jsonpath='{range .items[*]}{.metadata.name} {.status.containerStatuses[0].lastState}{\"\\n\"}{end}'",
             f"max by ({Q}) (jobqueue_worker_resident_memory_bytes)",
         ],
@@ -301,7 +315,13 @@ ALERTS: Final = [
             "kubectl get events -n <namespace> --field-selector involvedObject.name=<jobqueue>",
         ],
         actions=[
-            "BrokerNotReady: see JobQueueBrokerDown's runbook.",
+            "`BrokerReady` False (`RedisStarting`, `RedisFailing`, `RedisPodsRefused`, `BrokerAuthFailed`, "
+            "`BrokerUnreachable`, `BrokerSecretMissing`): see JobQueueBrokerDown's runbook.",
+            "`BrokerUpToDate` False does not make the JobQueue unready, but says what waits: "
+            "`BrokerRestartHeld` (a change to `broker.managed` needs a Redis restart, held while Redis holds "
+            "tasks: the message says how many; it restarts by itself once they are done, or at once, losing "
+            "them, with `kubectl annotate jq <jobqueue> jobqueue.dev/restart-broker=true`), "
+            "`BrokerPasswordRotating` (a new password in `<jobqueue>-redis-auth` is being rolled in).",
             "WorkersUnavailable / a stalled Deployment: `kubectl describe deploy <jobqueue>-<queue>-worker`, "
             "then the Pods (image, Secret or ConfigMap missing, quota).",
             "InvalidSpec: fix the field the message names and apply again.",
@@ -324,7 +344,8 @@ ALERTS: Final = [
             STATUS,
         ],
         actions=[
-            "Read a few dead letters to see which task and why (docs/operator.md, dead letters).",
+            "Read a few dead letters to see which task and why: `kubectl jobqueue deadletters <jobqueue> <queue> "
+            "-n <namespace>` (it reads the broker, so it works at zero workers; docs/worker.md, dead letters).",
             "Fix the cause (a bug, a missing dependency), then requeue the dead letters or drop them.",
         ],
     ),

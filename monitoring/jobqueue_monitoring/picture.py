@@ -1,6 +1,9 @@
 """A picture of the per-queue dashboard's main panels, drawn from a real Prometheus during a burst.
 
-    make monitoring-picture     # = python -m jobqueue_monitoring.picture [--out docs/images/queue-dashboard.png]
+    make monitoring-picture [OUT=path.png]   # = python -m jobqueue_monitoring.picture [--out path.png]
+
+writes $TMPDIR/jobqueue-queue-dashboard.png unless told otherwise: the picture in the docs
+(docs/images/queue-dashboard.png, tracked) changes only when you ask for it (OUT=docs/images/queue-dashboard.png).
 
 starts a throw-away local cluster, runs the live scenario (jobqueue_monitoring.scenario: a queue woken from
 zero by a priority burst, drained, scaled back to zero), and draws each panel from the panel's own queries
@@ -26,7 +29,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from jobqueue_monitoring import links, queries, scenario
 
-OUT: Final = Path(__file__).resolve().parents[2] / "docs" / "images" / "queue-dashboard.png"
+OUT: Final = Path(tempfile.gettempdir()) / "jobqueue-queue-dashboard.png"
+"""The default output: outside the repository (the docs' picture is tracked; refresh it on purpose)."""
 PANELS: Final = [
     "Waiting and in-flight tasks",
     "Workers: desired, current, ready",
@@ -103,6 +107,14 @@ def _decisions(live: scenario.Live, queue: str) -> list[tuple[float, str]]:
     return sorted(marks)
 
 
+def heading(namespace: str, queue: str) -> str:
+    """The picture's title: what was sent to the queue it draws, and only that."""
+    return (
+        f"JobQueue / Queue: {namespace}/{scenario.JOBQUEUE}, queue {queue}: {scenario.sent_to(queue)} "
+        "(real Prometheus data)"
+    )
+
+
 def draw(
     live: scenario.Live, out: Path, queue: str = scenario.BURST_QUEUE, panels: Sequence[str] = PANELS
 ) -> list[str]:
@@ -133,13 +145,7 @@ def draw(
         legend = ax.legend(fontsize=7, loc="upper right", facecolor=PANEL, edgecolor=GRID)
         for text in legend.get_texts():
             text.set_color(TEXT)
-    figure.suptitle(
-        f"JobQueue / Queue: {live.namespace}/{scenario.JOBQUEUE}, queue {queue}: {scenario.BURST_TASKS} tasks "
-        f"of {scenario.TASK_SECONDS} s at priorities 0 and 9 plus {scenario.FAILING_TASKS} failing, "
-        "from zero workers and back (real Prometheus data)",
-        color=TEXT,
-        fontsize=11,
-    )
+    figure.suptitle(heading(live.namespace, queue), color=TEXT, fontsize=11)
     figure.tight_layout(rect=(0, 0, 1, 0.96))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=90, facecolor=BACKGROUND)

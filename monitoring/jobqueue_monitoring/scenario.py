@@ -42,7 +42,9 @@ BURST_TASKS: Final = 150
 TASK_SECONDS: Final = 0.4
 FAILING_TASKS: Final = 6
 STEADY_TASKS: Final = 20
+LONG_TASKS: Final = 2
 LONG_TASK_SECONDS: Final = 8.0
+STEADY_TASK_SECONDS: Final = 0.2
 UNLISTED_QUEUE: Final = "not-in-the-spec"
 UNLISTED_TASKS: Final = 3
 MANIFEST: Final[dict[str, Any]] = {
@@ -149,6 +151,18 @@ def _ready_worker_pods(live: Live) -> set[str]:
     }
 
 
+def sent_to(queue: str) -> str:
+    """What `burst` sends to `queue`, in words (the picture's title says it of the queue it draws)."""
+    if queue == BURST_QUEUE:
+        return (
+            f"{BURST_TASKS} tasks of {TASK_SECONDS:g} s at priorities 0 and 9 and {LONG_TASKS} of "
+            f"{LONG_TASK_SECONDS:g} s, from zero workers and back (a busy worker Pod killed on the way)"
+        )
+    if queue == STEADY_QUEUE:
+        return f"{STEADY_TASKS} tasks of {STEADY_TASK_SECONDS:g} s plus {FAILING_TASKS} failing"
+    return "nothing"
+
+
 def burst(live: Live) -> None:
     """Wake the burst queue from zero with a priority burst and a few failing tasks, plus steady work, then
     wait until it drained and scaled back to zero, as Prometheus sees it."""
@@ -164,20 +178,20 @@ def burst(live: Live) -> None:
     live.started = time.time()
     # Two long tasks first (a task of their own, `allocate`), so the worker killed surely holds one.
     long = {"megabytes": 1, "hold_seconds": LONG_TASK_SECONDS}
-    producer.send(jq.app, BURST_QUEUE, "allocate", 2, priorities=(0,), run_id=run, kwargs=long)
+    producer.send(jq.app, BURST_QUEUE, "allocate", LONG_TASKS, priorities=(0,), run_id=run, kwargs=long)
     producer.send(jq.app, BURST_QUEUE, "sleep", BURST_TASKS, priorities=(0, 9), run_id=run,
                   kwargs={"seconds": TASK_SECONDS})  # fmt: skip
     _kill_a_busy_worker(live)
     # The failures on the steady queue's long-lived worker: a burst worker's counters go stale with it.
     producer.send(jq.app, STEADY_QUEUE, "fail", FAILING_TASKS, run_id=run)
-    producer.send(jq.app, STEADY_QUEUE, "sleep", STEADY_TASKS, run_id=run, kwargs={"seconds": 0.2})
+    producer.send(jq.app, STEADY_QUEUE, "sleep", STEADY_TASKS, run_id=run, kwargs={"seconds": STEADY_TASK_SECONDS})
     producer.send(jq.app, UNLISTED_QUEUE, "noop", UNLISTED_TASKS)
 
     def done() -> bool:
         live.worker_pods |= _ready_worker_pods(live)
         for name, entries in prometheus.api("metadata")["data"].items():
             live.metadata.setdefault(name, entries[0]["type"])
-        return producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS + 2
+        return producer.done_count(jq.app, run) == BURST_TASKS + STEADY_TASKS + LONG_TASKS
 
     wait_until(done, timeout=180, what="the burst done", interval=1)
     for expression, what in (
@@ -203,7 +217,7 @@ def _pods_holding(live: Live, task: str) -> set[str]:
 
 def _kill_a_busy_worker(live: Live) -> None:
     """Force-delete (grace 0) one burst worker Pod while it holds a long task, as a node loss would."""
-    selector = f"app.kubernetes.io/component=worker,{naming.QUEUE_LABEL}={BURST_QUEUE}"
+    selector = f"app.kubernetes.io/component=worker,{naming.QUEUE_LABEL}={naming.queue_slug(BURST_QUEUE)}"
 
     def busy_pod() -> str | None:
         pods = {p["metadata"]["name"] for p in live.kube.get("pods", "-n", live.namespace, "-l", selector)["items"]}

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from jobqueue_operator import oldest
 from jobqueue_worker import contract, restore
 from jobqueue_worker.restore import Restore as Restore  # re-exported: what restore_incarnation returns
 from jobqueue_worker.restore import RestoreOutcome as RestoreOutcome
@@ -117,6 +118,9 @@ class QueueCounts:
     `ready` for the metrics, left out of comparisons."""
     dead_letters: int = 0
     """Entries of the queue's dead-letter list (`<prefix>jobqueue:deadletter:<q>`)."""
+    tails: tuple[oldest.Tail, ...] = field(default=(), compare=False)
+    """The oldest message of each non-empty priority list (its id and send time): the operator dates an
+    unstamped one by when it first saw it (`oldest.py`)."""
 
 
 def commands(queues: Sequence[QueueKeys], prefix: str = "") -> list[Command]:
@@ -154,6 +158,19 @@ def sent_at(raw: Any) -> float | None:
     except (ValueError, AttributeError):
         return None
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def tail(raw: Any) -> oldest.Tail | None:
+    """The id and send time of one raw message (kombu's JSON envelope); None for an empty list."""
+    if raw is None:
+        return None
+    try:
+        message = json.loads(raw)
+        properties, headers = message.get("properties") or {}, message.get("headers") or {}
+        found = properties.get("delivery_tag") or headers.get("id") or ""
+    except (ValueError, AttributeError):
+        found = ""
+    return oldest.Tail(found if isinstance(found, str) else str(found), sent_at(raw))
 
 
 def routing_key(raw: Any) -> str | None:
@@ -201,6 +218,7 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
             run_seconds_sq=run_seconds_sq,
             ready_by_step=tuple((step, int(length or 0)) for step, length in zip(queue.steps, lengths, strict=True)),
             dead_letters=int(dead_letters or 0),
+            tails=tuple(found for found in (tail(raw) for raw in tails) if found is not None),
         )
     return counts
 
@@ -257,6 +275,8 @@ class Incarnation:
     """Its heartbeat key exists: it wrote one within the last HEARTBEAT_TTL_SECONDS."""
     held: int
     """Delivery tags in its held hash: at most this many messages would be restored."""
+    result_backend_problem: str = ""
+    """What it reported next to its heartbeat about its result backend ("": nothing wrong, or not checked)."""
 
 
 def registry_commands(prefix: str = "") -> list[Command]:
@@ -275,21 +295,24 @@ def parse_registry(reply: Any) -> list[contract.Registration]:
 
 
 def liveness_commands(registrations: Sequence[contract.Registration], prefix: str = "") -> list[Command]:
-    """Per registration: EXISTS of its heartbeat, HLEN of its held hash."""
+    """Per registration: EXISTS of its heartbeat, HLEN of its held hash, GET of its result backend report."""
     pipeline: list[Command] = []
     for registration in registrations:
         pipeline += [
             ("EXISTS", contract.alive_key(registration.instance, prefix)),
             ("HLEN", contract.held_key(registration.instance, prefix)),
+            ("GET", contract.result_backend_key(registration.instance, prefix)),
         ]
     return pipeline
 
 
 def parse_liveness(registrations: Sequence[contract.Registration], replies: Sequence[Any]) -> list[Incarnation]:
-    return [
-        Incarnation(registration, bool(int(replies[2 * i] or 0)), int(replies[2 * i + 1] or 0))
-        for i, registration in enumerate(registrations)
-    ]
+    found = []
+    for i, registration in enumerate(registrations):
+        alive, held, report = replies[3 * i : 3 * i + 3]
+        problem = report.decode(errors="replace") if isinstance(report, bytes) else str(report or "")
+        found.append(Incarnation(registration, bool(int(alive or 0)), int(held or 0), problem))
+    return found
 
 
 def list_incarnations(
@@ -330,9 +353,6 @@ SCAN_PAGE: Final = 1000
 SCAN_BUDGET: Final = 100_000
 """Keys looked at per search at most (SCAN COUNT pages): about 100 round trips on a large database."""
 _PRIORITY_SUFFIX: Final = re.compile(re.escape(contract.PRIORITY_SEPARATOR) + r"\d+$")
-_NOT_TASK_QUEUES: Final = (contract.UNACKED, contract.UNACKED_INDEX, "unacked_mutex")
-REPLY_SUFFIX: Final = ".reply.celery.pidbox"
-"""Celery's remote-control reply queues: replies, not tasks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +369,12 @@ def queue_of_list(key: str, prefix: str = "") -> str | None:
     if not key.startswith(prefix):
         return None
     name = _PRIORITY_SUFFIX.sub("", key[len(prefix) :])
-    if not name or name in _NOT_TASK_QUEUES or name.startswith(("jobqueue:", "_kombu.")) or name.endswith(REPLY_SUFFIX):
+    reserved = (
+        name in contract.RESERVED_QUEUE_NAMES
+        or name.startswith(contract.RESERVED_QUEUE_PREFIXES)
+        or name.endswith(contract.RESERVED_QUEUE_SUFFIXES)
+    )
+    if not name or reserved:
         return None
     return name
 

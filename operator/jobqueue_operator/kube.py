@@ -21,14 +21,14 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.resource import Resource
 
-from jobqueue_operator import models, naming
+from jobqueue_operator import events, models, naming
 from jobqueue_operator.build.common import Manifest
 
 Key = tuple[str, str]
@@ -51,9 +51,6 @@ class KubeError(Exception):
     """The API server refused a request; the message says which object and why, never a Secret's data."""
 
 
-EventType = Literal["Normal", "Warning"]
-
-
 class KubeApi(Protocol):
     """What the reconcile and the autoscaler's tick ask of the API server."""
 
@@ -66,10 +63,14 @@ class KubeApi(Protocol):
     def apply_many(self, manifests: Sequence[Manifest]) -> list[Manifest | KubeError]: ...
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
     def apply_status(self, namespace: str, name: str, status: Manifest, manager: str) -> None: ...
-    def post_event(self, involved: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None: ...
+    def post_event(self, involved: Mapping[str, Any], event: events.Event) -> None: ...
     def worker_deployments(self, namespace: str, jobqueue: str) -> dict[str, Manifest]: ...
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None: ...
     def scale(self, namespace: str, name: str, replicas: int) -> None: ...
+    def write_secret_key(self, namespace: str, name: str, key: str, value: str) -> None: ...
+    def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Manifest) -> None: ...
+    def delete_pod(self, namespace: str, name: str) -> bool: ...
+    def remove_annotation(self, namespace: str, jobqueue: str, key: str) -> None: ...
 
 
 def decoded(data: Mapping[str, str] | None, key: str) -> str | None:
@@ -239,48 +240,54 @@ class Kube:
                 return
             raise KubeError(f"JobQueue {name} status: {_reason(exc)}") from None
 
-    def post_event(self, involved: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
-        """An Event on `involved` (a JobQueue body), as `kubectl describe` shows it; never raises."""
+    def post_event(self, involved: Mapping[str, Any], event: events.Event) -> None:
+        """`event` on `involved` (a JobQueue body), as `kubectl describe` shows it; never raises. A Warning that
+        repeats its cause raises the count of the Event already posted for it (`events.to_raise`)."""
         metadata = involved.get("metadata") or {}
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "metadata": {
-                "generateName": f"{metadata.get('name', 'jobqueue')}.",
-                "namespace": metadata.get("namespace"),
-            },
-            "involvedObject": {
-                "apiVersion": involved.get("apiVersion", models.API_VERSION),
-                "kind": involved.get("kind", models.KIND),
-                "name": metadata.get("name"),
-                "namespace": metadata.get("namespace"),
-                "uid": metadata.get("uid"),
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:EVENT_MESSAGE_LIMIT],
-            "source": {"component": naming.OPERATOR_NAME},
-            "reportingComponent": naming.OPERATOR_NAME,
-            "reportingInstance": socket.gethostname(),
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        namespace, name = metadata.get("namespace"), metadata.get("name")
+        now = datetime.datetime.now(datetime.UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = event.message[:EVENT_MESSAGE_LIMIT]
+        core = client.CoreV1Api(self.api)
         try:
-            client.CoreV1Api(self.api).create_namespaced_event(metadata.get("namespace"), event)
+            repeated = events.to_raise(event, self._posted(namespace, metadata.get("uid"), event), now.timestamp())
+            if repeated is not None:
+                raised = [
+                    {"op": "replace", "path": "/count", "value": repeated.count + 1},
+                    {"op": "replace", "path": "/lastTimestamp", "value": stamp},
+                    {"op": "replace", "path": "/message", "value": message},
+                ]
+                core.patch_namespaced_event(repeated.name, namespace, raised)
+                return
+            core.create_namespaced_event(namespace, _event_body(involved, event, message, stamp))
         except ApiException as exc:  # an Event is a report: losing one must not fail the reconcile
-            _logger.warning("Event %s on JobQueue %s not posted: %s", reason, metadata.get("name"), _reason(exc))
+            _logger.warning("Event %s on JobQueue %s not posted: %s", event.reason, name, _reason(exc))
+
+    def _posted(self, namespace: str | None, uid: str | None, event: events.Event) -> list[events.Posted]:
+        """The Events of the object with this reason, for `events.to_raise` (none needed for a Normal one)."""
+        if event.type != "Warning" or not uid:
+            return []
+        selector = f"involvedObject.uid={uid},reason={event.reason}"
+        listed = client.CoreV1Api(self.api).list_namespaced_event(namespace, field_selector=selector)
+        found = []
+        for item in listed.items:
+            last = item.last_timestamp or item.event_time or item.metadata.creation_timestamp
+            cause = (item.metadata.annotations or {}).get(events.CAUSE_ANNOTATION)
+            found.append(events.Posted(item.metadata.name, cause, item.count or 1, last.timestamp() if last else 0.0))
+        return found
 
     # -- the autoscaler's calls (scaling.py) --
 
     def worker_deployments(self, namespace: str, jobqueue: str) -> dict[str, Manifest]:
-        """The worker Deployments of one JobQueue, by queue name (from the jobqueue.dev/queue label)."""
+        """The worker Deployments of one JobQueue, by real queue name (`naming.queue_of`)."""
         selector = f"{naming.children_selector(jobqueue)},{naming.COMPONENT_LABEL}={naming.WORKER}"
         listed = client.AppsV1Api(self.api).list_namespaced_deployment(namespace, label_selector=selector)
         found: dict[str, Manifest] = {}
         for item in listed.items:
-            queue = (item.metadata.labels or {}).get(naming.QUEUE_LABEL)
+            deployment: Manifest = self.api.sanitize_for_serialization(item)
+            queue = naming.queue_of(deployment.get("metadata") or {})
             if queue:
-                found[queue] = self.api.sanitize_for_serialization(item)
+                found[queue] = deployment
         return found
 
     def pods(self, namespace: str, selector: str) -> list[Manifest]:
@@ -295,6 +302,47 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise KubeError(f"Pod {name}: {_reason(exc)}") from None
+
+    def write_secret_key(self, namespace: str, name: str, key: str, value: str) -> None:
+        """Set one key of a Secret (a merge patch of `data`; the other keys stay)."""
+        patch = {"data": {key: base64.b64encode(value.encode()).decode()}}
+        try:
+            client.CoreV1Api(self.api).patch_namespaced_secret(name, namespace, patch)
+        except ApiException as exc:
+            raise KubeError(f"Secret {name}: {_reason(exc)}") from None
+
+    def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Manifest) -> None:
+        """A JSON merge patch of one object (a `null` removes a field, which server-side apply cannot do for
+        a field no manager owns, such as a defaulted one)."""
+        resource = self._resource(api_version, kind)
+        try:
+            self.dynamic.patch(
+                resource, body=patch, name=name, namespace=namespace, content_type="application/merge-patch+json"
+            )
+        except ApiException as exc:
+            raise KubeError(f"{kind} {name}: {_reason(exc)}") from None
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Delete a Pod (its grace period as it asks); False when it was already gone."""
+        try:
+            client.CoreV1Api(self.api).delete_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise KubeError(f"Pod {name}: {_reason(exc)}") from None
+        return True
+
+    def remove_annotation(self, namespace: str, jobqueue: str, key: str) -> None:
+        """Remove one annotation of a JobQueue (a merge patch); a JobQueue already gone is not an error."""
+        resource = self._resource(models.API_VERSION, models.KIND)
+        patch = {"metadata": {"annotations": {key: None}}}
+        try:
+            self.dynamic.patch(
+                resource, body=patch, name=jobqueue, namespace=namespace, content_type="application/merge-patch+json"
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise KubeError(f"JobQueue {jobqueue}: {_reason(exc)}") from None
 
     def scale(self, namespace: str, name: str, replicas: int) -> None:
         """Set a worker Deployment's replicas as the autoscaler's field manager (server-side apply of that one
@@ -321,3 +369,32 @@ class Kube:
 
 def keys(manifests: Iterable[Manifest]) -> set[Key]:
     return {(m["kind"], m["metadata"]["name"]) for m in manifests}
+
+
+def _event_body(involved: Mapping[str, Any], event: events.Event, message: str, stamp: str) -> Manifest:
+    """A new Event on `involved`; a Warning keeps its cause in an annotation, for its repeats to find."""
+    metadata = involved.get("metadata") or {}
+    annotations = {events.CAUSE_ANNOTATION: event.key} if event.type == "Warning" else {}
+    return {
+        "metadata": {
+            "generateName": f"{metadata.get('name', 'jobqueue')}.",
+            "namespace": metadata.get("namespace"),
+            "annotations": annotations,
+        },
+        "involvedObject": {
+            "apiVersion": involved.get("apiVersion", models.API_VERSION),
+            "kind": involved.get("kind", models.KIND),
+            "name": metadata.get("name"),
+            "namespace": metadata.get("namespace"),
+            "uid": metadata.get("uid"),
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": message,
+        "source": {"component": naming.OPERATOR_NAME},
+        "reportingComponent": naming.OPERATOR_NAME,
+        "reportingInstance": socket.gethostname(),
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobqueue_operator import naming
+from jobqueue_operator import naming, oldest
 from jobqueue_operator.models import JobQueueSpec
 
 # From milliseconds (a tick of a small JobQueue) to a minute (a reconcile waiting on a slow API server).
@@ -47,6 +47,8 @@ class QueueSeries:
     """(priority step, waiting tasks) of each priority list; empty when the broker could not be read."""
     dead_letters: int | None = None
     """Entries of the queue's dead-letter list; None when the broker could not be read."""
+    oldest_age_source: str | None = None
+    """Where `oldest_age_seconds` came from: `oldest.SOURCES` (None: no age)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,7 @@ class OperatorMetrics(Collector):
             seen: dict[str, int] = {}
             for pod in pods:
                 metadata = pod.get("metadata") or {}
-                queue = (metadata.get("labels") or {}).get(naming.QUEUE_LABEL)
+                queue = naming.queue_of(metadata)
                 if not queue:
                     continue
                 new_pod = _created(pod) >= self._started
@@ -223,8 +225,16 @@ class OperatorMetrics(Collector):
         )
         age = GaugeMetricFamily(
             "jobqueue_queue_oldest_task_age_seconds",
-            "Age of the oldest waiting task (0 when none waits); from the jobqueue_sent_at header.",
+            "Age of the oldest waiting task (0 when none waits): from its jobqueue_sent_at header, else a lower "
+            "bound the operator measures (jobqueue_queue_oldest_task_age_source says how).",
             labels=QUEUE_LABELS,
+        )
+        age_source = GaugeMetricFamily(
+            "jobqueue_queue_oldest_task_age_source",
+            "1 for where the oldest waiting task's age comes from, 0 for the others (all 0 while none waits): "
+            "sent-time (the producer's jobqueue_sent_at stamp), first-seen (when the operator first saw it at the "
+            "end of its list) or arrivals (counted from what entered the queue); the last two are lower bounds.",
+            labels=[*QUEUE_LABELS, "source"],
         )
         workers = GaugeMetricFamily(
             "jobqueue_workers", "Worker Pods of a queue: desired, current or ready.", labels=[*QUEUE_LABELS, "kind"]
@@ -258,6 +268,10 @@ class OperatorMetrics(Collector):
                         age.add_metric(labels, 0.0)
                     elif series.oldest_age_seconds is not None:
                         age.add_metric(labels, series.oldest_age_seconds)
+                    if series.ready is not None:
+                        current = series.oldest_age_source if series.ready else None
+                        for source in oldest.SOURCES:
+                            age_source.add_metric([*labels, source], 1.0 if source == current else 0.0)
                     workers.add_metric([*labels, "desired"], series.desired)
                     workers.add_metric([*labels, "current"], series.current)
                     workers.add_metric([*labels, "ready"], series.ready_workers)
@@ -270,7 +284,7 @@ class OperatorMetrics(Collector):
                 for (queue, direction, reason), count in sorted(counts.items()):
                     decisions.add_metric([namespace, jobqueue, queue, direction, reason], count)
             extra = [*self._collect_targets_and_health(), *self._collect_delivery()]
-        yield from (depth, age, workers, decisions, up, by_priority, dead_letters, *extra)
+        yield from (depth, age, age_source, workers, decisions, up, by_priority, dead_letters, *extra)
 
     def _collect_delivery(self) -> list[Metric]:
         """Redeliveries, unserved queues and the broker's memory (called under the lock)."""

@@ -12,9 +12,10 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from jobqueue_operator import naming
 from jobqueue_worker import contract
 
 GROUP: Final = "jobqueue.dev"
@@ -145,7 +146,45 @@ class DeadLetter(Model):
 
 
 Pool = Literal["prefork", "threads", "solo", "gevent", "eventlet"]
-QueueName = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+QUEUE_NAME_MAX: Final = 200
+"""Longest queue name: keeps its Redis keys and metric labels sane (the Kubernetes names use its slug)."""
+QUEUE_NAME_PATTERN: Final = r"^[!-~]+$"
+"""Any name Celery accepts that is printable ASCII without whitespace (`high_priority`, `video.transcode`,
+`CamelCase`, `a:b`): one word on a command line, one Redis key, never kombu's priority separator."""
+
+
+def reserved_queue_name(name: str) -> str | None:
+    """Why `name` cannot be a queue (a Redis key kombu, Celery or the operator keep for themselves), or None."""
+    if name in contract.RESERVED_QUEUE_NAMES:
+        return f"{name!r} is a Redis key kombu keeps for itself"
+    for prefix in contract.RESERVED_QUEUE_PREFIXES:
+        if name.startswith(prefix):
+            return f"names starting with {prefix!r} are Redis keys kombu or the operator keep for themselves"
+    for suffix in contract.RESERVED_QUEUE_SUFFIXES:
+        if name.endswith(suffix):
+            return f"names ending in {suffix!r} are Celery's reply queues"
+    return None
+
+
+def queue_name_problem(name: str) -> str | None:
+    """Why the schema refuses `name` as a queue name, or None when it accepts it."""
+    if not 0 < len(name) <= QUEUE_NAME_MAX:
+        return f"a queue name has 1 to {QUEUE_NAME_MAX} characters"
+    if re.match(QUEUE_NAME_PATTERN, name) is None:
+        return "a queue name is printable ASCII without whitespace"
+    return reserved_queue_name(name)
+
+
+def _not_reserved(name: str) -> str:
+    why = reserved_queue_name(name)
+    if why is not None:
+        raise ValueError(why)
+    return name
+
+
+QueueName = Annotated[
+    str, Field(min_length=1, max_length=QUEUE_NAME_MAX, pattern=QUEUE_NAME_PATTERN), AfterValidator(_not_reserved)
+]
 
 
 class Queue(Model):
@@ -236,6 +275,11 @@ class JobQueueSpec(Model):
         names = [queue.name for queue in self.queues]
         if len(names) != len(set(names)):
             raise ValueError("queue names must be unique")
+        slugs: dict[str, str] = {}
+        for name in names:  # a DNS-label name that is another name's slug would share its worker Deployment
+            other = slugs.setdefault(naming.queue_slug(name), name)
+            if other != name:
+                raise ValueError(f"queue names {other!r} and {name!r} map to the same Kubernetes names: rename one")
         return self
 
 
@@ -279,6 +323,10 @@ class ScaleDownStep(Model):
     replicas: int
 
 
+OldestAgeSource = Literal["sent-time", "first-seen", "arrivals"]
+"""How the age of a queue's oldest waiting task was measured (jobqueue_operator.oldest)."""
+
+
 class QueueStatus(Model):
     """One queue's status entry. The reconciler writes the Deployment's fields, the autoscaler the broker's
     and its own; each leaves the other's unset (None), so a server-side apply touches only its own."""
@@ -288,6 +336,8 @@ class QueueStatus(Model):
     ready: int | None = None
     in_flight: int | None = None
     oldest_task_age_seconds: int | None = None
+    oldest_task_age_source: OldestAgeSource | None = None
+    """Where `oldest_task_age_seconds` comes from (jobqueue_operator.oldest says how each is measured)."""
     dead_letters: int | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
@@ -318,6 +368,7 @@ class JobQueueStatus(Model):
     backlog: int | None = None
     workers: str | None = None
     unserved_tasks: int | None = None
+    last_observed_time: str | None = None
     conditions: list[Condition] = Field(default_factory=list)
     queues: list[QueueStatus] = Field(default_factory=list)
     unserved_queues: list[UnservedQueue] = Field(default_factory=list)

@@ -19,7 +19,8 @@ either still there or finished. The windows, and why (docs/autoscaling.md has th
   LITTLE_FACTOR times the completed runs' mean.
 - The oldest waiting task's wait, when producers do not stamp their tasks: the queue holds the last
   `waiting` arrivals (first in, first out), so the oldest arrived after the newest sample that had seen
-  `waiting` fewer tasks enter than there are now. That bound errs by at most one tick, on the safe side.
+  `waiting` fewer tasks enter than there are now. That bound errs by at most one tick, on the safe side;
+  the sample after it gives the bound on the other side (`oldest_wait_at_least`), for what is shown.
 """
 
 from __future__ import annotations
@@ -162,4 +163,18 @@ def oldest_wait(window: Window, waiting: int) -> float | None:
     for sample in reversed(window.samples[:-1]):
         if last.entered - sample.entered >= waiting:
             return last.at - sample.at
+    return last.at - window.samples[0].at
+
+
+def oldest_wait_at_least(window: Window, waiting: int) -> float | None:
+    """A lower bound on how long the oldest of `waiting` tasks has waited (None: nothing waits): it was
+    already there at the sample after the one `oldest_wait` stops at. At most one tick under the truth for
+    one first-in-first-out list; shorter with priorities, and at most the window's span."""
+    if waiting <= 0 or not window.samples:
+        return None
+    last = newer = window.samples[-1]
+    for sample in reversed(window.samples[:-1]):
+        if last.entered - sample.entered >= waiting:
+            return last.at - newer.at
+        newer = sample
     return last.at - window.samples[0].at

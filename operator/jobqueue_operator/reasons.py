@@ -31,6 +31,14 @@ class Reason(StrEnum):
     BROKER_MEMORY_RESERVE_OPENED = "BrokerMemoryReserveOpened"
     BROKER_MEMORY_RESERVE_CLOSED = "BrokerMemoryReserveClosed"
     BROKER_MEMORY_RESERVE_FAILED = "BrokerMemoryReserveFailed"
+    # The managed broker's template and password (the BrokerUpToDate condition and Events)
+    BROKER_POD_CURRENT = "BrokerPodCurrent"
+    BROKER_RESTART_HELD = "BrokerRestartHeld"
+    BROKER_RESTARTING = "BrokerRestarting"
+    BROKER_RESTARTED = "BrokerRestarted"
+    BROKER_PASSWORD_ROTATING = "BrokerPasswordRotating"
+    BROKER_PASSWORD_ROTATED = "BrokerPasswordRotated"
+    BROKER_CONFIGURE_FAILED = "BrokerConfigureFailed"
     # The workers
     WORKERS_UNAVAILABLE = "WorkersUnavailable"
     WORKERS_STARTING = "WorkersStarting"
@@ -40,6 +48,9 @@ class Reason(StrEnum):
     # References and writes
     CONFIG_MISSING = "ConfigMissing"
     RESULT_BACKEND_SECRET_MISSING = "ResultBackendSecretMissing"
+    # The workers' result backend (the ResultBackendReady condition, folded into Ready and Degraded)
+    RESULT_BACKEND_REACHABLE = "ResultBackendReachable"
+    RESULT_BACKEND_UNREACHABLE = "ResultBackendUnreachable"
     APPLY_FAILED = "ApplyFailed"
     DELETE_FAILED = "DeleteFailed"
     # Queues
@@ -58,6 +69,7 @@ class Reason(StrEnum):
     METRICS_AVAILABLE = "MetricsAvailable"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     NOT_AUTOSCALED = "NotAutoscaled"
+    AUTOSCALING_PAUSED = "AutoscalingPaused"
     # Delivery (Events)
     WORKER_LOST = "WorkerLost"
     DEAD_LETTERS = "DeadLetters"

@@ -35,6 +35,8 @@ class Seen:
     started_at: float
     alive: bool
     held: int = 0
+    result_backend_problem: str = ""
+    """What the incarnation reports about its result backend ("": nothing wrong, or not checked yet)."""
 
 
 @dataclass(frozen=True)

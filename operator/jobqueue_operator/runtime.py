@@ -7,11 +7,10 @@ import contextlib
 import datetime
 import functools
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from jobqueue_operator import controller, kube, metrics, models, reconcile, scaling
+from jobqueue_operator import controller, kube, metrics, models, reconcile, scaling, status
 from jobqueue_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -19,6 +18,19 @@ logger = logging.getLogger(__name__)
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+FOLDED_DELAY_SECONDS = 1.0
+"""A reconcile reads the JobQueue as the watch last delivered it: this long after the tick's status write,
+it has the condition the reconciler folds into Ready."""
+
+
+def _folded(written: Mapping[str, Any] | None) -> str | None:
+    """The status of the tick's condition the reconciler folds into Ready and Degraded (ResultBackendReady)."""
+    for condition in (written or {}).get("conditions") or []:
+        if condition.get("type") == status.RESULT_BACKEND_READY:
+            return str(condition.get("status"))
+    return None
 
 
 class Runtime:
@@ -44,7 +56,7 @@ class Runtime:
         memory = self._reconciles.setdefault(key, reconcile.Memory())
         with self.metrics.reconcile_seconds.time():
             wanted = functools.partial(self.controller.wanted, key)
-            outcome = reconcile.reconcile(self.client, body, memory, _now(), time.monotonic(), wanted)
+            outcome = reconcile.reconcile(self.client, body, memory, _now(), wanted)
         self.controller.read_by(key, outcome.references)
         self._export(key, body, outcome)
         return None if outcome.converged else reconcile.retry_after(memory)
@@ -58,11 +70,13 @@ class Runtime:
 
     def _tick(self, key: controller.Key, body: Mapping[str, Any]) -> float | None:
         memory = self._ticks.setdefault(key, scaling.Memory())
-        was_up = memory.broker_up
+        was_up, was_folded = memory.broker_up, _folded(memory.written)
         with self.metrics.tick_seconds.time():
             scaling.tick(self.client, body, memory, self.metrics)
         if was_up is not None and memory.broker_up != was_up:  # the broker came or went: BrokerReady follows now
             self.controller.poke(key, "reconcile", 0.0)
+        elif _folded(memory.written) != was_folded:  # Ready follows, once the watch has brought the status back
+            self.controller.poke(key, "reconcile", FOLDED_DELAY_SECONDS)
         return None
 
     def _forget(self, key: controller.Key) -> None:

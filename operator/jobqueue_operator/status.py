@@ -3,8 +3,9 @@
 Two writers share the status, each server-side applying only the fields it owns (kube.apply_status):
 - the reconciler (`compute`): observedGeneration, queueCount, workers, the conditions Ready, BrokerReady,
   WorkersAvailable and Degraded, each queue's deployment and replica counts, and the draining queues;
-- the autoscaler's tick (`autoscaler`): backlog, each queue's depth, oldest task age, dead letters,
-  lastScaleTime and the autoscaler's own state, the unserved queues, and the ScalingActive condition.
+- the autoscaler's tick (`autoscaler`): backlog (its queues' and the draining queues' tasks), each queue's
+  depth, oldest task age, dead letters, lastScaleTime and the autoscaler's own state, the unserved queues,
+  lastObservedTime, and the ScalingActive condition.
 Conditions follow the Kubernetes convention: each has observedGeneration, and lastTransitionTime moves
 only when the condition's status changes.
 """
@@ -20,6 +21,7 @@ from jobqueue_operator.models import (
     Condition,
     DrainingQueue,
     JobQueueStatus,
+    OldestAgeSource,
     QueueStatus,
     ScaleDownStep,
     UnservedQueue,
@@ -33,8 +35,16 @@ DEGRADED: Final = "Degraded"
 SCALING_ACTIVE: Final = "ScalingActive"
 QUEUES_SERVED: Final = "QueuesServed"
 BROKER_MEMORY_AVAILABLE: Final = "BrokerMemoryAvailable"
-AUTOSCALER_CONDITIONS: Final = (SCALING_ACTIVE, QUEUES_SERVED, BROKER_MEMORY_AVAILABLE)
-RECONCILER_CONDITIONS: Final = (BROKER_READY, WORKERS_AVAILABLE, DEGRADED, READY)
+RESULT_BACKEND_READY: Final = "ResultBackendReady"
+"""Every running worker reaches the result backend it stores results in (as each reports in the broker)."""
+AUTOSCALER_CONDITIONS: Final = (SCALING_ACTIVE, QUEUES_SERVED, BROKER_MEMORY_AVAILABLE, RESULT_BACKEND_READY)
+BROKER_UP_TO_DATE: Final = "BrokerUpToDate"
+"""A managed broker only: Redis runs its current template and accepts only the Secret's password."""
+RECONCILER_CONDITIONS: Final = (BROKER_READY, WORKERS_AVAILABLE, DEGRADED, READY, BROKER_UP_TO_DATE)
+OBSERVED_REFRESH_SECONDS: Final = 30
+"""The tick writes `lastObservedTime` with every status write, and at least this often when nothing else
+changed: an idle JobQueue costs one status write per this many seconds, and a status older than a few of
+these says the operator is not running (the plugin warns; the printer column shows its age)."""
 
 Status = Literal["True", "False", "Unknown"]
 Verdict = tuple[Status, str, str]
@@ -80,6 +90,8 @@ class Observation:
     problems: Sequence[Problem] = field(default_factory=tuple)
     draining: Sequence[DrainingQueue] = field(default_factory=tuple)
     """Queues removed from the spec whose workers stay until the broker queue is empty."""
+    broker_up_to_date: Verdict | None = None
+    """A managed broker's BrokerUpToDate (a restart held, a password rotating); None: no such condition."""
 
 
 def deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int, int, int]:
@@ -171,7 +183,9 @@ def compute(observation: Observation, previous: Sequence[Condition], now: str) -
     generation = observation.generation
     broker = observation.broker
     workers = _workers(observation.queues)
-    conditions = [c for c in previous if c.type in RECONCILER_CONDITIONS]
+    conditions = [c for c in previous if c.type in RECONCILER_CONDITIONS and c.type != BROKER_UP_TO_DATE]
+    if observation.broker_up_to_date is not None:
+        conditions += [c for c in previous if c.type == BROKER_UP_TO_DATE]
     broker_status: Status = "True" if broker.ready else "False"
     updates: list[tuple[str, Verdict]] = [
         (BROKER_READY, (broker_status, broker.reason, broker.message)),
@@ -179,6 +193,8 @@ def compute(observation: Observation, previous: Sequence[Condition], now: str) -
         (DEGRADED, _degraded(observation)),
         (READY, _ready(observation, workers)),
     ]
+    if observation.broker_up_to_date is not None:
+        updates.append((BROKER_UP_TO_DATE, observation.broker_up_to_date))
     for type_, (status, reason, message) in updates:
         conditions = set_condition(conditions, type_, status, reason, message, generation, now)
     queues = [
@@ -213,6 +229,7 @@ def with_problems(
         observation.queues,
         (*observation.problems, *problems),
         observation.draining,
+        observation.broker_up_to_date,
     )
     return compute(again, computed.conditions, now)
 
@@ -226,6 +243,8 @@ class QueueDepth:
     oldest_age_seconds: float | None = None
     dead_letters: int | None = None
     last_scale_time: str | None = None
+    oldest_age_source: OldestAgeSource | None = None
+    """How `oldest_age_seconds` was measured (jobqueue_operator.oldest)."""
     idle_since: str | None = None
     """The autoscaler's idle clock (RFC 3339), kept in the status so an operator restart does not reset it."""
     hold: Sequence[tuple[str, int]] = ()
@@ -239,9 +258,11 @@ def autoscaler(
     previous: Sequence[Condition],
     generation: int,
     now: str,
+    draining: Mapping[str, int | None] | None = None,
 ) -> JobQueueStatus:
-    """The tick's part of the status: `verdicts` the autoscaler's conditions that apply now. Fields it
-    leaves out (an unknown depth, a condition that does not apply) are removed by the apply."""
+    """The tick's part of the status: `verdicts` the autoscaler's conditions that apply now; `draining` the
+    tasks of each queue that left the spec but still drains (its workers run them: they are in the backlog).
+    Fields it leaves out (an unknown depth, a condition that does not apply) are removed by the apply."""
     queues = []
     for name, seen in depths.items():
         queues.append(
@@ -250,6 +271,7 @@ def autoscaler(
                 ready=seen.ready,
                 in_flight=seen.in_flight,
                 oldest_task_age_seconds=None if seen.oldest_age_seconds is None else int(seen.oldest_age_seconds),
+                oldest_task_age_source=None if seen.oldest_age_seconds is None else seen.oldest_age_source,
                 dead_letters=seen.dead_letters,
                 last_scale_time=seen.last_scale_time,
                 idle_since=seen.idle_since,
@@ -257,7 +279,9 @@ def autoscaler(
             )
         )
     known = [q for q in queues if q.ready is not None and q.in_flight is not None]
-    backlog = sum((q.ready or 0) + (q.in_flight or 0) for q in known) if queues and len(known) == len(queues) else None
+    leftover = list((draining or {}).values())
+    every = bool(queues) and len(known) == len(queues) and None not in leftover
+    backlog = sum((q.ready or 0) + (q.in_flight or 0) for q in known) + sum(t or 0 for t in leftover) if every else None
     conditions = [c for c in previous if c.type in verdicts]
     for type_, verdict in verdicts.items():
         conditions = set_condition(conditions, type_, *verdict, generation, now)

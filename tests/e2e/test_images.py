@@ -105,16 +105,15 @@ def thumbnail(path: str) -> str:
 
 @pytest.fixture(scope="module")
 def media_image(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """docs/worker.md's image: FROM the worker image, a RUN as root, then the user's task module in /app."""
+    """docs/worker.md's image: FROM the worker image, the app's folder copied to /app, its requirements
+    installed as the image's own user (no USER root), the worker's constraints kept."""
     context = tmp_path_factory.mktemp("media")
     (context / "media").mkdir()
     (context / "media" / "__init__.py").write_text("")
     (context / "media" / "celery.py").write_text(MEDIA_CELERY)
     (context / "media" / "tasks.py").write_text(MEDIA_TASKS)
-    dockerfile = (
-        f"FROM {WORKER}\nUSER root\nRUN python -c 'import celery'\nUSER 10001\n"
-        "COPY --chown=10001:10001 media/ /app/media/\n"
-    )
+    (context / "requirements.txt").write_text("celery>=5.4\nredis\n")
+    dockerfile = f"FROM {WORKER}\nCOPY --chown=10001:10001 . /app/\nRUN pip install -r requirements.txt\n"
     return images.build_derived(MEDIA_IMAGE, dockerfile, context)
 
 

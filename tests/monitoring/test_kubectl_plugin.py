@@ -15,7 +15,7 @@ import pytest
 from jobqueue_devenv import binaries
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_monitoring import scenario
-from jobqueue_worker import producer
+from jobqueue_worker import contract, producer
 
 pytestmark = pytest.mark.cluster
 PLUGIN = Path(sys.executable).parent / "kubectl-jobqueue"
@@ -123,3 +123,31 @@ def test_bash_completion(live: scenario.Live) -> None:
     assert "complete -F _kubectl_jobqueue kubectl-jobqueue" in done.stdout
     checked = subprocess.run(["bash", "-n"], input=done.stdout, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_deadletters_lists_and_purges_through_the_broker_at_zero_workers(live: scenario.Live) -> None:
+    """The DeadLetters Event names this command: it reads the broker from outside, so it needs no worker
+    (a queue whose tasks all failed is typically at zero). A queue the spec does not list (its dead letters
+    outlive it) keeps the operator's counts and Events of the live JobQueue out of it."""
+    queue = f"retired-{uuid.uuid4().hex[:6]}"
+    letter = contract.DeadLetter(
+        reason=contract.DeadLetterReason.FAILED,
+        message={"headers": {"task": "media.thumbnail", "id": "t-1"}, "body": "", "properties": {}},
+        queue=queue,
+        exception="OSError: disk full",
+        task="media.thumbnail",
+        task_id="t-1",
+    )
+    live.jobqueue.redis.lpush(contract.dead_letter_key(queue), letter.to_json())
+    ns, name = live.namespace, scenario.JOBQUEUE
+    listed = kubectl_jobqueue(live, "deadletters", name, queue, "-n", ns)
+    assert listed.returncode == 0, listed.stderr
+    assert letter.id in listed.stdout
+    assert "OSError: disk full" in listed.stdout
+    assert f"1 of 1 dead letters of {queue}" in listed.stdout
+    refused = kubectl_jobqueue(live, "deadletters", name, queue, "purge", "-n", ns)
+    _one_line_error(refused, "purge needs exactly one of")
+    purged = kubectl_jobqueue(live, "deadletters", name, queue, "purge", "--id", letter.id, "-n", ns)
+    assert purged.returncode == 0, purged.stderr
+    assert f"1 dead letters of {queue} purged" in purged.stdout
+    assert live.jobqueue.redis.llen(contract.dead_letter_key(queue)) == 0

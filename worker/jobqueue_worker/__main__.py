@@ -46,10 +46,20 @@ def run_worker(settings: WorkerSettings) -> int:
 def _run(settings: WorkerSettings) -> int:
     """The worker proper, once the metrics directory is set."""
     from jobqueue_worker import app as app_module
-    from jobqueue_worker import completions, deadletter, heartbeat, incarnation, metrics, patches, probes, server
+    from jobqueue_worker import (
+        completions,
+        deadletter,
+        heartbeat,
+        incarnation,
+        metrics,
+        patches,
+        probes,
+        resultcheck,
+        server,
+    )
 
     app = app_module.load_app(settings.app)
-    app_module.configure(app, settings)
+    origin = app_module.configure(app, settings)
     probes.install(app)
     heartbeat.install()
     registry = metrics.install(settings)
@@ -63,12 +73,15 @@ def _run(settings: WorkerSettings) -> int:
         message = f"{Env.METRICS_PORT}={settings.metrics_port}: cannot listen on {where}: {exc}"
         raise SettingsError(message) from None
     this = incarnation.Incarnation(app, settings)
+    checker = resultcheck.Checker(app, origin, this.report_result_backend)
+    checker.start()
     this.start()
     try:
         worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")
         worker.start()
         return int(worker.exitcode or 0)
     finally:
+        checker.stop()
         this.end()
         http.shutdown()
 

@@ -116,12 +116,17 @@ def entries(client: redis.Redis, key: str) -> Iterator[Entry]:
         start += PAGE
 
 
+RAN_NOTE = "it ran: a requeue runs it again"
+"""Said of every dead letter whose task completed (contract.RAN_REASONS), in `list` and `requeue`."""
+
+
 def line(letter: DeadLetter, now: float) -> str:
     age = max(0.0, now - letter.at)
     when = f"{age:.0f}s" if age < 120 else f"{age / 60:.0f}m" if age < 7200 else f"{age / 3600:.0f}h"
     exception = letter.exception.splitlines()[0] if letter.exception else ""
     task = f"{letter.task or '-'}[{letter.task_id or '-'}]"
-    return f"{letter.id}  {when:>5} ago  {letter.reason.value:<15}  {task}  {exception}"
+    ran = f"  ({RAN_NOTE})" if letter.reason in contract.RAN_REASONS else ""
+    return f"{letter.id}  {when:>5} ago  {letter.reason.value:<17}  {task}  {exception}{ran}"
 
 
 def _list(client: redis.Redis, args: argparse.Namespace) -> int:
@@ -173,7 +178,8 @@ def _requeue(client: redis.Redis, args: argparse.Namespace) -> int:
             continue
         if requeue(client, letter, raw, steps, args.key_prefix):
             moved += 1
-            print(f"requeued {letter.id}: {letter.task or 'message'}[{letter.task_id}] to {letter.queue}")
+            ran = f" ({RAN_NOTE})" if letter.reason in contract.RAN_REASONS else ""
+            print(f"requeued {letter.id}: {letter.task or 'message'}[{letter.task_id}] to {letter.queue}{ran}")
     print(f"{moved} dead letters requeued")
     return 0
 

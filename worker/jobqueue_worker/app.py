@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from celery import Celery
 from celery.app.utils import find_app
@@ -66,6 +66,20 @@ KEPT = ("broker_transport_options", "result_backend_transport_options", *APP_DEF
 """What `configure` reads from the app before applying `celery_config`."""
 
 
+ResultBackendOrigin = Literal["jobqueue", "app", "broker"]
+
+
+def result_backend(settings: WorkerSettings, app_backend: Any) -> tuple[Any, ResultBackendOrigin]:
+    """The result backend the worker uses and whose it is: the JobQueue's (JOBQUEUE_RESULT_BACKEND) wins over
+    the app's own `result_backend`; with neither, the broker's Redis. The fix for one that cannot be reached
+    differs (resultcheck.py)."""
+    if settings.result_backend:
+        return settings.result_backend, "jobqueue"
+    if app_backend:
+        return app_backend, "app"
+    return settings.broker_url, "broker"
+
+
 def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Celery settings to apply over the app's `current` ones (the KEPT keys): its transport options
     (e.g. a Sentinel master_name) are merged under ours, its APP_DEFAULTS kept unless the JobQueue sets them."""
@@ -77,7 +91,7 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
         "broker_url": settings.broker_url,
         "broker_transport_options": {**(current.get("broker_transport_options") or {}), **ours},
         "broker_connection_retry_on_startup": True,
-        "result_backend": settings.result_backend or current.get("result_backend") or settings.broker_url,
+        "result_backend": result_backend(settings, current.get("result_backend"))[0],
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "redis_socket_keepalive": True,
@@ -105,14 +119,17 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
     }
 
 
-def configure(app: Celery, settings: WorkerSettings) -> None:
-    """Apply `celery_config` to the app, on top of whatever the user's module configured.
+def configure(app: Celery, settings: WorkerSettings) -> ResultBackendOrigin:
+    """Apply `celery_config` to the app, on top of whatever the user's module configured; returns whose
+    result backend it now uses.
 
     Raises SettingsError when a time limit the app keeps does not fit the JobQueue's visibility timeout
     (Redis would deliver a task still running a second time) or the soft limit is not below the hard one."""
-    config = celery_config(settings, {key: app.conf.get(key) for key in KEPT})
+    current = {key: app.conf.get(key) for key in KEPT}
+    config = celery_config(settings, current)
     check_limits(config, settings.visibility_timeout_seconds)
     app.conf.update(config)
+    return result_backend(settings, current.get("result_backend"))[1]
 
 
 def check_limits(config: dict[str, Any], visibility_timeout: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import shlex
 import time
 import uuid
 from bisect import bisect
@@ -89,6 +90,17 @@ UNACKED_INDEX: Final = "unacked_index"
 BINDINGS_PREFIX: Final = "_kombu.binding."
 """kombu's binding table of an exchange, `_kombu.binding.<exchange>`: a set of `routing key, pattern, queue`
 joined by PRIORITY_SEPARATOR."""
+UNACKED_MUTEX: Final = "unacked_mutex"
+"""kombu's lock around its visibility-timeout sweep."""
+REPLY_SUFFIX: Final = ".reply.celery.pidbox"
+"""Celery's remote-control reply queues (`<id>.reply.celery.pidbox`): replies, not tasks."""
+OWN_PREFIX: Final = "jobqueue:"
+"""Every key of our own (stats, workers, losses, dead letters) starts with it."""
+RESERVED_QUEUE_NAMES: Final = (UNACKED, UNACKED_INDEX, UNACKED_MUTEX)
+RESERVED_QUEUE_PREFIXES: Final = ("_kombu.", OWN_PREFIX)
+RESERVED_QUEUE_SUFFIXES: Final = (REPLY_SUFFIX,)
+"""A queue's list is the Redis key of its name: names that are, or may be, keys kombu, Celery or we keep
+for ourselves are not queues (the schema refuses them; the search for unserved queues skips them)."""
 
 STATS_PREFIX: Final = "jobqueue:stats:"
 """`<prefix>jobqueue:stats:<queue>`: the hash of finished attempts the worker adds to."""
@@ -136,6 +148,12 @@ LOSSES_TTL_SECONDS: Final = 7 * 24 * 3600
 def alive_key(instance: str, prefix: str = "") -> str:
     """String key with a TTL, refreshed every heartbeat while the incarnation runs."""
     return f"{prefix}jobqueue:worker:{instance}:alive"
+
+
+def result_backend_key(instance: str, prefix: str = "") -> str:
+    """String key, written with the heartbeat (same TTL) while the incarnation cannot reach its result
+    backend: what is wrong and the fix, one line (`jobqueue_worker.resultcheck`); absent when it can."""
+    return f"{prefix}jobqueue:worker:{instance}:result-backend"
 
 
 def held_key(instance: str, prefix: str = "") -> str:
@@ -209,6 +227,13 @@ class DeadLetterReason(enum.StrEnum):
     """Not a Celery task message."""
     INVALID_TASK = "invalid-task"
     """A task message Celery cannot turn into a request."""
+    RESULT_NOT_STORED = "result-not-stored"
+    """The task ran and returned, but its result could not be stored (result backend unreachable, value
+    refused): its side effects happened, so a requeue runs them again."""
+
+
+RAN_REASONS: Final = frozenset({DeadLetterReason.RESULT_NOT_STORED})
+"""Dead letters of tasks whose body completed: requeueing one runs its side effects a second time."""
 
 
 REDELIVERED: Final = "redelivered"
@@ -264,5 +289,6 @@ class DeadLetter:
 
 
 def purge_command(queue: str) -> str:
-    """The command that drops a queue's waiting tasks (run in any worker Pod), as the operator's messages name it."""
-    return f"jobqueue-worker queue purge --queue {queue} --yes"
+    """The command that drops a queue's waiting tasks (run in any worker Pod), as the operator's messages name it
+    (the name shell-quoted: a queue name may hold any printable character)."""
+    return f"jobqueue-worker queue purge --queue {shlex.quote(queue)} --yes"

@@ -10,6 +10,10 @@ task that kills its worker every time loops for ever). Here, in the worker's mai
 - a lost pool child counts one loss for the task id (`contract.losses_key`, as the operator's restore of a
   dead worker does); a redelivered message whose task was lost `max_worker_losses` times is
   dead-lettered instead of run again, and the queue keeps flowing.
+- a task whose body returned but whose result could not be stored (`ResultNotStored`) is dead-lettered
+  as `result-not-stored`, not `failed`: it did its work, and a requeue would do it again. No FAILURE is
+  stored for it either (its errbacks are not called: it did not fail), which also spares a second wait
+  on the backend that just refused the result.
 Each entry keeps the reason, the exception, the traceback and the original message as it was sent, so
 `jobqueue-worker deadletter requeue` can send it again unchanged. A failed write is raised to Celery
 (the message stays unacknowledged and comes back), never turned into a silent ack.
@@ -25,13 +29,14 @@ from typing import Any
 from billiard.einfo import ExceptionWithTraceback  # type: ignore[import-untyped]  # billiard: untyped
 from billiard.exceptions import WorkerLostError  # type: ignore[import-untyped]
 from celery import Celery, bootsteps, signals
+from celery.backends.base import Backend
 from celery.exceptions import Ignore, Reject, Retry, Terminated, TimeLimitExceeded
 from celery.utils.objects import Bunch
 from celery.utils.serialization import get_pickled_exception
 from celery.worker import request as celery_request
-from kombu.exceptions import ContentDisallowed
+from kombu.exceptions import ContentDisallowed, EncodeError
 
-from jobqueue_worker import contract, metrics
+from jobqueue_worker import contract, metrics, resultcheck
 from jobqueue_worker.brokerclient import plain_client
 from jobqueue_worker.contract import DeadLetter, DeadLetterReason
 from jobqueue_worker.settings import WorkerSettings
@@ -41,6 +46,13 @@ logger = logging.getLogger(__name__)
 EXCEPTION_CHARS = 2000
 TRACEBACK_CHARS = 8000
 """Bounds on what an entry stores besides the message itself."""
+
+
+class ResultNotStored(Exception):
+    """The task's body returned, but its result could not be stored in the result backend.
+
+    Raised in the process that ran the task in place of the backend's own error, so that the worker's main
+    process (which writes the dead letter) can tell it from a task that raised."""
 
 
 def envelope(message: Any) -> dict[str, Any]:
@@ -272,6 +284,41 @@ def _is_worker_lost(request: Any, exc: BaseException) -> bool:
     return isinstance(exc, SystemExit | KeyboardInterrupt) and not cancelled
 
 
+def _failure_reason(exc: BaseException) -> DeadLetterReason:
+    if isinstance(exc, TimeLimitExceeded):
+        return DeadLetterReason.TIME_LIMIT
+    if isinstance(exc, ResultNotStored):
+        return DeadLetterReason.RESULT_NOT_STORED
+    return DeadLetterReason.FAILED
+
+
+def _patch_backend() -> None:
+    """Patch Celery's result backends (every subclass inherits both methods) in this process, once."""
+    if getattr(Backend, "_jobqueue_patched", False):
+        return
+    mark_as_done, mark_as_failure = Backend.mark_as_done, Backend.mark_as_failure
+
+    def patched_mark_as_done(self: Any, task_id: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return mark_as_done(self, task_id, *args, **kwargs)
+        except EncodeError:  # a result that cannot be serialized: Celery stores it as the task's FAILURE
+            raise
+        except Exception as exc:
+            message = (
+                f"the task ran and returned, but its result could not be stored in "
+                f"{resultcheck.location(self)}: {describe(exc)}"
+            )
+            raise ResultNotStored(message) from exc
+
+    def patched_mark_as_failure(self: Any, task_id: str, exc: BaseException, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(exc, ResultNotStored):
+            return None  # it did not fail: no FAILURE, no errbacks; its dead letter says what happened
+        return mark_as_failure(self, task_id, exc, *args, **kwargs)
+
+    Backend.mark_as_done, Backend.mark_as_failure = patched_mark_as_done, patched_mark_as_failure
+    Backend._jobqueue_patched = True
+
+
 def _patch_request() -> None:
     """Patch Celery's Request (and so its per-task subclasses) in this process, once."""
     cls = celery_request.Request
@@ -303,8 +350,7 @@ def _patch_request() -> None:
             if not self.acknowledged:
                 letters.count_loss(self.id)
         elif letters is not None and not isinstance(exc, Retry | Ignore | Reject | Terminated):
-            reason = DeadLetterReason.TIME_LIMIT if isinstance(exc, TimeLimitExceeded) else DeadLetterReason.FAILED
-            self.__dict__[_FAILING] = (reason, exc, str(exc_info.traceback or ""))
+            self.__dict__[_FAILING] = (_failure_reason(exc), exc, str(exc_info.traceback or ""))
         try:
             return on_failure(self, exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         finally:
@@ -361,5 +407,6 @@ def install(app: Celery, settings: WorkerSettings) -> DeadLetters:
     _LETTERS = DeadLetters(app, settings)
     app.steps["consumer"].add(DeadLetterStep)
     _patch_request()
+    _patch_backend()
     signals.task_postrun.connect(_forget_after_success, weak=False, dispatch_uid="jobqueue_worker.deadletter")
     return _LETTERS

@@ -77,6 +77,7 @@ class Incarnation:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._result_backend_problem: str | None = None
         self.holders = held.Holders(self._new_holder(), successor=self._new_holder, retire=self._retire)
 
     def _new_holder(self) -> held.Holder:
@@ -94,16 +95,27 @@ class Incarnation:
         self._thread = threading.Thread(target=self._beat_until_stopped, name="jobqueue-heartbeat", daemon=True)
         self._thread.start()
 
+    def report_result_backend(self, problem: str | None) -> None:
+        """What is wrong with the result backend (None: nothing), written with every heartbeat from now on."""
+        self._result_backend_problem = problem
+
     def beat(self) -> None:
-        """Write the registration and refresh the heartbeat in one MULTI; a failure is logged, not raised."""
+        """Write the registration, refresh the heartbeat and the result backend's report (same TTL) in one
+        MULTI; a failure is logged, not raised."""
         holder = self.holders.current
         prefix = key_prefix(self._app)
+        problem = self._result_backend_problem
         try:
             with plain_client(self._app) as client:
                 pipe = client.pipeline(transaction=True)
                 pipe.hset(prefix + contract.WORKERS, holder.instance, holder.registration)
                 alive = contract.alive_key(holder.instance, prefix)
                 pipe.set(alive, f"{time.time():.3f}", ex=contract.HEARTBEAT_TTL_SECONDS)
+                report = contract.result_backend_key(holder.instance, prefix)
+                if problem is None:
+                    pipe.delete(report)
+                else:
+                    pipe.set(report, problem, ex=contract.HEARTBEAT_TTL_SECONDS)
                 pipe.execute()
         except Exception as exc:  # the broker's trouble: the consumer reports it; keep beating
             holder.registered.clear()  # a restarted, empty Redis lost it: the next delivery writes it again

@@ -56,22 +56,41 @@ app.kubernetes.io/part-of: jobqueue
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, update, delete]
-# Secrets: the managed broker's password (created once), the external broker URL and the Secrets and
-# ConfigMaps the Pods' env reads (watched: their values' hash rolls the Pods when they change).
+# Secrets: the managed broker's passwords (created once; its url key rewritten from its password key when
+# a user rotates it), the external broker URL and the Secrets and ConfigMaps the Pods' env reads (watched:
+# their values' hash rolls the Pods when they change).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, create, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch]
 # Pods: watched so the status follows them (crash loops, image pulls) and a dead worker's tasks are put
-# back at once; pod-deletion-cost set on idle workers before a scale-down.
+# back at once; pod-deletion-cost set on idle workers before a scale-down; the managed Redis Pod deleted
+# to restart it onto a changed template once that loses no task (its StatefulSet updates OnDelete).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, patch]
-# Events: the operator posts its own on the JobQueues, and reads a StatefulSet's FailedCreate Events
-# (admission or quota refusing the Redis Pod), which has no condition for it.
+  verbs: [get, list, watch, patch, delete]
+# Events: the operator posts its own on the JobQueues (a repeated Warning raises its Event's count: list,
+# patch), and reads a StatefulSet's FailedCreate Events (admission or quota refusing the Redis Pod), which
+# has no condition for it.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, list]
+  verbs: [create, list, patch]
+{{- end }}
+
+{{/*
+The monitoring objects the values enable but the cluster has no API for (comma-separated; empty: none):
+the templates create each only where its monitoring.coreos.com/v1 kind is served, and NOTES.txt says
+which were left out.
+*/}}
+{{- define "jobqueue-operator.monitoringNotCreated" -}}
+{{- $asked := dict "ServiceMonitor" .Values.metrics.serviceMonitor.enabled "PodMonitor" .Values.metrics.podMonitor.enabled "PrometheusRule" .Values.prometheusRule.enabled }}
+{{- $skipped := list }}
+{{- range $kind, $enabled := $asked }}
+{{- if and $enabled (not ($.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind))) }}
+{{- $skipped = append $skipped $kind }}
+{{- end }}
+{{- end }}
+{{- join ", " $skipped }}
 {{- end }}

@@ -125,8 +125,7 @@ class Stage:
 
     def worker_pods(self, jobqueue: str, queue: str) -> list[dict[str, Any]]:
         """The queue's worker Pods that are not being deleted."""
-        selector = f"{naming.JOBQUEUE_LABEL}={jobqueue},{naming.QUEUE_LABEL}={queue},{naming.COMPONENT_LABEL}=worker"
-        pods = self.kube.get("pods", "-n", self.namespace, "-l", selector)["items"]
+        pods = self.kube.get("pods", "-n", self.namespace, "-l", naming.queue_selector(jobqueue, queue))["items"]
         return [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")]
 
     def ready_workers(self, jobqueue: str, queue: str) -> list[str]:

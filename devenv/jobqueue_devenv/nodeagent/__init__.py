@@ -1,5 +1,5 @@
 """The local node agent: a small kubelet that runs the Pods bound to its Node from their images (runc), or as
-host processes when their image is not in local storage.
+host processes for the few images no build here makes (`hostprocess`).
 
 Test and demo infrastructure only. Modules, each with one job:
 `node` (Node object and lease), `envvars` (container environment as the kubelet builds it),
@@ -9,7 +9,9 @@ per Pod), `names` (hosts files), `services` (Service addresses and the TCP forwa
 (one container's process), `volumes` (a Pod's volumes on the host), `mounter` (a container's
 mounts, run inside its mount namespace), `storage` (the local-path StorageClass and provisioner),
 `imagestore` (images in containers-storage), `oci` (a container from an image, decided as the kubelet
-does), `runc` (one run of it), `logs` (a log file per run), `kubeletapi` (the containerLogs endpoint
-behind `kubectl logs`), `pods` (one Pod's worker), `informer` (list+watch into a cache),
+does), `runc` (one run of it), `hostprocess` (which images run as host processes), `logs` (a log file
+per run), `kubeletapi` (the kubelet port behind `kubectl logs`, `exec`, `port-forward`), `spdy` (SPDY/3.1
+frames), `spdyconn` (one SPDY connection's streams), `streaming` (exec and port-forward sessions),
+`pods` (one Pod's worker), `informer` (list+watch into a cache),
 `cleanup` (end everything a dead agent left), `agent` (wires it together).
 """

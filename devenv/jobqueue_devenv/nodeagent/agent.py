@@ -11,10 +11,11 @@ import base64
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from jobqueue_devenv.nodeagent import cleanup, kubeletapi, logs, network, node, runc, storage
+from jobqueue_devenv.nodeagent import cleanup, kubeletapi, logs, network, node, runc, storage, streaming
 from jobqueue_devenv.nodeagent.backoff import BackOff
 from jobqueue_devenv.nodeagent.containers import MARKER
 from jobqueue_devenv.nodeagent.imagestore import ImageStore
@@ -68,7 +69,16 @@ class Agent:
         self.core = client.CoreV1Api(api_client)
         self.discovery = client.DiscoveryV1Api(api_client)
         self.kubelet_api = (
-            kubeletapi.KubeletServer(self.container_logs, tls.cert, tls.key, tls.client_ca) if tls else None
+            kubeletapi.KubeletServer(
+                self.container_logs,
+                tls.cert,
+                tls.key,
+                tls.client_ca,
+                find_exec=self.exec_target,
+                find_pod=self.pod_address,
+            )
+            if tls
+            else None
         )
         self.node = node.NodeRegistration(api_client, node_name, self.kubelet_api.port if self.kubelet_api else 0)
         self.name = node_name
@@ -117,10 +127,9 @@ class Agent:
             **self.service_env(pod),
         }
 
-    def container_logs(self, namespace: str, name: str, container: str) -> kubeletapi.LogTarget:
-        """A container's log files for the kubelet API: of the Pod running here, else of one that ran here."""
+    def _worker(self, namespace: str, name: str) -> PodWorker | None:
         with self.lock:
-            worker = next(
+            return next(
                 (
                     w
                     for w in self.workers.values()
@@ -128,6 +137,25 @@ class Agent:
                 ),
                 None,
             )
+
+    def exec_target(self, namespace: str, name: str, container: str) -> streaming.ExecTarget:
+        """`kubectl exec`: a running container of a Pod of this node."""
+        worker = self._worker(namespace, name)
+        if worker is None:
+            raise streaming.RequestError(404, "pod does not exist")
+        return worker.exec_target(container)
+
+    def pod_address(self, namespace: str, name: str) -> tuple[str, Callable[[int], socket.socket]]:
+        """`kubectl port-forward`: the uid of a Pod of this node, and how to dial a port inside it."""
+        worker = self._worker(namespace, name)
+        if worker is None or worker.sandbox is None:
+            raise streaming.RequestError(404, "pod does not exist")
+        netns = worker.netns
+        return worker.uid, lambda port: network.connect_inside(netns, port, streaming.STREAM_CREATION_TIMEOUT)
+
+    def container_logs(self, namespace: str, name: str, container: str) -> kubeletapi.LogTarget:
+        """A container's log files for the kubelet API: of the Pod running here, else of one that ran here."""
+        worker = self._worker(namespace, name)
         if worker is not None:
             names = [c.name for c in worker.containers]
             if container not in names:
@@ -187,7 +215,7 @@ class Agent:
     def run(self) -> None:
         if self.kubelet_api is not None:
             self.kubelet_api.start()
-            log.info("kubelet API (container logs) on 127.0.0.1:%d", self.kubelet_api.port)
+            log.info("kubelet API (logs, exec, port-forward) on 127.0.0.1:%d", self.kubelet_api.port)
         self.node.register()
         self.provisioner.ensure_class()
         Informer(
@@ -285,7 +313,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--folder", type=Path, help="pod logs, hosts file and network record (default: node-agent/ next to kubeconfig)"
     )
-    parser.add_argument("--tls-cert-file", type=Path, help="serving certificate of the kubelet port (container logs)")
+    parser.add_argument(
+        "--tls-cert-file", type=Path, help="serving certificate of the kubelet port (logs, exec, port-forward)"
+    )
     parser.add_argument("--tls-private-key-file", type=Path)
     parser.add_argument("--client-ca-file", type=Path, help="CA of the certificates clients must present")
     args = parser.parse_args(argv)

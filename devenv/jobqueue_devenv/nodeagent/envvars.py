@@ -123,5 +123,5 @@ def command_line(container: Mapping[str, Any], env: Mapping[str, str]) -> list[s
     command = [expand(part, env) for part in container.get("command") or []]
     args = [expand(part, env) for part in container.get("args") or []]
     if not command:
-        raise ConfigError("container has no command: images mean nothing to the local node agent")
+        raise ConfigError("container has no command: a host process of the local node agent runs `command` + `args`")
     return command + args

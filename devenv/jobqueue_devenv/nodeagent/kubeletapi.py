@@ -1,4 +1,4 @@
-"""The kubelet's container-log endpoint, which the apiserver proxies `kubectl logs` to.
+"""The kubelet's port, which the apiserver proxies `kubectl logs`, `exec` and `port-forward` to.
 
 `GET /containerLogs/<namespace>/<pod>/<container>` with the kubelet's query parameters: `follow`
 (stream until the run ends), `previous` (the run before the current one), `tailLines`, `limitBytes`.
@@ -6,11 +6,13 @@
 HTTPS on 127.0.0.1 with the cluster CA's serving certificate; only clients with a certificate of the
 cluster CA (the apiserver's kubelet client certificate) are served, as `--client-ca-file` does for a
 kubelet. The Node's `status.daemonEndpoints.kubeletEndpoint.Port` tells the apiserver where it is.
+`/exec/...` and `/portForward/...` are upgraded to SPDY and served by `streaming`.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -19,6 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
+
+from jobqueue_devenv.nodeagent import spdyconn, streaming
 
 log = logging.getLogger("node-agent.kubelet-api")
 
@@ -38,6 +43,10 @@ class LogTarget:
 
 Find = Callable[[str, str, str], LogTarget]
 """(namespace, pod, container) -> its logs."""
+FindExec = Callable[[str, str, str], streaming.ExecTarget]
+"""(namespace, pod, container) -> how to run a command in it; raises streaming.RequestError."""
+FindPod = Callable[[str, str], tuple[str, Callable[[int], socket.socket]]]
+"""(namespace, pod) -> (its uid, port -> a connection to it in the Pod); raises streaming.RequestError."""
 
 
 def tail(data: bytes, lines: int) -> bytes:
@@ -61,6 +70,8 @@ def choose_run(target: LogTarget, previous: bool, pod: str, container: str) -> t
 
 class _Handler(BaseHTTPRequestHandler):
     server: KubeletServer
+    rbufsize = 0
+    """Unbuffered: after an upgrade the socket carries SPDY, and no byte of it may sit in a read buffer."""
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug(format, *args)
@@ -73,14 +84,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self) -> None:
+        self._upgrade()
+
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
+        if url.path.startswith(("/exec/", "/portForward/")):
+            self._upgrade()
+            return
         if url.path == "/healthz":
             self._error(200, "ok")
             return
         parts = url.path.strip("/").split("/")
         if len(parts) != 4 or parts[0] != "containerLogs":
-            self._error(404, f"the local node agent serves /containerLogs only, not {url.path}")
+            self._error(404, f"the local node agent serves /containerLogs, /exec and /portForward, not {url.path}")
             return
         _, namespace, pod, container = (urllib.parse.unquote(p) for p in parts)
         query = urllib.parse.parse_qs(url.query)
@@ -135,13 +152,61 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         return left
 
+    def _upgrade(self) -> None:
+        """`kubectl exec` and `port-forward`: check the request, upgrade to SPDY, serve the streams."""
+        url = urllib.parse.urlsplit(self.path)
+        offered = self.headers.get_all("X-Stream-Protocol-Version") or []
+        try:
+            kind, names = streaming.parse_path(url.path)
+            if "spdy/3.1" not in (self.headers.get("Upgrade") or "").lower():
+                raise streaming.RequestError(400, "unable to upgrade: missing upgrade headers in request (SPDY/3.1)")
+            if kind == "exec":
+                request = streaming.ExecRequest.from_query(url.query)
+                protocol = streaming.negotiate(offered, streaming.EXEC_PROTOCOLS)
+                target = self.server.find_exec(*names)
+            else:
+                protocol = streaming.negotiate(offered, streaming.PORT_FORWARD_PROTOCOLS)
+                uid, dial = self.server.find_pod(*names)
+        except streaming.RequestError as exc:
+            self._error(exc.status, str(exc))
+            return
+        self.close_connection = True
+        self.send_response(101)
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Upgrade", "SPDY/3.1")
+        self.send_header("X-Stream-Protocol-Version", protocol)
+        self.end_headers()
+        connection = spdyconn.Connection(self.connection)
+        if kind == "exec":
+            session = streaming.ExecSession(connection, request, target)
+            connection.on_stream = session.on_stream
+            threading.Thread(target=session.run, name="exec", daemon=True).start()
+        else:
+            connection.on_stream = streaming.PortForwardSession(connection, names[1], uid, dial).on_stream
+        connection.serve()
+
+
+def _not_served(*names: str) -> Any:
+    raise streaming.RequestError(404, "the local node agent was started without exec and port-forward")
+
 
 class KubeletServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, find: Find, cert: Path, key: Path, client_ca: Path, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        find: Find,
+        cert: Path,
+        key: Path,
+        client_ca: Path,
+        host: str = "127.0.0.1",
+        find_exec: FindExec = _not_served,
+        find_pod: FindPod = _not_served,
+    ) -> None:
         super().__init__((host, 0), _Handler)
         self.find = find
+        self.find_exec = find_exec
+        self.find_pod = find_pod
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         context.load_verify_locations(client_ca)

@@ -15,9 +15,11 @@ again gets the MAC it had before, so nobody's cached entry for it goes stale eit
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from dataclasses import asdict, dataclass
@@ -33,6 +35,35 @@ KUBERNETES_SERVICE = FIRST_SERVICE
 NETNS_ETC = Path("/etc/netns")
 NETNS_RUN = Path("/run/netns")
 RECORD_FILE = "network.json"
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def connect_inside(netns: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to 127.0.0.1:`port` inside a Pod's network namespace, as the container runtime
+    dials for `kubectl port-forward`: the Pod sees a local client (a server bound to localhost is reached,
+    Redis's protected mode lets it in). A socket stays in the namespace it was made in, so a short-lived
+    thread enters the namespace (setns changes only the calling thread's), dials, and ends."""
+    made: list[socket.socket | OSError] = []
+
+    def dial() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with (NETNS_RUN / netns).open() as handle:
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    number = ctypes.get_errno()
+                    raise OSError(number, os.strerror(number))
+            made.append(socket.create_connection(("127.0.0.1", port), timeout=timeout))
+        except OSError as exc:
+            made.append(exc)
+
+    thread = threading.Thread(target=dial, name=f"dial-{netns}")
+    thread.start()
+    thread.join()
+    if isinstance(made[0], OSError):
+        raise made[0]
+    return made[0]
 
 
 def ip_binary() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import functools
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 from kubernetes.client.rest import ApiException
 
-from jobqueue_devenv.nodeagent import envvars, logs, memory, oci, probes, status, volumes
+from jobqueue_devenv.nodeagent import envvars, hostprocess, logs, memory, oci, probes, status, streaming, volumes
 from jobqueue_devenv.nodeagent.backoff import BackOff, should_restart
 from jobqueue_devenv.nodeagent.containers import MARKER, ContainerProcess, find_executable, in_netns
 from jobqueue_devenv.nodeagent.imagestore import Image, ImageStore
@@ -79,6 +80,8 @@ class Container:
     """Of the latest run: runc://ID (from an image) or process://NAME (a host process)."""
     plan: Path | None = None
     """The mounter's plan of the current run, when the container has volumes (see `volumes`)."""
+    host_executable: str = ""
+    """What it runs as a host process (its image is one of `hostprocess.HOST_PROCESS_IMAGES`), else empty."""
     env: dict[str, str] = field(default_factory=dict)
     runs: int = 0
     started_at: str = ""
@@ -103,11 +106,17 @@ class Container:
         """`argv` as run in the container's mount view (its volumes), for the process, probes and hooks."""
         return volumes.mounter_command(self.plan, argv) if self.plan is not None else argv
 
-    def exec_argv(self, netns: str, argv: list[str]) -> list[str]:
-        """`argv` run in the container: inside the image's container, or in the host process's view."""
+    def exec_argv(self, netns: str, argv: list[str], tty: bool = False) -> list[str]:
+        """`argv` run in the container: inside the image's container, or in the host process's view.
+
+        With `tty` the caller gives it a pseudo-terminal as stdin/stdout/stderr; `setsid --ctty` makes
+        that its controlling terminal (runc then hands the command a terminal of its own).
+        """
         if isinstance(self.process, RuncContainer):
-            return self.process.exec_argv(argv)
-        return in_netns(netns, self.command(argv))
+            argv = self.process.exec_argv(argv, tty)
+        else:
+            argv = in_netns(netns, self.command(argv))
+        return ["setsid", "--ctty", *argv] if tty else argv
 
     def view(self) -> status.ContainerView:
         waiting = status.ContainerView(
@@ -120,6 +129,7 @@ class Container:
             container_id=self.container_id,
             image_id=f"sha256:{self.image.id}" if self.image is not None else "",
             image=self.image.reference if self.image is not None else "",
+            host_executable=self.host_executable,
         )
         if self.process is not None:
             return replace(waiting, state="running", ready=self.ready, started_at=self.started_at, reason="")
@@ -186,6 +196,14 @@ class PodWorker(threading.Thread):
             if container.name == container_name and container.process is not None:
                 return path == logs.run_log(self.folder, container.name, container.runs - 1)
         return False
+
+    def exec_target(self, container_name: str) -> streaming.ExecTarget:
+        """How `kubectl exec` runs a command in one of this Pod's running containers (kubeletapi)."""
+        for container in self.containers:
+            if container.name == container_name and container.process is not None and self.sandbox is not None:
+                argv = functools.partial(container.exec_argv, self.netns)
+                return streaming.ExecTarget(argv, dict(container.env), str(self.folder))
+        raise streaming.RequestError(404, f'container not found ("{container_name}")')
 
     # -- running --------------------------------------------------------------------------------------
 
@@ -261,7 +279,7 @@ class PodWorker(threading.Thread):
     def _start(self, container: Container) -> None:
         image_name = str(container.spec.get("image") or "")
         image = self.runtime.images.lookup(image_name) if image_name else None
-        if image is None and not self._runs_on_host(container):
+        if image is None and not hostprocess.runs_on_host(image_name):
             self._image_missing(container, image_name)
             return
         pod = self._pod_with_ip()
@@ -297,14 +315,6 @@ class PodWorker(threading.Thread):
         where = f"image {image.reference}" if image is not None else "a host process"
         log.info("%s: started %s from %s (pid %d)", self.name, container.name, where, container.process.pid)
 
-    def _runs_on_host(self, container: Container) -> bool:
-        """No image in local storage: a container whose command exists on this host runs as a host process."""
-        command = container.spec.get("command") or []
-        return (
-            bool(command)
-            and find_executable(str(command[0]), self.runtime.base_env(self.pod).get("PATH", "")) is not None
-        )
-
     def _image_missing(self, container: Container, image: str) -> None:
         """The kubelet's Waiting reasons for an image that is not there and cannot be pulled."""
         if container.spec.get("imagePullPolicy") == "Never":
@@ -328,9 +338,11 @@ class PodWorker(threading.Thread):
             pod, container.spec, self.runtime.secrets, self.runtime.config_maps, self.runtime.base_env(pod)
         )
         argv = envvars.command_line(container.spec, env)
-        if find_executable(argv[0], env.get("PATH", "")) is None:
+        executable = find_executable(argv[0], env.get("PATH", ""))
+        if executable is None:
             self._wait(container, "CreateContainerError", f'executable "{argv[0]}" not found in PATH {env.get("PATH")}')
             return False
+        container.host_executable = executable
         cwd = container.spec.get("workingDir") or str(self.folder)
         container.plan = None
         if volumes.needs_mounter(container.spec):

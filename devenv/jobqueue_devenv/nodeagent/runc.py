@@ -131,9 +131,9 @@ class RuncContainer:
             self.close()
         return code
 
-    def exec_argv(self, argv: Sequence[str]) -> list[str]:
-        """`argv` run inside the container (its user, env, namespaces and mounts): exec probes, preStop."""
-        return [runc_binary(), "--root", str(self.root), "exec", self.id, *argv]
+    def exec_argv(self, argv: Sequence[str], tty: bool = False) -> list[str]:
+        """`argv` run inside the container (its user, env, namespaces and mounts): probes, preStop, exec."""
+        return [runc_binary(), "--root", str(self.root), "exec", *(["--tty"] if tty else []), self.id, *argv]
 
     # -- after the exit ----------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jobqueue_devenv.nodeagent import hostprocess
+
 State = Literal["waiting", "running", "terminated"]
 
 
@@ -45,6 +47,7 @@ class ContainerView:
     container_id: str = ""  # runc://ID for a container from an image, process://NAME for a host process
     image_id: str = ""  # sha256:ID of the image it runs from
     image: str = ""  # the image as found in local storage (the spec's name when empty)
+    host_executable: str = ""  # what it runs as a host process (hostprocess.HOST_PROCESS_IMAGES), else empty
 
 
 TERMINATION_MESSAGE_BYTES = 2048
@@ -159,6 +162,10 @@ def pod_status(
         "containerStatuses": [_container_status(c, images.get(c.name, "")) for c in containers],
         "qosClass": (pod.get("status") or {}).get("qosClass", "BestEffort"),
     }
+    on_host = [(c.name, images.get(c.name, ""), c.host_executable) for c in containers if c.host_executable]
+    if on_host:
+        since = (previous.get(hostprocess.CONDITION) or {}).get("lastTransitionTime") or now
+        status["conditions"].append(hostprocess.condition(on_host, since))
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

@@ -1,7 +1,17 @@
-"""The managed broker: a password Secret, a StatefulSet of one Redis, and its Service."""
+"""The managed broker: two password Secrets, a StatefulSet of one Redis, and its Service.
+
+`<jq>-redis-auth` holds the password producers and workers use (key `password`, the source of truth, and
+`url`, derived from it); `<jq>-redis-operator` holds the password of the operator's own Redis user, which
+a user's edit of the first never touches, so the operator can always log in to rotate it
+(docs/operator.md, "The managed broker's password").
+
+The StatefulSet updates `OnDelete`: a changed template never restarts Redis by itself, because a restart
+loses every task Redis holds unless persistence is on; the reconciler decides when (`broker_restart`).
+"""
 
 from __future__ import annotations
 
+import string
 from typing import Final
 
 from jobqueue_operator import broker_memory, naming
@@ -23,6 +33,16 @@ REDIS_UID: Final = 999
 """The redis user of the official image."""
 PASSWORD_ENV: Final = "REDIS_PASSWORD"
 """The container reads its password from this variable (from the JobQueue's Redis Secret)."""
+OPERATOR_USER: Final = "jobqueue-operator"
+"""The operator's own Redis user: every command, every key, every channel."""
+OPERATOR_PASSWORD_ENV: Final = "JOBQUEUE_OPERATOR_PASSWORD"
+"""The container reads the operator user's password from this variable (from `<jq>-redis-operator`)."""
+OPERATOR_PERMISSIONS: Final = ("~*", "&*", "+@all")
+UPDATE_STRATEGY: Final = "OnDelete"
+TO_ON_DELETE: Final = {"spec": {"updateStrategy": {"type": UPDATE_STRATEGY, "rollingUpdate": None}}}
+"""The merge patch that switches a StatefulSet made with `RollingUpdate` (by an earlier operator version) to
+`OnDelete` before the apply: server-side apply cannot, the defaulted `rollingUpdate` (owned by no manager)
+would stay and the API server refuses it beside `OnDelete`. Changing only the strategy restarts nothing."""
 
 
 def _managed(jq: JobQueue) -> ManagedBroker:
@@ -37,18 +57,44 @@ def host(jq: JobQueue) -> str:
     return f"{naming.redis(jq.name)}.{jq.namespace}.svc"
 
 
-def url(jq: JobQueue, password: str) -> str:
-    return f"redis://:{password}@{host(jq)}:{PORT}/0"
+_UNRESERVED: Final = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
+def quote(text: str) -> str:
+    """Percent-encode everything but RFC 3986's unreserved characters (a password may hold `@`, `:`, `/`)."""
+    return "".join(c if c in _UNRESERVED else "".join(f"%{byte:02X}" for byte in c.encode()) for c in text)
+
+
+def url(jq: JobQueue, password: str, user: str = "") -> str:
+    """The broker URL for a password (percent-encoded: any character may be in it) and, if given, a user."""
+    return f"redis://{quote(user)}:{quote(password)}@{host(jq)}:{PORT}/0"
+
+
+def operator_url(jq: JobQueue, password: str) -> str:
+    """The URL the operator reads and administers a managed broker with: its own user."""
+    return url(jq, password, OPERATOR_USER)
 
 
 def secret(jq: JobQueue, password: str) -> Manifest:
-    """The broker's credentials. Created once; the reconciler never rewrites an existing one."""
+    """The broker's credentials for producers and workers. Created once; afterwards the reconciler only
+    rewrites its `url` key from its `password` key (a rotation)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": metadata(jq, naming.redis_secret(jq.name), naming.BROKER),
         "type": "Opaque",
         "stringData": {naming.PASSWORD_KEY: password, naming.URL_KEY: url(jq, password)},
+    }
+
+
+def operator_secret(jq: JobQueue, password: str) -> Manifest:
+    """The password of the operator's own Redis user. Created once, never rewritten."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(jq, naming.redis_operator_secret(jq.name), naming.BROKER),
+        "type": "Opaque",
+        "stringData": {naming.PASSWORD_KEY: password},
     }
 
 
@@ -65,7 +111,8 @@ def maxmemory(managed: ManagedBroker) -> int:
 
 
 def args(managed: ManagedBroker) -> list[str]:
-    """redis-server's arguments. The working directory (/data) is where the append-only file goes."""
+    """redis-server's arguments. The working directory (/data) is where the append-only file goes. The
+    default user's password is the Secret's (`requirepass`); the operator's user is declared too."""
     persistence = (
         ["--appendonly", "yes", "--appendfsync", "everysec"]
         if managed.persistence.enabled
@@ -76,6 +123,11 @@ def args(managed: ManagedBroker) -> list[str]:
         str(PORT),
         "--requirepass",
         f"$({PASSWORD_ENV})",
+        "--user",
+        OPERATOR_USER,
+        "on",
+        f">$({OPERATOR_PASSWORD_ENV})",
+        *OPERATOR_PERMISSIONS,
         "--maxmemory",
         str(maxmemory(managed)),
         "--maxmemory-policy",
@@ -84,19 +136,32 @@ def args(managed: ManagedBroker) -> list[str]:
     ]
 
 
+def readiness_command() -> list[str]:
+    """Redis answers commands and is not loading its data. Logged in as the operator's user, whose password
+    never changes; a refused login (NOAUTH after the failed AUTH) still proves Redis serves commands. It
+    never reads the Secret's password, which a rotation drops while this container runs."""
+    script = (
+        f'out=$(redis-cli -p {PORT} --user {OPERATOR_USER} --pass "${OPERATOR_PASSWORD_ENV}" --no-auth-warning '
+        'ping 2>/dev/null); [ "$out" = PONG ] || [ "${out#NOAUTH}" != "$out" ]'
+    )
+    return ["sh", "-c", script]
+
+
 def statefulset(jq: JobQueue) -> Manifest:
     managed = _managed(jq)
     name = naming.redis(jq.name)
-    ping = ["sh", "-c", f'redis-cli -p 6379 -a "${PASSWORD_ENV}" --no-auth-warning ping | grep -q PONG']
     container: Manifest = {
         "name": "redis",
         "image": managed.image,
         "command": ["redis-server"],
         "args": args(managed),
         "workingDir": DATA_DIR,
-        "env": [secret_env(PASSWORD_ENV, naming.redis_secret(jq.name), naming.PASSWORD_KEY)],
+        "env": [
+            secret_env(PASSWORD_ENV, naming.redis_secret(jq.name), naming.PASSWORD_KEY),
+            secret_env(OPERATOR_PASSWORD_ENV, naming.redis_operator_secret(jq.name), naming.PASSWORD_KEY),
+        ],
         "ports": [{"name": "redis", "containerPort": PORT, "protocol": "TCP"}],
-        "readinessProbe": {"exec": {"command": ping}, "periodSeconds": 5, "timeoutSeconds": 3},
+        "readinessProbe": {"exec": {"command": readiness_command()}, "periodSeconds": 5, "timeoutSeconds": 3},
         "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "failureThreshold": 6},
         "resources": resources(managed.resources),
         "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
@@ -106,6 +171,7 @@ def statefulset(jq: JobQueue) -> Manifest:
     spec: Manifest = {
         "replicas": 1,
         "serviceName": name,
+        "updateStrategy": {"type": UPDATE_STRATEGY},
         "selector": {"matchLabels": naming.selector_labels(jq, naming.BROKER)},
         "template": {
             "metadata": {"labels": naming.labels(jq, naming.BROKER)},

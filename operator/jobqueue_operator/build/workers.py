@@ -158,12 +158,13 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
     env_from = user_env_from(jq)
     if env_from:
         container["envFrom"] = env_from
+    real_name = naming.queue_annotations(queue.name)  # none for a DNS-label name: its objects stay as they were
     spec: Manifest = {
         "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
         "template": {
             "metadata": {
                 "labels": naming.labels(jq, naming.WORKER, queue.name),
-                "annotations": dict(SCRAPE_ANNOTATIONS),
+                "annotations": {**SCRAPE_ANNOTATIONS, **real_name},
             },
             "spec": {
                 **placement(jq),
@@ -175,10 +176,8 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
     }
     if with_replicas:
         spec = {"replicas": initial_replicas(queue), **spec}
-    manifest = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(jq, deployment_name(jq, queue), naming.WORKER, queue.name),
-        "spec": spec,
-    }
+    meta = metadata(jq, deployment_name(jq, queue), naming.WORKER, queue.name)
+    if real_name:
+        meta["annotations"] = dict(real_name)
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
     return with_config_hash(manifest, config or {})

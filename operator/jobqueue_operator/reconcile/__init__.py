@@ -25,12 +25,10 @@ def reconcile(
     body: Mapping[str, Any],
     memory: Memory,
     now: str,
-    clock: float,
     wanted: Callable[[], bool] = lambda: True,
 ) -> Outcome:
-    """Converge the children of the JobQueue `body` and write its status; `now` is wall-clock (RFC 3339),
-    `clock` monotonic seconds (for repeating Warnings no more than every few minutes); `wanted`: whether
-    the JobQueue is still to be reconciled (not marked for deletion since `body` was read)."""
+    """Converge the children of the JobQueue `body` and write its status; `now` is wall-clock (RFC 3339);
+    `wanted`: whether the JobQueue is still to be reconciled (not marked for deletion since `body` was read)."""
     world = observe.read(client, body)
     plan = decide.plan(world, memory.conditions, now)
-    return converge.carry_out(client, plan, memory, now, clock, wanted)
+    return converge.carry_out(client, plan, memory, now, wanted)

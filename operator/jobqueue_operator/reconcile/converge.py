@@ -1,14 +1,16 @@
-"""Every write of one reconcile, in the order that is safe: the broker's password Secret, the replicas the
-autoscaler takes over, the children (applied together), the deletions, then the status and the Events."""
+"""Every write of one reconcile, in the order that is safe: the broker's password Secrets, the managed
+broker's operator user and password step (Redis accepts a new password before the Secret's url carries it),
+the replicas the autoscaler takes over, the children (applied together), the deletions, a managed Redis's
+restart, then the status and the Events."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from jobqueue_operator import events, kube, naming, status
+from jobqueue_operator import broker, broker_admin, broker_restart, events, kube, naming, status
 from jobqueue_operator.build import redis
 from jobqueue_operator.build.common import Manifest
 from jobqueue_operator.events import Event
@@ -25,7 +27,6 @@ class Memory:
     """The conditions last written: newer than the watched body until our own write comes back."""
     written: dict[str, Any] | None = None
     """The status body last applied, so an unchanged one is not written again."""
-    posted: dict[tuple[str, str], float] = field(default_factory=dict)
     failures: int = 0
     """Reconciles in a row that did not converge, for the back-off."""
 
@@ -44,10 +45,70 @@ class Outcome:
 def _password_secret(client: kube.KubeApi, plan: Plan) -> list[Event]:
     if plan.password_secret_for is None:
         return []
-    secret = redis.secret(plan.password_secret_for, secrets.token_hex(24))
+    chosen = plan.broker.secret_password if plan.broker is not None else None
+    secret = redis.secret(plan.password_secret_for, chosen or secrets.token_hex(24))
     if client.create(secret):
         return [Event("Normal", Reason.CREATED, f"Created Secret {secret['metadata']['name']}")]
     return []
+
+
+def _operator_secret(client: kube.KubeApi, plan: Plan) -> list[Event]:
+    if plan.broker is None or plan.broker.operator_secret_for is None:
+        return []
+    secret = redis.operator_secret(plan.broker.operator_secret_for, secrets.token_hex(24))
+    if client.create(secret):
+        return [Event("Normal", Reason.CREATED, f"Created Secret {secret['metadata']['name']}")]
+    return []
+
+
+def _broker_before(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.Problem]]:
+    """The StatefulSet's update strategy (before the apply may change its template), the operator's own user,
+    then the password rotation's step: Redis first, then the Secret's url."""
+    found = plan.broker
+    if found is not None and found.switch_to_on_delete:
+        name = naming.redis(plan.name)
+        try:
+            client.merge_patch("apps/v1", "StatefulSet", plan.namespace, name, redis.TO_ON_DELETE)
+        except kube.KubeError as exc:
+            return [], [status.Problem(Reason.BROKER_CONFIGURE_FAILED, f"switching to OnDelete failed: {exc}")]
+    if found is None or found.admin_url is None:
+        return [], []
+    step = found.password
+    try:
+        if found.ensure_operator_user is not None:
+            broker_admin.ensure_operator_user(
+                found.admin_url, redis.OPERATOR_USER, found.ensure_operator_user, redis.OPERATOR_PERMISSIONS
+            )
+        if step.add is not None:
+            broker_admin.add_password(found.admin_url, step.add)
+        if step.keep_only is not None:
+            broker_admin.keep_only_password(found.admin_url, step.keep_only)
+    except broker.BrokerError as exc:
+        return [], [status.Problem(Reason.BROKER_CONFIGURE_FAILED, f"configuring Redis's users failed: {exc}")]
+    if step.url is not None:
+        secret = naming.redis_secret(plan.name)
+        try:
+            client.write_secret_key(plan.namespace, secret, naming.URL_KEY, step.url)
+        except kube.KubeError as exc:
+            return [], [status.Problem(Reason.BROKER_CONFIGURE_FAILED, f"rewriting the url key failed: {exc}")]
+    return list(step.events), []
+
+
+def _restart_broker(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.Problem]]:
+    """Delete the managed Redis Pod when `broker_restart` decided it may go: its StatefulSet makes it again
+    from the current template. The restart annotation is one shot: removed once used."""
+    verdict = plan.broker.restart if plan.broker is not None else None
+    if verdict is None or not verdict.restart:
+        return [], []
+    pod = f"{naming.redis(plan.name)}-0"
+    try:
+        client.delete_pod(plan.namespace, pod)
+        if verdict.asked:
+            client.remove_annotation(plan.namespace, plan.name, naming.RESTART_BROKER_ANNOTATION)
+    except kube.KubeError as exc:
+        return [], [status.Problem(Reason.BROKER_CONFIGURE_FAILED, f"restarting Redis failed: {exc}")]
+    message = broker_restart.restarted_message(verdict)
+    return [Event("Warning" if verdict.lost else "Normal", Reason.BROKER_RESTARTED, message)], []
 
 
 def _take_replicas(client: kube.KubeApi, plan: Plan) -> list[status.Problem]:
@@ -94,19 +155,22 @@ def _delete(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list[status.
     return done, problems
 
 
-def carry_out(
-    client: kube.KubeApi, plan: Plan, memory: Memory, now: str, clock: float, wanted: Callable[[], bool]
-) -> Outcome:
+def carry_out(client: kube.KubeApi, plan: Plan, memory: Memory, now: str, wanted: Callable[[], bool]) -> Outcome:
     """Carry out `plan`; the status written says what the writes could not do, too. `wanted` is asked
     right before the first write: a JobQueue marked for deletion meanwhile gets none (an apply now would
     put back the owner references an orphaning delete takes away)."""
     if not wanted():
         return Outcome(plan.status, [], True, plan.references, plan.pods)
-    done = _password_secret(client, plan)
+    done = _password_secret(client, plan) + _operator_secret(client, plan)
+    configured, unconfigured = _broker_before(client, plan)
     problems = _take_replicas(client, plan)
-    applied, refused = _apply(client, plan)
+    # The children's config hashes assume the broker writes were done (the Secret's url rewritten): without
+    # them, Pods would roll onto the old url under the new hash, and never roll again. Next reconcile.
+    applied, refused = _apply(client, plan) if not unconfigured else ([], [])
     deleted, undeletable = _delete(client, plan)
-    problems += refused + undeletable
+    restarted, unrestarted = _restart_broker(client, plan)
+    done += configured + restarted
+    problems += unconfigured + refused + undeletable + unrestarted
     computed = status.with_problems(plan.status, plan.observation, problems, now)
     body = computed.to_body()
     if body != memory.written:
@@ -114,9 +178,9 @@ def carry_out(
         memory.written = body
     memory.conditions = list(computed.conditions)
     warnings = [Event("Warning", p.reason, p.message) for p in problems]
-    posted, memory.posted = events.to_post([*done, *applied, *deleted, *plan.events, *warnings], memory.posted, clock)
+    posted = events.distinct([*done, *applied, *deleted, *plan.events, *warnings])
     for event in posted:
-        client.post_event(plan.body, event.type, event.reason, event.message)
+        client.post_event(plan.body, event)
     converged = plan.converged and not problems
     memory.failures = 0 if converged else memory.failures + 1
     return Outcome(computed, posted, converged, plan.references, plan.pods)

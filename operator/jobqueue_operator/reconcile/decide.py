@@ -16,12 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobqueue_operator import causes, naming, status
+from jobqueue_operator import broker_restart, causes, naming, status
 from jobqueue_operator.build import children, drift, workers
 from jobqueue_operator.build.common import Config, Manifest, broker_url_ref
 from jobqueue_operator.events import Event
 from jobqueue_operator.models import Condition, DrainingQueue, JobQueue, JobQueueStatus, Queue
 from jobqueue_operator.reasons import Reason
+from jobqueue_operator.reconcile import decide_broker
+from jobqueue_operator.reconcile.decide_broker import BrokerPlan, ManagedBroker
 from jobqueue_worker import contract
 
 Key = tuple[str, str]
@@ -51,6 +53,8 @@ class World:
     """FailedCreate Events of the managed Redis StatefulSet, read while it has no Pod."""
     leftovers: Mapping[str, int | None] = field(default_factory=dict)
     """Worker Deployments of queues no longer in the spec -> tasks their queue still holds (None: unknown)."""
+    managed: ManagedBroker | None = None
+    """The managed broker as the operator logged in to it (None: an external broker)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class Plan:
     """The Secrets and ConfigMaps the Pods read: a change to one of them calls for a reconcile."""
     pods: Sequence[Manifest] = ()
     """The JobQueue's Pods as observed (the runtime counts worker restarts from them)."""
+    broker: BrokerPlan | None = None
+    """The managed broker's writes: its operator user, the password rotation's step, a restart."""
 
 
 def owns_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
@@ -113,11 +119,12 @@ def invalid(world: World, previous: Sequence[Condition], now: str) -> Plan:
 
 
 def _pods_of(world: World, component: str, queue: str | None = None) -> list[Manifest]:
+    """The Pods of a component (of one queue, by its real name)."""
+
     def matches(pod: Manifest) -> bool:
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        return labels.get(naming.COMPONENT_LABEL) == component and (
-            queue is None or labels.get(naming.QUEUE_LABEL) == queue
-        )
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        return labels.get(naming.COMPONENT_LABEL) == component and (queue is None or naming.queue_of(metadata) == queue)
 
     return [pod for pod in world.pods if matches(pod)]
 
@@ -187,6 +194,15 @@ def _missing_config(world: World, jq: JobQueue) -> list[status.Problem]:
     return problems
 
 
+def _reported_by_workers(body: Mapping[str, Any]) -> list[status.Problem]:
+    """What the workers report that keeps the JobQueue from working, as the tick wrote it in the status
+    (ResultBackendReady False: results are not stored): Ready and Degraded say it too."""
+    for condition in _previous_conditions(body):
+        if condition.type == status.RESULT_BACKEND_READY and condition.status == "False":
+            return [status.Problem(condition.reason or Reason.RESULT_BACKEND_UNREACHABLE, condition.message or "")]
+    return []
+
+
 def _optional(jq: JobQueue, kind: str, name: str) -> bool:
     """Whether every reference of the spec's env to this object is marked optional."""
     flags = []
@@ -208,11 +224,12 @@ def _prune(
     keep = {(m["kind"], m["metadata"]["name"]) for m in desired}
     if jq.spec.broker.managed is not None:
         keep.add(("Secret", naming.redis_secret(jq.name)))
+        keep.add(("Secret", naming.redis_operator_secret(jq.name)))
     delete, draining, replicas, events = [], [], [], []
     for (kind, name), child in sorted(world.children.items()):
         if (kind, name) in keep:
             continue
-        queue = ((child.get("metadata") or {}).get("labels") or {}).get(naming.QUEUE_LABEL)
+        queue = naming.queue_of(child.get("metadata") or {})
         tasks = world.leftovers.get(queue, 0) if kind == "Deployment" and queue else 0
         if tasks == 0:
             delete.append((str(child.get("apiVersion", "v1")), kind, name))
@@ -226,7 +243,7 @@ def _prune(
             f"queue {queue} left the spec but still holds {held} tasks: its workers ({name}) keep running until "
             f"it is empty (to drop them instead: {contract.purge_command(queue)})"
         )
-        events.append(Event("Warning", Reason.QUEUE_DRAINING, message))
+        events.append(Event("Warning", Reason.QUEUE_DRAINING, message, cause=queue))
         if status.deployment_replicas(child)[0] == 0 and tasks:
             replicas.append((name, 1))
     return delete, draining, replicas, events
@@ -247,20 +264,35 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
             without.add(name)
             if not owns_replicas(live, naming.AUTOSCALER_FIELD_MANAGER):
                 take.append((name, status.deployment_replicas(live)[0]))
-    desired = [drift.stamped(m) for m in children.desired(jq, world.config, without)]
+    config = decide_broker.pod_config(jq, world.managed, world.config)
+    desired = [drift.stamped(m) for m in children.desired(jq, config, without)]
     apply = [m for m in desired if not drift.up_to_date(m, world.children.get((m["kind"], m["metadata"]["name"])))]
     delete, draining, drain_replicas, events = _prune(world, jq, desired)
 
     broker_state = _broker_state(world, jq)
+    broker: BrokerPlan | None = None
+    if world.managed is not None:
+        pod = broker_restart.broker_pod(world.pods, jq.name)
+        broker_state = decide_broker.broker_state(jq, world.managed, broker_state, pod)
+        asked = naming.RESTART_BROKER_ANNOTATION in ((world.body.get("metadata") or {}).get("annotations") or {})
+        broker = decide_broker.plan(jq, world.managed, world.children, world.pods, desired, asked)
     queues = [_queue_observation(world, q, naming.worker_deployment(jq.name, q.name)) for q in jq.spec.queues]
     problems = _missing_config(world, jq)
-    observation = status.Observation(jq.generation, broker_state, queues, problems, draining)
+    reported = _reported_by_workers(world.body)  # its Warning is the tick's, posted when it turned False
+    observation = status.Observation(
+        jq.generation, broker_state, queues, [*problems, *reported], draining, broker.up_to_date if broker else None
+    )
     computed = status.compute(observation, previous, now)
 
     events += [Event("Warning", p.reason, p.message) for p in problems]
     if not broker_state.ready and broker_state.reason != Reason.REDIS_STARTING:
-        events.append(Event("Warning", broker_state.reason, broker_state.message))
-    events += [Event("Warning", _cause_reason(q), f"queue {q.name}: {q.cause.message}") for q in queues if q.cause]
+        events.append(Event("Warning", broker_state.reason, broker_state.message, cause="broker"))
+    events += [
+        Event("Warning", _cause_reason(q), f"queue {q.name}: {q.cause.message}", cause=q.name)
+        for q in queues
+        if q.cause
+    ]
+    events += broker.events if broker else []
     ready = next((c for c in computed.conditions if c.type == status.READY), None)
     password = (
         jq
@@ -279,9 +311,13 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
         existing=world.children,
         delete=delete,
         events=events,
-        converged=ready is not None and ready.status == "True" and not draining,
+        converged=ready is not None
+        and ready.status == "True"
+        and not draining
+        and (broker is None or broker.up_to_date is None or broker.up_to_date[0] == "True"),
         references=frozenset(world.config),
         pods=world.pods,
+        broker=broker,
     )
 
 

@@ -1,20 +1,24 @@
 """Every read one reconcile needs, and nothing else: the JobQueue's children and Pods from the API server,
-the Secrets and ConfigMaps its Pods read, the external broker's answer to PING, and how many tasks the
-queues removed from the spec still hold. `decide` turns this into what to do."""
+the Secrets and ConfigMaps its Pods read, the external broker's answer to PING, the managed broker's state
+(logged in as the operator: the passwords it accepts, the tasks a restart would lose), and how many tasks
+the queues removed from the spec still hold. `decide` turns this into what to do."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from jobqueue_operator import broker, kube, naming
-from jobqueue_operator.build import children
+from jobqueue_operator import broker, broker_admin, broker_restart, kube, naming
+from jobqueue_operator.build import children, redis
 from jobqueue_operator.build.common import Config, ConfigRef, Manifest, broker_url_ref, references
 from jobqueue_operator.build.workers import live_priority_steps
 from jobqueue_operator.models import JobQueue
 from jobqueue_operator.reconcile.decide import ExternalBroker, World
+from jobqueue_operator.reconcile.decide_broker import ManagedBroker
 
 
 def _validation_message(error: ValidationError) -> str:
@@ -55,18 +59,52 @@ def _broker_refusals(client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key
     return client.failed_create_events(jq.namespace, "StatefulSet", name)
 
 
-def _leftovers(client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, Manifest]) -> dict[str, int | None]:
+def _running(pod: Mapping[str, Any] | None) -> bool:
+    statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    return any("running" in (s.get("state") or {}) for s in statuses)
+
+
+def _managed(
+    client: kube.KubeApi, jq: JobQueue, config: Config, found: Mapping[kube.Key, Manifest], pods: list[Manifest]
+) -> ManagedBroker:
+    """Log in to the running managed Redis (the operator's own user first, else the Secret's URL) and read
+    what the restart and the password decisions need (the tasks it holds only when a restart is pending)."""
+    own = kube.secret_value(client, jq.namespace, naming.redis_operator_secret(jq.name), naming.PASSWORD_KEY)
+    data = config.get(("Secret", naming.redis_secret(jq.name)))
+    if data is None:  # this reconcile creates it: with this password, which the Pods' config hash uses now
+        chosen = secrets.token_hex(24)
+        return ManagedBroker(own, chosen, redis.url(jq, chosen), missing_secret=True)
+    password, url = kube.decoded(data, naming.PASSWORD_KEY), kube.decoded(data, naming.URL_KEY)
+    seen = ManagedBroker(operator_password=own, password=password, url=url)
+    pod = broker_restart.broker_pod(pods, jq.name)
+    if not _running(pod):
+        return seen  # nothing to read: the StatefulSet's state says why
+    pending = broker_restart.stale(found.get(("StatefulSet", naming.redis(jq.name))), pod)
+    candidates = [(redis.operator_url(jq, own), True)] if own else []
+    candidates += [(url, False)] if url else []
+    try:
+        admin_url, state = broker_admin.read_managed(candidates, count_held=pending)
+    except broker.BrokerAuthError as exc:
+        return replace(seen, error=str(exc), auth_failed=True)
+    except broker.BrokerError as exc:
+        return replace(seen, error=str(exc))
+    return replace(seen, state=state, admin_url=admin_url)
+
+
+def _leftovers(
+    client: kube.KubeApi, jq: JobQueue, found: Mapping[kube.Key, Manifest], admin_url: str | None
+) -> dict[str, int | None]:
     """Tasks still held by each queue whose worker Deployment exists but whose queue left the spec."""
     listed = {q.name for q in jq.spec.queues}
     removed: dict[str, Manifest] = {}
     for (kind, _), child in found.items():
-        queue = ((child.get("metadata") or {}).get("labels") or {}).get(naming.QUEUE_LABEL)
+        queue = naming.queue_of(child.get("metadata") or {})  # the real name: its lists are keyed by it
         if kind == "Deployment" and queue and queue not in listed:
             removed[queue] = child
     if not removed:
         return {}
     name, key = broker_url_ref(jq)
-    url = kube.secret_value(client, jq.namespace, name, key)
+    url = admin_url or kube.secret_value(client, jq.namespace, name, key)
     keys = [broker.QueueKeys(queue, tuple(live_priority_steps(child))) for queue, child in sorted(removed.items())]
     try:
         if url is None:
@@ -86,14 +124,17 @@ def read(client: kube.KubeApi, body: Mapping[str, Any]) -> World:
     found = client.children(jq.namespace, jq.name)
     pods = client.pods(jq.namespace, naming.children_selector(jq.name))
     refs = set().union(*(references(child) for child in children.desired(jq)))
-    refs.discard(("Secret", naming.redis_secret(jq.name)))  # the operator's own: created once, never changed
+    refs.discard(("Secret", naming.redis_operator_secret(jq.name)))  # only Redis reads it; `_managed` reads it
+    config = _config(client, jq.namespace, refs)
+    managed = _managed(client, jq, config, found, pods) if jq.spec.broker.managed is not None else None
     return World(
         body,
         jq,
         children=found,
         pods=pods,
-        config=_config(client, jq.namespace, refs),
+        config=config,
         external=_external(client, jq) if jq.spec.broker.external is not None else None,
         broker_refusals=_broker_refusals(client, jq, found) if jq.spec.broker.managed is not None else [],
-        leftovers=_leftovers(client, jq, found),
+        leftovers=_leftovers(client, jq, found, managed.admin_url if managed else None),
+        managed=managed,
     )

@@ -11,7 +11,6 @@ slow broker or a slow metric source holds up only its own JobQueue.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -40,4 +39,4 @@ def tick(client: kube.KubeApi, body: Mapping[str, Any], memory: Memory, metrics:
     memory.ticks += 1
     seen = observe.read(client, jq, memory.url, draining, with_pods=memory.ticks % LEARN_EVERY_TICKS == 1)
     plan = decide.plan(seen, memory.queues, body)
-    return converge.carry_out(client, plan, dict(body), memory, metrics, seen.at, time.monotonic())
+    return converge.carry_out(client, plan, dict(body), memory, metrics, seen.at)

@@ -11,7 +11,7 @@ from jobqueue_operator import autoscaling, broker, broker_memory, events, kube, 
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import OperatorMetrics
 from jobqueue_operator.reasons import Reason
-from jobqueue_operator.scaling.decide import QueueMemory, Scale, TickPlan, previous_conditions, rfc3339
+from jobqueue_operator.scaling.decide import QueueMemory, Scale, TickPlan, observed, previous_conditions, rfc3339
 from jobqueue_operator.scaling.observe import UrlCache
 
 
@@ -23,7 +23,6 @@ class Memory:
     url: UrlCache = field(default_factory=UrlCache)
     written: dict[str, Any] | None = None
     """The status body last applied, so an unchanged one is not written again."""
-    posted: dict[tuple[str, str], float] = field(default_factory=dict)
     broker_up: bool | None = None
     """Whether the last tick could read the broker (None: no tick yet)."""
     ticks: int = 0
@@ -31,12 +30,7 @@ class Memory:
 
 def _set_deletion_costs(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) -> None:
     """Give idle worker Pods the lowest pod-deletion-cost so the ReplicaSet removes them first."""
-    labels = {
-        naming.JOBQUEUE_LABEL: jobqueue,
-        naming.COMPONENT_LABEL: naming.WORKER,
-        naming.QUEUE_LABEL: scale.queue.name,
-    }
-    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    selector = naming.queue_selector(jobqueue, scale.queue.name)
     pods = [p for p in client.pods(namespace, selector) if not (p.get("metadata") or {}).get("deletionTimestamp")]
     costs = autoscaling.deletion_costs(podmetrics.busy(pods, scale.queue.concurrency))
     for pod in pods:
@@ -79,7 +73,8 @@ def _set_maxmemory(memory: Memory, maxmemory: int, was: int | None) -> Event | N
     try:
         broker.set_maxmemory(memory.url.url, maxmemory)
     except broker.BrokerError as exc:
-        return Event("Warning", Reason.BROKER_MEMORY_RESERVE_FAILED, f"setting maxmemory to {mib} failed: {exc}")
+        message = f"setting maxmemory to {mib} failed: {exc}"
+        return Event("Warning", Reason.BROKER_MEMORY_RESERVE_FAILED, message, cause="broker")
     if was is not None and maxmemory < was:
         return Event("Normal", Reason.BROKER_MEMORY_RESERVE_CLOSED, f"the broker drained: maxmemory back to {mib}")
     message = f"the broker is full: maxmemory raised to its reserve, {mib}, so workers can take and finish tasks"
@@ -93,7 +88,7 @@ def _scale(client: kube.KubeApi, namespace: str, jobqueue: str, scale: Scale) ->
             _set_deletion_costs(client, namespace, jobqueue, scale)
         client.scale(namespace, scale.deployment, decision.replicas)
     except kube.KubeError as exc:
-        return Event("Warning", Reason.SCALE_FAILED, f"queue {scale.queue.name}: {exc}")
+        return Event("Warning", Reason.SCALE_FAILED, f"queue {scale.queue.name}: {exc}", cause=scale.queue.name)
     reason = Reason.SCALED_UP if decision.replicas > scale.current else Reason.SCALED_DOWN
     message = (
         f"queue {scale.queue.name}: {scale.current} -> {decision.replicas} workers "
@@ -109,7 +104,6 @@ def carry_out(
     memory: Memory,
     metrics: OperatorMetrics,
     at: float,
-    clock: float,
 ) -> list[Event]:
     """Carry out one tick's plan for the JobQueue `body`; the Events posted."""
     metadata = body.get("metadata") or {}
@@ -136,13 +130,15 @@ def carry_out(
 
     generation = int(metadata.get("generation", 0))
     previous = previous_conditions({"status": memory.written} if memory.written is not None else body)
-    computed = status.autoscaler(depths, plan.unserved, plan.conditions, previous, generation, rfc3339(at))
-    written = computed.to_body()
+    computed = status.autoscaler(
+        depths, plan.unserved, plan.conditions, previous, generation, rfc3339(at), draining=plan.draining
+    )
+    written = observed(computed, memory.written, at)
     if written != memory.written:
         client.apply_status(namespace, name, written, naming.AUTOSCALER_FIELD_MANAGER)
         memory.written = written
     broker_events = [event for event in on_broker if event is not None]
-    posted, memory.posted = events.to_post([*broker_events, *done, *plan.events], memory.posted, clock)
+    posted = events.distinct([*broker_events, *done, *plan.events])
     for event in posted:
-        client.post_event(body, event.type, event.reason, event.message)
+        client.post_event(body, event)
     return posted

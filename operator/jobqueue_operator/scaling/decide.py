@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import datetime
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from jobqueue_operator import autoscaling, broker_memory, naming, rates, redelivery, startup, status
+from jobqueue_operator import autoscaling, broker_memory, models, naming, oldest, rates, redelivery, startup, status
 from jobqueue_operator.broker_memory import mib
 from jobqueue_operator.build import redis as redis_build
 from jobqueue_operator.build.common import Manifest
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import BrokerSeries, QueueSeries
-from jobqueue_operator.models import Condition, JobQueue, Queue, UnservedQueue
+from jobqueue_operator.models import Condition, JobQueue, JobQueueStatus, Queue, UnservedQueue
 from jobqueue_operator.reasons import Reason
 from jobqueue_worker import contract
 
@@ -75,6 +76,9 @@ class QueueMemory:
     """The dead-letter list's length at the last tick, so a growth is a Warning once."""
     learned: startup.Learned = field(default_factory=startup.Learned)
     """The start-ups of this queue's recent worker Pods (a policy without `startupSeconds` plans with them)."""
+    first_seen: Mapping[str, float] = field(default_factory=dict)
+    """When the operator first saw each message now at the end of one of the queue's lists (`oldest.py`);
+    in memory only: a restarted operator counts an unstamped task's age from its restart."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class TickPlan:
     restore: Sequence[redelivery.Dead] = ()
     """Dead worker incarnations whose tasks go back on their queues now."""
     unserved: Sequence[UnservedQueue] = ()
+    draining: Mapping[str, int | None] = field(default_factory=dict)
+    """Waiting + in-flight tasks of each queue that left the spec and still drains (None: not read), for the backlog."""
     broker: BrokerSeries = field(default_factory=BrokerSeries)
     maxmemory: int | None = None
     """The broker's maxmemory to set now (its memory reserve opens or closes); None: leave it."""
@@ -132,6 +138,17 @@ def policy_for(queue: Queue, is_paused: bool, learned_startup: float | None = No
         paused=is_paused,
         startup_seconds=planned_startup if block.startup_seconds is None else float(block.startup_seconds),
     )
+
+
+def planning_age(dated: tuple[float, oldest.Source] | None, counted: float | None) -> float | None:
+    """The oldest wait the autoscaler plans with: the producer's stamp when the oldest task has one; else the
+    larger of the age shown (`oldest.measured`, a lower bound) and `rates.oldest_wait` (its upper bound from
+    the arrivals count, at most a tick above for one first-in-first-out list): a wait taken too short is a
+    scale-up missed."""
+    if dated is not None and dated[1] == "sent-time":
+        return dated[0]
+    known = [age for age in (None if dated is None else dated[0], counted) if age is not None]
+    return max(known) if known else None
 
 
 def observation(
@@ -171,6 +188,20 @@ def rfc3339(epoch: float) -> str:
 
 def epoch(stamp: str) -> float:
     return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+
+
+def observed(computed: JobQueueStatus, written: Mapping[str, Any] | None, at: float) -> dict[str, Any]:
+    """The tick's status body with `lastObservedTime`: the last write's stamp again while nothing else changed
+    and it is younger than `status.OBSERVED_REFRESH_SECONDS` (the body then equals the last write, so nothing
+    is written), else `at`: a status that stops moving says its operator stopped."""
+    fresh = computed.model_copy(update={"last_observed_time": rfc3339(at)}).to_body()
+    if written is None:
+        return fresh
+    stamp = JobQueueStatus.model_validate(written).last_observed_time
+    if stamp is None or at - epoch(stamp) >= status.OBSERVED_REFRESH_SECONDS:
+        return fresh
+    again = computed.model_copy(update={"last_observed_time": stamp}).to_body()
+    return again if again == written else fresh
 
 
 def hold_steps(history: autoscaling.History, window: float) -> list[tuple[str, int]]:
@@ -220,7 +251,7 @@ def _query(
     value, error = seen.queries[queue.name]
     if error is not None and remembered.query_error != error:
         message = f"queue {queue.name}: Prometheus query failed, holding replicas: {error}"
-        events.append(Event("Warning", Reason.METRIC_QUERY_FAILED, message))
+        events.append(Event("Warning", Reason.METRIC_QUERY_FAILED, message, cause=queue.name))
     return value, error, error
 
 
@@ -253,6 +284,12 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
                 counts.in_flight,
             )
             window = rates.add(window, sample)
+        first_seen = remembered.first_seen  # an unread tick forgets nothing
+        dated = None
+        if counts is not None:
+            first_seen = oldest.remember(first_seen, counts.tails, now)
+            arrivals = rates.oldest_wait_at_least(window, counts.ready)
+            dated = oldest.measured(oldest.oldest(counts.tails, first_seen, now), arrivals)
         desired, current, ready = status.deployment_replicas(seen.deployments.get(queue.name))
         learned = startup.learn(remembered.learned, (startup.pod_start(p) for p in _pods_of(seen, queue.name)))
         history, query_error = remembered.history, None
@@ -260,9 +297,9 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         if queue.autoscaled and queue.name in seen.deployments:
             policy = policy_for(queue, is_paused, startup.estimate(learned))
             waiting, error, query_error = _query(queue, seen, remembered, events)
-            stamped = None if counts is None or counts.oldest_sent_at is None else max(now - counts.oldest_sent_at, 0.0)
-            oldest = stamped if stamped is not None or counts is None else rates.oldest_wait(window, counts.ready)
-            observed = observation(counts, error or seen.error, desired, rates.estimate(window), waiting, oldest, ready)
+            counted = None if counts is None else rates.oldest_wait(window, counts.ready)
+            waited = planning_age(dated, counted)
+            observed = observation(counts, error or seen.error, desired, rates.estimate(window), waiting, waited, ready)
             decision = autoscaling.decide(observed, policy, history, now)
             history = decision.history
             hold = hold_steps(history, policy.scale_down_stabilization_seconds)
@@ -272,16 +309,18 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
                 scales.append(Scale(queue, _deployment_name(seen, queue.name), desired, decision))
             if decision.direction != "none" or decision.reason in HELD:
                 decisions.append((queue.name, decision.direction, decision.reason))
-        kept[queue.name] = replace(remembered, history=history, window=window, query_error=query_error, learned=learned)
-        age = None if counts is None or counts.oldest_sent_at is None else max(now - counts.oldest_sent_at, 0.0)
+        kept[queue.name] = replace(
+            remembered, history=history, window=window, query_error=query_error, learned=learned, first_seen=first_seen
+        )
+        age, age_source = (None, None) if dated is None else dated
         ready_tasks = None if counts is None else counts.ready
         in_flight = None if counts is None else counts.in_flight
         by_priority = () if counts is None else counts.ready_by_step
         dead_letters = None if counts is None else counts.dead_letters
         series[queue.name] = QueueSeries(
-            ready_tasks, in_flight, age, desired, current, ready, by_priority, dead_letters
+            ready_tasks, in_flight, age, desired, current, ready, by_priority, dead_letters, age_source
         )
-        events += _dead_letter_events(queue.name, remembered.dead_letters, dead_letters)
+        events += _dead_letter_events(seen.jq, queue.name, remembered.dead_letters, dead_letters)
         known = remembered.dead_letters if dead_letters is None else dead_letters  # an unread tick forgets nothing
         kept[queue.name] = replace(kept[queue.name], dead_letters=known)
         idle = history.idle_since
@@ -291,6 +330,7 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             age,
             dead_letters=dead_letters,
             last_scale_time=remembered.last_scale_time,
+            oldest_age_source=age_source,
             idle_since=None if idle is None or not queue.autoscaled else rfc3339(idle),
             hold=hold,
         )
@@ -301,15 +341,17 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
     conditions = {
         name: verdict
         for name, verdict in (
-            (status.SCALING_ACTIVE, _scaling_condition(jq, blind)),
+            (status.SCALING_ACTIVE, _scaling_condition(jq, blind, seen, is_paused)),
             (status.QUEUES_SERVED, _served_condition(seen, unserved)),
             (status.BROKER_MEMORY_AVAILABLE, _memory_condition(seen.memory, bounds, memory_verdict)),
+            (status.RESULT_BACKEND_READY, result_backend_condition(seen, previous_conditions(body))),
         )
         if verdict is not None
     }
     was = {condition.type: condition.status for condition in previous_conditions(body)}
-    events += [  # a condition turning False is a Warning, once (the status says it for as long as it lasts)
-        Event("Warning", verdict[1], verdict[2])
+    events += [  # a condition turning False is a Warning, once (the status says it for as long as it lasts);
+        # a pause is someone's choice: said, but not a Warning
+        Event("Normal" if verdict[1] == Reason.AUTOSCALING_PAUSED else "Warning", verdict[1], verdict[2])
         for type_, verdict in conditions.items()
         if verdict[0] == "False" and was.get(type_) != "False"
     ]
@@ -327,32 +369,42 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         broker_up=seen.error is None,
         restore=restore,
         unserved=unserved,
+        draining=_draining_tasks(seen, draining),
         broker=BrokerSeries(seen.unserved, used, limit),
         maxmemory=None if memory_verdict is None else memory_verdict.set_maxmemory,
     )
 
 
 def _pods_of(seen: Seen, queue: str) -> list[Manifest]:
-    return [
-        p for p in seen.worker_pods.values() if (p["metadata"].get("labels") or {}).get(naming.QUEUE_LABEL) == queue
-    ]
+    """The worker Pods of the queue whose real name is `queue`."""
+    return [p for p in seen.worker_pods.values() if naming.queue_of(p["metadata"]) == queue]
 
 
 def _deployment_name(seen: Seen, queue: str) -> str:
     return str(seen.deployments[queue]["metadata"]["name"])
 
 
-def _dead_letter_events(queue: str, before: int | None, now: int | None) -> list[Event]:
+def _dead_letter_events(jq: JobQueue, queue: str, before: int | None, now: int | None) -> list[Event]:
     """A Warning when a queue's dead-letter list grew since the last tick, or holds letters at the first
-    look (a task can be dead-lettered before the first tick; a restarted operator says it once more)."""
+    look (a task can be dead-lettered before the first tick; a restarted operator says it once more).
+    It names `kubectl jobqueue deadletters`, which reads the broker from outside: a queue whose tasks all
+    failed is often at zero workers, where `kubectl exec` into a worker has nothing to exec into."""
     if now is None or now <= (before or 0):
         return []
     grown = f"{now - before} more tasks dead-lettered" if before is not None else "tasks were dead-lettered"
-    message = (
-        f"queue {queue}: {grown} ({now} in its list); see "
-        f"`jobqueue-worker deadletter list --queue {queue}`, requeue or purge them"
-    )
-    return [Event("Warning", Reason.DEAD_LETTERS, message)]
+    command = f"kubectl jobqueue deadletters {jq.name} {shlex.quote(queue)} -n {jq.namespace}"
+    message = f"queue {queue}: {grown} ({now} in its list); see `{command}`, then `{command} requeue|purge ...`"
+    return [Event("Warning", Reason.DEAD_LETTERS, message, cause=queue)]
+
+
+def _draining_tasks(seen: Seen, draining: Sequence[str]) -> dict[str, int | None]:
+    listed = {queue.name for queue in seen.jq.spec.queues}
+    tasks: dict[str, int | None] = {}
+    for name in draining:
+        if name not in listed:
+            counts = seen.counts.get(name)
+            tasks[name] = None if counts is None else counts.ready + counts.in_flight
+    return tasks
 
 
 def _unserved(seen: Seen) -> list[UnservedQueue]:
@@ -365,10 +417,17 @@ def _served_condition(seen: Seen, unserved: Sequence[UnservedQueue]) -> status.V
     if not unserved:
         return "True", Reason.ALL_QUEUES_SERVED, "every broker queue that holds tasks is in the spec"
     names = ", ".join(queue.name for queue in unserved)
-    message = (
-        f"tasks wait in broker queues no queue of this JobQueue serves: {names}; add a queue of that name, fix "
-        f"the routing that sends them there, or purge them ({contract.purge_command('NAME')})"
-    )
+    purge = contract.purge_command("NAME")
+    refused = [(q.name, problem) for q in unserved if (problem := models.queue_name_problem(q.name)) is not None]
+    if not refused:
+        advice = f"add a queue of that name, fix the routing that sends them there, or purge them ({purge})"
+    else:  # only advise adding what the schema accepts
+        addable = [q.name for q in unserved if models.queue_name_problem(q.name) is None]
+        cannot = "; ".join(f"{name} cannot be a queue of a JobQueue ({problem})" for name, problem in refused)
+        advice = f"{cannot}: fix the routing that sends tasks there or purge them ({purge})"
+        if addable:
+            advice = f"add a queue named {', '.join(addable)}; {advice}"
+    message = f"tasks wait in broker queues no queue of this JobQueue serves: {names}; {advice}"
     return "False", Reason.UNSERVED_QUEUES, message
 
 
@@ -414,9 +473,52 @@ def _memory_condition(
     return "True", Reason.BROKER_MEMORY_AVAILABLE, f"the broker uses {used / limit:.0%} of its memory"
 
 
-def _scaling_condition(jq: JobQueue, blind: Sequence[str]) -> status.Verdict | None:
+def _paused_message(jq: JobQueue, counts: Mapping[str, QueueCounts], read: bool) -> str:
+    """What a paused JobQueue's ScalingActive says: that it is paused, how to resume, and the tasks that wait
+    meanwhile in its autoscaled queues (one held at zero workers runs none of them)."""
+    resume = f"kubectl annotate jobqueue {jq.name} -n {jq.namespace} {PAUSE_ANNOTATION}-"
+    message = f"autoscaling is paused ({PAUSE_ANNOTATION}=true): every queue holds its replicas; to resume: {resume}"
+    held = [q.name for q in jq.spec.queues if q.autoscaled and q.name in counts]
+    waiting = {name: counts[name].ready for name in held if counts[name].ready}
+    if waiting:
+        where = ", ".join(f"{queue} {tasks}" for queue, tasks in waiting.items())
+        message += f"; {sum(waiting.values())} tasks wait meanwhile ({where})"
+    elif not read:
+        message += "; the broker could not be read, so the tasks waiting are unknown"
+    return message
+
+
+def result_backend_condition(seen: Seen, previous: Sequence[Condition]) -> status.Verdict | None:
+    """ResultBackendReady from what the running workers report next to their heartbeats: False while any
+    cannot reach the result backend it stores results in (their report names its URL and the fix). Kept as
+    it was while no worker runs or the broker was not read (nothing new is known), unless the spec changed
+    since (a fix: it is for new workers to say); absent until a worker reported."""
+    running = [incarnation for incarnation in seen.incarnations if incarnation.alive]
+    if seen.error is not None or not running:
+        kept = next((c for c in previous if c.type == status.RESULT_BACKEND_READY), None)
+        if kept is None or kept.observed_generation != seen.jq.generation:
+            return None
+        return kept.status, kept.reason, kept.message
+    problems: dict[str, dict[str, list[str]]] = {}  # queue -> problem -> Pods
+    for incarnation in running:
+        if incarnation.result_backend_problem:
+            pods = problems.setdefault(incarnation.queue, {}).setdefault(incarnation.result_backend_problem, [])
+            pods.append(incarnation.pod)
+    if not problems:
+        return "True", Reason.RESULT_BACKEND_REACHABLE, "every running worker reaches its result backend"
+    said = []
+    for queue, found in sorted(problems.items()):
+        for problem, pods in found.items():
+            who = f"Pod {pods[0]}" if len(pods) == 1 else f"{len(pods)} Pods ({', '.join(sorted(pods))})"
+            said.append(f"queue {queue} ({who}): {problem}")
+    return "False", Reason.RESULT_BACKEND_UNREACHABLE, "; ".join(said)
+
+
+def _scaling_condition(jq: JobQueue, blind: Sequence[str], seen: Seen, is_paused: bool) -> status.Verdict | None:
     if not any(q.autoscaled for q in jq.spec.queues):
         return None
+    if is_paused:
+        return "False", Reason.AUTOSCALING_PAUSED, _paused_message(jq, seen.counts, seen.error is None)
     if blind:
         return "False", Reason.METRICS_UNAVAILABLE, "holding replicas: " + "; ".join(blind)
     return "True", Reason.METRICS_AVAILABLE, "the autoscaler reads every autoscaled queue"

@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
-from jobqueue_operator import broker, kube, naming, promquery, redelivery
+from jobqueue_operator import broker, broker_admin, kube, naming, promquery, redelivery
+from jobqueue_operator.build import redis
 from jobqueue_operator.build.common import Manifest, broker_url_ref
+from jobqueue_operator.build.workers import live_priority_steps
 from jobqueue_operator.models import JobQueue
 from jobqueue_operator.scaling.decide import Seen
 from jobqueue_worker.contract import priority_steps
@@ -23,17 +25,28 @@ PARALLEL_QUERIES: Final = 8
 
 @dataclass
 class UrlCache:
-    """The broker URL of one JobQueue, read from its Secret at most once a minute."""
+    """The broker URL of one JobQueue, read from its Secret at most once a minute; a failed read of the
+    broker drops it, so the next tick reads the Secret again (it may have been the cause)."""
 
     url: str | None = None
     read_at: float = float("-inf")
 
 
 def _broker_url(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, now: float) -> str:
+    """The URL to read the broker with: an external broker's from its Secret; for a managed one the
+    operator's own user's (a user's edit of the broker's Secret cannot break it), else, for a Redis started
+    before that user existed, the Secret's (whichever Redis accepts: one PING each, on a refresh only)."""
     if cache.url is not None and now - cache.read_at < URL_REFRESH_SECONDS:
         return cache.url
     name, key = broker_url_ref(jq)
     url = kube.secret_value(client, jq.namespace, name, key)
+    own = (
+        kube.secret_value(client, jq.namespace, naming.redis_operator_secret(jq.name), naming.PASSWORD_KEY)
+        if jq.spec.broker.managed is not None
+        else None
+    )
+    if own:
+        url, _ = broker_admin.login([(redis.operator_url(jq, own), True), *([(url, False)] if url else [])])
     if url is None:
         raise broker.BrokerError(f"Secret {name} with key {key} does not exist or is not a URL")
     cache.url, cache.read_at = url, now
@@ -60,13 +73,22 @@ def _incarnations(url: str, queues: Collection[str]) -> list[redelivery.Seen]:
             started_at=found.registration.started_at,
             alive=found.alive,
             held=found.held,
+            result_backend_problem=found.result_backend_problem,
         )
         for found in broker.list_incarnations(url, queues=queues)
     ]
 
 
-def _broker(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str]) -> BrokerView:
+def _broker(
+    client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str], deployments: Mapping[str, Manifest]
+) -> BrokerView:
     keys = [broker.QueueKeys(q.name, tuple(priority_steps(q.priority_levels))) for q in jq.spec.queues]
+    listed = {key.name for key in keys}
+    keys += [  # a queue that left the spec is read with the priority steps its workers still use
+        broker.QueueKeys(name, tuple(live_priority_steps(deployments[name])))
+        for name in sorted(set(draining) - listed)
+        if name in deployments
+    ]
     try:
         url = _broker_url(client, jq, cache, time.monotonic())
         counts = broker.read_counts(url, keys)
@@ -111,10 +133,11 @@ def _queries(jq: JobQueue, deployments: Mapping[str, Manifest]) -> dict[str, tup
 def read(
     client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str] = (), with_pods: bool = False
 ) -> Seen:
-    """Everything one tick of `jq` reads; `draining`: queues left the spec whose workers still drain them;
+    """Everything one tick of `jq` reads; `draining`: queues left the spec whose workers still drain them
+    (their depths are read too, for the backlog);
     `with_pods`: read the worker Pods even when no worker's heartbeat lapsed (to learn their start-up)."""
-    seen = _broker(client, jq, cache, draining)
     deployments = client.worker_deployments(jq.namespace, jq.name)
+    seen = _broker(client, jq, cache, draining, deployments)
     selector = f"{naming.children_selector(jq.name)},{naming.COMPONENT_LABEL}={naming.WORKER}"
     lapsed = any(not incarnation.alive for incarnation in seen.incarnations)  # only then can one be dead
     wanted = lapsed or with_pods

@@ -158,10 +158,11 @@ def test_helm_install_into_the_local_cluster(
         # The API server authorizes from its RBAC informers: the bindings helm just created count a moment
         # later. Wait for the grant (the refusal below is then checked against the same, current rules).
         wait_until(lambda: can_patch() == "yes", timeout=15, what="the operator allowed to patch Deployments")
+        # It deletes a managed Redis Pod to restart it, but makes Pods only through Deployments and StatefulSets.
         cannot = kubectl(
             "auth",
             "can-i",
-            "delete",
+            "create",
             "pods",
             "-n",
             "default",

@@ -106,6 +106,16 @@ def test_prometheus_rule_carries_every_generated_alert() -> None:
     assert set(rendered) == {alert.name for alert in alerts.ALERTS}
 
 
+def test_prometheus_rule_outlives_an_uninstall_so_the_absent_operator_is_alerted_on() -> None:
+    """`helm uninstall` removes the operator's Service and ServiceMonitor but leaves the JobQueues: the rule
+    that says no operator runs them must stay (its `absent(up{...} == 1)` then fires on the vanished target)."""
+    kept = one(render(*ALL_ON), "PrometheusRule")
+    assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert "JobQueueOperatorAbsent" in _rules(render(*ALL_ON))
+    removed = one(render(*ALL_ON, "prometheusRule.keepOnUninstall=false"), "PrometheusRule")
+    assert "helm.sh/resource-policy" not in (removed["metadata"].get("annotations") or {})
+
+
 def test_prometheus_rule_options() -> None:
     rendered = _rules(
         render(

@@ -18,6 +18,7 @@ from kubernetes import client
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.nodeagent import cleanup, memory, network
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.waiting import wait_until
 
 # In a folder of its own: the script's folder comes first on sys.path, and tests/integration has an
@@ -83,7 +84,7 @@ def deployment(name: str, replicas: int, spec: dict[str, Any]) -> dict[str, Any]
 def web_spec(namespace: str, marker_file: Path | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "web",
-        "image": "ignored",
+        "image": HOST_PROCESS_IMAGE,
         "command": program("serve", "8080"),
         "env": pod_env(namespace),
         "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
@@ -123,7 +124,13 @@ def one_shot_pod(name: str, command: list[str], namespace: str, **container: Any
         "spec": {
             "restartPolicy": "Never",
             "containers": [
-                {"name": "main", "image": "ignored", "command": command, "env": pod_env(namespace), **container}
+                {
+                    "name": "main",
+                    "image": HOST_PROCESS_IMAGE,
+                    "command": command,
+                    "env": pod_env(namespace),
+                    **container,
+                }
             ],
         },
     }
@@ -287,7 +294,7 @@ def test_redis_with_a_password_from_a_secret_is_reached_by_service_name(
         "containers": [
             {
                 "name": "redis",
-                "image": "ignored",
+                "image": HOST_PROCESS_IMAGE,
                 "command": ["redis-server", "--port", "6379", "--requirepass", "$(REDIS_PASSWORD)", "--save", ""],
                 "env": [*pod_env(namespace), password],
                 "readinessProbe": {
@@ -326,7 +333,7 @@ def test_redis_with_a_password_from_a_secret_is_reached_by_service_name(
     assert "wrong password refused" in logs
 
 
-def test_a_pod_with_neither_its_image_nor_its_executable_waits_with_the_kubelets_reasons(
+def test_a_host_process_whose_executable_is_missing_waits_with_create_container_error(
     core: client.CoreV1Api, namespace: str
 ) -> None:
     core.create_namespaced_pod(namespace, one_shot_pod("missing", ["no-such-program-jq"], namespace))
@@ -337,9 +344,8 @@ def test_a_pod_with_neither_its_image_nor_its_executable_waits_with_the_kubelets
             raise AssertionError(status and status.state)
         return status
 
-    first = wait_until(lambda: waiting("ErrImagePull"), timeout=30, what="ErrImagePull")
-    assert 'failed to pull image "ignored"' in first.state.waiting.message
-    wait_until(lambda: waiting("ImagePullBackOff"), timeout=30, what="then ImagePullBackOff, retried")
+    first = wait_until(lambda: waiting("CreateContainerError"), timeout=30, what="CreateContainerError")
+    assert 'executable "no-such-program-jq" not found in PATH' in first.state.waiting.message
     assert core.read_namespaced_pod("missing", namespace).status.phase == "Pending"
 
     core.create_namespaced_pod(namespace, one_shot_pod("fine", program("sleep"), namespace))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from kubernetes import client
 
 from jobqueue_devenv import images
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
 
@@ -46,7 +47,7 @@ def test_kubectl_logs_follow_previous_container_and_tail(
     two = pod("two", "Always", [("steady", worker, COUNT + "time.sleep(600)\n"), ("crashing", worker, CRASH)])
     core.create_namespaced_pod(namespace, two)
     core.create_namespaced_pod(namespace, pod("follow", "Never", [("main", worker, COUNT)]))
-    core.create_namespaced_pod(namespace, pod("on-host", "Never", [("main", "not-an-image", COUNT)]))
+    core.create_namespaced_pod(namespace, pod("on-host", "Never", [("main", HOST_PROCESS_IMAGE, COUNT)]))
 
     def running(name: str) -> bool:
         phase = core.read_namespaced_pod(name, namespace).status.phase

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.nodeagent import cleanup, logs, storage, volumes
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.waiting import wait_until
 from tests.integration.devenv.test_node_agent import finished_pod
 
@@ -36,7 +37,7 @@ def shell_pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
             "containers": [
                 {
                     "name": "main",
-                    "image": "ignored",
+                    "image": HOST_PROCESS_IMAGE,
                     "command": ["sh", "-c", textwrap.dedent(script)],
                     "volumeMounts": mounts,
                 }
@@ -148,7 +149,7 @@ def test_default_service_account_lists_its_namespace_and_rbac_refuses_another(
             "metadata": {"name": "lister"},
             "spec": {
                 "restartPolicy": "Never",
-                "containers": [{"name": "main", "image": "ignored", "command": ["python", "-c", program]}],
+                "containers": [{"name": "main", "image": HOST_PROCESS_IMAGE, "command": ["python", "-c", program]}],
             },
         },
     )
@@ -176,7 +177,7 @@ def statefulset(name: str) -> dict[str, Any]:
                     "containers": [
                         {
                             "name": "main",
-                            "image": "ignored",
+                            "image": HOST_PROCESS_IMAGE,
                             "command": ["sh", "-c", script],
                             "env": [{"name": "POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}],
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}],

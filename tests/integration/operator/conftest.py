@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.paths import CRD_FILE
 from jobqueue_devenv.redis_process import RedisServer
@@ -75,11 +76,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def jobqueue_manifest(name: str, queues: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    """A JobQueue of the worker's built-in demo app; the node agent runs its workers as host processes, so
-    the image is never pulled."""
+    """A JobQueue of the worker's built-in demo app on the node agent's reserved host-process image: its
+    workers run as host processes from this checkout (docs/local-cluster.md), the image is never pulled."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "JobQueue",
         "metadata": {"name": name},
-        "spec": {"image": "ignored-by-the-node-agent", "app": "jobqueue_worker.demo:app", "queues": queues, **spec},
+        "spec": {"image": HOST_PROCESS_IMAGE, "app": "jobqueue_worker.demo:app", "queues": queues, **spec},
     }

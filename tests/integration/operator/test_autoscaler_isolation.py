@@ -18,6 +18,7 @@ from celery import Celery
 from kubernetes import client
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.operator_process import HostOperator, host_operator
 from jobqueue_devenv.processes import free_port
 from jobqueue_devenv.redis_process import RedisServer
@@ -50,7 +51,7 @@ def _jobqueue(name: str, secret: str, autoscaling: dict[str, Any]) -> dict[str, 
         "kind": "JobQueue",
         "metadata": {"name": name},
         "spec": {
-            "image": "ignored",
+            "image": HOST_PROCESS_IMAGE,
             "app": "jobqueue_worker.demo:app",
             "broker": {"external": {"urlSecretRef": {"name": secret, "key": "url"}}},
             "queues": [{"name": "work", "concurrency": 1, "autoscaling": autoscaling}],

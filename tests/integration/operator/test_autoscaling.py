@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import cluster
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.processes import free_port
 from jobqueue_devenv.prometheus_process import RunningPrometheus, running_prometheus
@@ -86,7 +87,7 @@ def _jobqueue(name: str, autoscaling: dict[str, Any], broker: dict[str, Any] | N
         "kind": "JobQueue",
         "metadata": {"name": name},
         "spec": {
-            "image": "local/worker:1",
+            "image": HOST_PROCESS_IMAGE,
             "app": "jobqueue_worker.demo:app",
             "broker": broker or {"managed": {}},
             "queues": [{"name": "work", "concurrency": 1, "timeLimitSeconds": 60, "autoscaling": autoscaling}],

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_operator import naming, scaling, status
 from jobqueue_operator.build import redis as redis_build
@@ -37,7 +38,7 @@ def _body() -> dict[str, Any]:
         "kind": "JobQueue",
         "metadata": {"name": "full", "namespace": "ns", "uid": "u", "generation": 1},
         "spec": {
-            "image": "i",
+            "image": HOST_PROCESS_IMAGE,
             "app": "a:app",
             "broker": {"managed": {"resources": {"limits": {"memory": LIMIT}}}},
             "queues": [{"name": "work"}],

@@ -20,7 +20,7 @@ from kubernetes import client
 
 from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.paths import REPO
-from jobqueue_devenv.waiting import wait_until
+from jobqueue_devenv.waiting import TimedOut, wait_until
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
 
@@ -41,14 +41,23 @@ def _get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str
 def _wait_status(
     custom: client.CustomObjectsApi, namespace: str, name: str, check: Callable[[dict[str, Any]], bool], what: str
 ) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
     def probe() -> dict[str, Any] | None:
         body = _get(custom, namespace, name)
+        seen[:] = [body]
         status = body.get("status") or {}
         if status.get("observedGeneration") == body["metadata"]["generation"] and check(body):
             return body
         return None
 
-    return wait_until(probe, timeout=30, what=what)
+    try:
+        return wait_until(probe, timeout=60, what=what)
+    except TimedOut as exc:  # say what the status was instead
+        last = seen[0] if seen else {}
+        raise TimedOut(
+            f"{exc}; last seen: generation {last.get('metadata', {}).get('generation')}, status {last.get('status')}"
+        ) from exc
 
 
 def _ready(reason: str, value: str = "False") -> Callable[[dict[str, Any]], bool]:
@@ -142,17 +151,23 @@ def test_sample_with_three_queues_and_a_managed_broker(
     assert [q["name"] for q in status["queues"]] == ["high", "low", "thumbnails"]
 
     row = _table_row(kubectl("get", "jq", "-n", ns, "media").stdout)
-    assert list(row) == ["NAME", "QUEUES", "BACKLOG", "WORKERS", "READY", "AGE"]
-    # BACKLOG is blank: queue depth is not read yet, and unknown is not 0.
-    assert row | {"AGE": ""} == {
+    assert list(row) == ["NAME", "QUEUES", "BACKLOG", "UNSERVED", "WORKERS", "READY", "SCALING", "OBSERVED", "AGE"]
+    # BACKLOG is blank: queue depth is not read yet, and unknown is not 0. SCALING and OBSERVED are the
+    # autoscaler's: blank until its first tick, then the broker it cannot read yet, seconds ago.
+    assert row | {"AGE": "", "SCALING": "", "OBSERVED": ""} == {
         "NAME": "media",
         "QUEUES": "3",
         "BACKLOG": "",
+        "UNSERVED": "",
         "WORKERS": "0/3",
         "READY": "False",
+        "SCALING": "",
+        "OBSERVED": "",
         "AGE": "",
     }
     assert row["AGE"][-1] in "sm"
+    assert row["SCALING"] in ("", "MetricsUnavailable")
+    assert row["OBSERVED"] == "" or row["OBSERVED"][-1] in "sm"
 
     created = {"Created Deployment media-high-worker", "Created StatefulSet media-redis"}
 

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.deployer import condition
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.paths import CHART
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import helm
@@ -52,6 +53,12 @@ def operator_release(local_cluster: cluster.ClusterState, core: client.CoreV1Api
         str(CHART),
         "-n",
         system,
+        # The host-process image: the operator runs from this checkout's virtualenv (the chart's `command`
+        # path); the e2e tests run it from its image.
+        "--set",
+        f"image.repository={HOST_PROCESS_IMAGE.rsplit(':', 1)[0]}",
+        "--set",
+        f"image.tag={HOST_PROCESS_IMAGE.rsplit(':', 1)[1]}",
         "--set",
         "command={jobqueue-operator}",
         "--set",

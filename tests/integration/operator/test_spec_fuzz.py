@@ -25,6 +25,7 @@ from kubernetes import client
 from jobqueue_devenv import cluster
 from jobqueue_devenv.operator_process import HostOperator, host_operator
 from jobqueue_devenv.waiting import wait_until
+from jobqueue_operator import naming
 from jobqueue_operator.reasons import Reason
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
 
@@ -38,7 +39,9 @@ OUTCOMES: collections.Counter[str] = collections.Counter()
 # A valid spec is drawn first; about half of them then get one mistake of the kinds users make (a value
 # out of range, a typo'd field, a forbidden combination, a missing Secret), so each refusal has one cause.
 
-queue_names = st.sampled_from(["a", "high", "low", "q-1", "media-thumbnails", "x" * 40])
+queue_names = st.sampled_from(
+    ["a", "high", "low", "q-1", "media-thumbnails", "x" * 40, "high_priority", "video.transcode", "CamelCase", "Q"]
+)
 
 
 @st.composite
@@ -103,9 +106,10 @@ MISTAKES: Final = [
     ("queues", lambda s: {**s, "queues": []}),
     ("no queue name", lambda s: {**s, "queues": [{k: v for k, v in q.items() if k != "name"} for q in s["queues"]]}),
     ("duplicate queue", lambda s: {**s, "queues": [*s["queues"], s["queues"][0]]}),
-    ("queue name pattern", lambda s: _queue(s, name="Bad_Name")),
-    ("queue name length", lambda s: _queue(s, name="x" * 41)),
+    ("queue name pattern", lambda s: _queue(s, name="bad name")),
+    ("queue name length", lambda s: _queue(s, name="x" * 201)),
     ("queue named unacked", lambda s: _queue(s, name="unacked")),
+    ("queue named as a kombu key", lambda s: _queue(s, name="_kombu.binding.celery")),
     ("concurrency 0", lambda s: _queue(s, concurrency=0)),
     ("concurrency 300", lambda s: _queue(s, concurrency=300)),
     ("concurrency as text", lambda s: _queue(s, concurrency="four")),
@@ -254,7 +258,7 @@ def _settled(body: dict[str, Any], apps: client.AppsV1Api, namespace: str) -> st
     name = body["metadata"]["name"]
     selector = f"jobqueue.dev/jobqueue={name}"
     deployments = {d.metadata.name for d in apps.list_namespaced_deployment(namespace, label_selector=selector).items}
-    assert {f"{name}-{q['name']}-worker" for q in body["spec"]["queues"]} <= deployments
+    assert {naming.worker_deployment(name, q["name"]) for q in body["spec"]["queues"]} <= deployments
     statefulsets = apps.list_namespaced_stateful_set(namespace, label_selector=selector).items
     managed = "managed" in (body["spec"].get("broker") or {"managed": {}})
     assert bool(statefulsets) == managed, (body["spec"].get("broker"), [s.metadata.name for s in statefulsets])

@@ -14,6 +14,7 @@ from kubernetes import client
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.deployer import condition
+from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
@@ -32,7 +33,11 @@ def _jobqueue(name: str, finalizers: list[str] | None = None) -> dict[str, Any]:
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "JobQueue",
         "metadata": metadata,
-        "spec": {"image": "ignored", "app": "jobqueue_worker.demo:app", "queues": [{"name": "q", "replicas": 1}]},
+        "spec": {
+            "image": HOST_PROCESS_IMAGE,
+            "app": "jobqueue_worker.demo:app",
+            "queues": [{"name": "q", "replicas": 1}],
+        },
     }
 
 

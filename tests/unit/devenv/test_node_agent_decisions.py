@@ -1,14 +1,17 @@
-"""Pure decisions of the node agent: back-off, probe verdicts, memory quantities, names, endpoints."""
+"""Pure decisions of the node agent: back-off, probe verdicts, memory quantities, names, endpoints, and
+which containers run as host processes."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobqueue_devenv.nodeagent import memory
+from jobqueue_devenv.nodeagent import hostprocess, memory
 from jobqueue_devenv.nodeagent.backoff import BackOff, should_restart
 from jobqueue_devenv.nodeagent.names import ServiceAddress, hosts_file
 from jobqueue_devenv.nodeagent.probes import ProbeSpec, ProbeTracker, resolve_port
 from jobqueue_devenv.nodeagent.services import ready_endpoints
+from jobqueue_devenv.nodeagent.status import ContainerView, pod_status
+from jobqueue_operator.models import JobQueueSpec
 
 
 @pytest.mark.parametrize(
@@ -98,3 +101,46 @@ def test_ready_endpoints_skip_unready_and_group_by_port_name() -> None:
         }
     ]
     assert ready_endpoints(slices) == {"http": [("10.213.0.3", 8080), ("10.213.0.4", 8080)]}
+
+
+@pytest.mark.parametrize(
+    ("image", "on_host"),
+    [
+        ("redis:7.4", True),  # the managed Redis's default image: no build here makes it
+        ("mher/flower:2.0", True),  # Flower's default image
+        (hostprocess.HOST_PROCESS_IMAGE, True),  # reserved for tests that want a host process
+        ("proj-wroker:dev", False),  # a typo: ErrImagePull, never the command on the host
+        ("ignored", False),
+        ("redis:7.2", False),  # only the exact defaults
+        ("docker.io/library/redis:7.4", False),
+        ("", False),
+    ],
+)
+def test_only_images_the_local_cluster_cannot_get_run_as_host_processes(image: str, on_host: bool) -> None:
+    assert hostprocess.runs_on_host(image) is on_host
+
+
+def test_the_stand_ins_are_the_operators_own_defaults() -> None:
+    """One fact, one place: the defaults come from the operator's models, not a copy."""
+    jq = JobQueueSpec.model_validate({"image": "w", "app": "a", "queues": [{"name": "q"}], "flower": {}})
+    assert hostprocess.runs_on_host(jq.broker.managed.image)  # type: ignore[union-attr]
+    assert hostprocess.runs_on_host(jq.flower.image)
+
+
+def test_a_pod_with_a_host_process_says_so_in_its_conditions() -> None:
+    pod = {"spec": {"containers": [{"name": "redis", "image": "redis:7.4"}, {"name": "side", "image": "x:1"}]}}
+    views = [
+        ContainerView("redis", "running", ready=True, host_executable="/usr/bin/redis-server"),
+        ContainerView("side", "running", ready=True, container_id="runc://abc"),
+    ]
+    conditions = {c["type"]: c for c in pod_status(pod, views, "10.213.0.9", "127.0.0.1", "t0", "t9")["conditions"]}
+    said = conditions[hostprocess.CONDITION]
+    assert (said["status"], said["reason"], said["lastTransitionTime"]) == ("True", "NoImageOnLocalCluster", "t9")
+    assert said["message"].startswith(
+        "container redis runs as a host process (/usr/bin/redis-server) in place of image redis:7.4"
+    )
+    assert "side" not in said["message"]
+    later = pod_status({**pod, "status": {"conditions": [said]}}, views, "10.213.0.9", "127.0.0.1", "t0", "t20")
+    assert next(c for c in later["conditions"] if c["type"] == hostprocess.CONDITION)["lastTransitionTime"] == "t9"
+    on_images = pod_status(pod, [views[1], views[1]], "10.213.0.9", "127.0.0.1", "t0", "t9")
+    assert hostprocess.CONDITION not in {c["type"] for c in on_images["conditions"]}

@@ -3,6 +3,7 @@ that records every write, applies server-side the way the tests need (replace, k
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 from jobqueue_operator import kube, naming
 from jobqueue_operator.build.common import Manifest
+from jobqueue_operator.events import Event
 
 
 @dataclass
@@ -25,6 +27,9 @@ class FakeKube:
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
     """field manager -> the status it applied last."""
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    """(type, reason, message) of every Event posted, a Warning once per cause (its repeats: `raised`)."""
+    raised: dict[str, dict[str, int]] = field(default_factory=dict)
+    """reason -> cause -> count of a Warning's Event."""
     scales: list[tuple[str, int]] = field(default_factory=list)
     applies: list[Manifest] = field(default_factory=list)
     annotations: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -65,7 +70,11 @@ class FakeKube:
         if key in self.objects:
             return False
         self.calls.append(f"create {key[0]}")
-        self.objects[key] = self._stamp(copy.deepcopy(manifest))
+        created = copy.deepcopy(manifest)
+        if "stringData" in created:  # as the API server stores it
+            encoded = {k: base64.b64encode(v.encode()).decode() for k, v in created.pop("stringData").items()}
+            created["data"] = {**created.get("data", {}), **encoded}
+        self.objects[key] = self._stamp(created)
         return True
 
     def apply_many(self, manifests: Sequence[Manifest]) -> list[Manifest | kube.KubeError]:
@@ -99,14 +108,20 @@ class FakeKube:
         self.calls.append(f"status {manager}")
         self.status[manager] = copy.deepcopy(status)
 
-    def post_event(self, involved: Mapping[str, Any], type_: kube.EventType, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
+    def post_event(self, involved: Mapping[str, Any], event: Event) -> None:
+        """A new Event, or (a Warning of a cause already posted) that Event's count raised, as `Kube` does."""
+        if event.type == "Warning" and event.key in self.raised.setdefault(event.reason, {}):
+            self.raised[event.reason][event.key] += 1
+            return
+        if event.type == "Warning":
+            self.raised[event.reason][event.key] = 1
+        self.events.append((event.type, event.reason, event.message))
 
     def worker_deployments(self, namespace: str, jobqueue: str) -> dict[str, Manifest]:
         return {
-            obj["metadata"]["labels"][naming.QUEUE_LABEL]: copy.deepcopy(obj)
+            queue: copy.deepcopy(obj)
             for (kind, _), obj in self.objects.items()
-            if kind == "Deployment" and naming.QUEUE_LABEL in (obj["metadata"].get("labels") or {})
+            if kind == "Deployment" and (queue := naming.queue_of(obj["metadata"]))
         }
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
@@ -122,6 +137,24 @@ class FakeKube:
         managed = live["metadata"].setdefault("managedFields", [])
         if fields not in managed:
             managed.append(fields)
+
+    def write_secret_key(self, namespace: str, name: str, key: str, value: str) -> None:
+        self.calls.append(f"write Secret {name} {key}")
+        self.secrets.setdefault(name, dict(self.secret_data(namespace, name) or {}))[key] = base64.b64encode(
+            value.encode()
+        ).decode()
+
+    def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Manifest) -> None:
+        self.calls.append(f"merge-patch {kind} {name}")
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        self.calls.append(f"delete Pod {name}")
+        before = len(self.pods_by_selector)
+        self.pods_by_selector = [p for p in self.pods_by_selector if p["metadata"]["name"] != name]
+        return len(self.pods_by_selector) < before
+
+    def remove_annotation(self, namespace: str, jobqueue: str, key: str) -> None:
+        self.calls.append(f"remove annotation {key}")
 
 
 def _check_protocol(fake: FakeKube) -> kube.KubeApi:

@@ -40,16 +40,18 @@ def test_registrations_round_trip_and_unreadable_ones_are_left_out() -> None:
     assert broker.registry_commands("p:") == [("HGETALL", "p:jobqueue:workers")]
 
 
-def test_liveness_is_one_exists_and_one_hlen_per_incarnation() -> None:
+def test_liveness_is_one_exists_one_hlen_and_one_get_of_the_result_backend_report_per_incarnation() -> None:
     later = contract.Registration("i2", "low", "w-2", "u-2", "apps", 20.0)
     assert broker.liveness_commands([REGISTRATION, later], "p:") == [
         ("EXISTS", "p:jobqueue:worker:i1:alive"),
         ("HLEN", "p:jobqueue:worker:i1:held"),
+        ("GET", "p:jobqueue:worker:i1:result-backend"),
         ("EXISTS", "p:jobqueue:worker:i2:alive"),
         ("HLEN", "p:jobqueue:worker:i2:held"),
+        ("GET", "p:jobqueue:worker:i2:result-backend"),
     ]
-    assert broker.parse_liveness([REGISTRATION, later], [1, 3, 0, 0]) == [
-        broker.Incarnation(REGISTRATION, True, 3),
+    assert broker.parse_liveness([REGISTRATION, later], [1, 3, b"the result backend ...", 0, 0, None]) == [
+        broker.Incarnation(REGISTRATION, True, 3, "the result backend ..."),
         broker.Incarnation(later, False, 0),
     ]
 

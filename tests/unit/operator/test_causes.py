@@ -1,4 +1,4 @@
-"""causes.py and events.py: the words a failure is reported in, and how often a Warning repeats."""
+"""causes.py: the words a failure is reported in (events.py: test_events.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from jobqueue_operator import causes, events
-from jobqueue_operator.events import Event
+from jobqueue_operator import causes
 
 
 def _pod(waiting: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -54,15 +53,3 @@ def test_a_replica_failure_is_a_refusal_with_the_api_servers_words() -> None:
     assert causes.first([causes.Cause("pulling", "a"), None, causes.Cause("refused", "b")]) == causes.Cause(
         "refused", "b"
     )
-
-
-def test_a_lasting_warning_repeats_only_after_a_while_and_normal_events_always_go() -> None:
-    warning, normal = Event("Warning", "X", "x"), Event("Normal", "Created", "c")
-    posted, record = events.to_post([warning, warning, normal], {}, 0.0)
-    assert posted == [warning, normal]
-    posted, record = events.to_post([warning, normal], record, 60.0)
-    assert posted == [normal]
-    posted, record = events.to_post([warning], record, events.REPEAT_SECONDS + 1)
-    assert posted == [warning]
-    posted, record = events.to_post([], record, events.REPEAT_SECONDS + 2)
-    assert record == {}  # gone: if it comes back it is posted at once

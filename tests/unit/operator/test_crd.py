@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from jobqueue_operator import models
+from jobqueue_worker import contract
 from tests.unit.operator.conftest import crd, samples, schema
 
 
@@ -50,7 +51,7 @@ def test_crd_names_and_subresources() -> None:
     assert version["name"] == models.VERSION
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Queues", "Backlog", "Workers", "Ready", "Reason", "Unserved", "Age"]
+    assert columns == ["Queues", "Backlog", "Unserved", "Workers", "Ready", "Reason", "Scaling", "Observed", "Age"]
 
 
 def test_every_field_has_a_description() -> None:
@@ -121,3 +122,47 @@ def test_schema_defaults_are_model_defaults_for_a_minimal_spec() -> None:
     from_schema = models.JobQueueSpec.model_validate(defaulted)
     from_models = models.JobQueueSpec.model_validate(minimal)
     assert from_schema == from_models
+
+
+def _queue_name_node() -> dict[str, Any]:
+    node: dict[str, Any] = schema()["properties"]["spec"]["properties"]["queues"]["items"]["properties"]["name"]
+    return node
+
+
+def test_the_queue_name_schema_is_the_models() -> None:
+    node = _queue_name_node()
+    assert node["pattern"] == models.QUEUE_NAME_PATTERN
+    assert (node["minLength"], node["maxLength"]) == (1, models.QUEUE_NAME_MAX)
+    (rule,) = node["x-kubernetes-validations"]
+    for name in contract.RESERVED_QUEUE_NAMES:
+        assert f"'{name}'" in rule["rule"]
+        assert name in rule["message"]
+    for prefix in contract.RESERVED_QUEUE_PREFIXES:
+        assert f"self.startsWith('{prefix}')" in rule["rule"]
+        assert f"{prefix}*" in rule["message"]
+    for suffix in contract.RESERVED_QUEUE_SUFFIXES:
+        assert f"self.endsWith('{suffix}')" in rule["rule"]
+        assert f"*{suffix}" in rule["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [
+        ("high_priority", True),
+        ("video.transcode", True),
+        ("CamelCase", True),
+        ("50%off", True),
+        ("x" * 200, True),
+        ("a b", False),
+        ("tab\there", False),
+        ("ü", False),
+        ("", False),
+        ("x" * 201, False),
+    ],
+)
+def test_the_schema_and_the_models_agree_on_a_queue_name(name: str, accepted: bool) -> None:
+    """The pattern and lengths, checked by jsonschema as the API server checks them (the CEL rule: above)."""
+    node = {k: v for k, v in _queue_name_node().items() if not k.startswith("x-")}
+    valid = jsonschema.Draft7Validator(node).is_valid(name)
+    assert valid == accepted
+    assert (models.queue_name_problem(name) is None) == accepted

@@ -26,7 +26,7 @@ def _body(queues: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, 
 
 
 def _run(kube: FakeKube, body: dict[str, Any], memory: reconcile.Memory | None = None) -> reconcile.Outcome:
-    return reconcile.reconcile(kube, body, memory or reconcile.Memory(), NOW, 0.0)
+    return reconcile.reconcile(kube, body, memory or reconcile.Memory(), NOW)
 
 
 def _conditions(kube: FakeKube) -> dict[str, dict[str, Any]]:
@@ -154,6 +154,41 @@ def test_a_removed_queue_that_still_holds_tasks_keeps_its_workers_until_it_is_em
     assert "drainingQueues" not in kube.status[naming.FIELD_MANAGER]
 
 
+def test_a_removed_queue_named_as_celery_names_it_drains_under_its_real_name(monkeypatch: Any) -> None:
+    from jobqueue_operator import broker
+
+    kube = FakeKube()
+    body = _body([{"name": "high_priority", "replicas": 1}, {"name": "video.transcode", "replicas": 0}])
+    _run(kube, body)
+    deployment = naming.worker_deployment("m", "video.transcode")
+    live = kube.objects[("Deployment", deployment)]
+    assert live["metadata"]["labels"][naming.QUEUE_LABEL] == naming.queue_slug("video.transcode")
+    assert live["metadata"]["annotations"][naming.QUEUE_NAME_ANNOTATION] == "video.transcode"
+    template = live["spec"]["template"]["metadata"]
+    assert template["annotations"][naming.QUEUE_NAME_ANNOTATION] == "video.transcode"
+    url = base64.b64encode(b"redis://:p@h:6379/0").decode()
+    kube.objects[("Secret", "m-redis-auth")]["data"] = {"url": url}
+    held = {"video.transcode": 3}
+    read: list[str] = []
+
+    def read_counts(url: str, keys: Any, **_: Any) -> dict[str, Any]:
+        read.extend(k.name for k in keys)
+        return {k.name: broker.QueueCounts(held[k.name], 0) for k in keys}
+
+    monkeypatch.setattr(broker, "read_counts", read_counts)
+    body["spec"]["queues"] = [{"name": "high_priority", "replicas": 1}]
+    body["metadata"]["generation"] = 2
+    _run(kube, body)
+    assert read == ["video.transcode"]  # the broker is read under the real name, not the slug
+    assert (deployment, 1) in kube.scales
+    draining = kube.status[naming.FIELD_MANAGER]["drainingQueues"]
+    assert draining == [{"name": "video.transcode", "deployment": deployment, "tasks": 3}]
+    held["video.transcode"] = 0
+    _run(kube, body)
+    assert ("Deployment", deployment) not in kube.objects
+    assert any(e[1] == Reason.QUEUE_DRAINED and "queue video.transcode " in e[2] for e in kube.events)
+
+
 def test_an_unreadable_broker_keeps_a_removed_queues_workers() -> None:
     kube = FakeKube()
     body = _body([{"name": "a", "replicas": 1}, {"name": "old", "replicas": 1}])
@@ -180,6 +215,7 @@ def test_a_warning_that_lasts_is_posted_once() -> None:
     for _ in range(3):
         _run(kube, _body(), memory)
     assert [e for e in kube.events if e[1] == Reason.APPLY_FAILED] == [("Warning", "ApplyFailed", "no")]
+    assert kube.raised[Reason.APPLY_FAILED] == {"no": 3}  # one Event, its count raised by each repeat
 
 
 def test_an_invalid_spec_touches_nothing_and_says_why() -> None:

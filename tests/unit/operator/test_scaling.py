@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jobqueue_operator import autoscaling, broker, podmetrics, rates, status
+from jobqueue_operator import autoscaling, broker, naming, podmetrics, rates, status
 from jobqueue_operator.models import JobQueue, Queue
 from jobqueue_operator.scaling import decide as scaling
 from jobqueue_operator.scaling.decide import Seen
@@ -193,6 +193,59 @@ def test_a_broken_status_entry_seeds_an_empty_memory() -> None:
 def test_a_dead_letter_is_announced_once_even_before_the_first_tick(
     before: int | None, now: int | None, said: str | None
 ) -> None:
-    events = scaling._dead_letter_events("q", before, now)
+    events = scaling._dead_letter_events(_jobqueue(), "q", before, now)
     assert [e.message.split(": ", 1)[1].split(";")[0] for e in events] == ([said] if said else [])
     assert all(e.reason == "DeadLetters" and e.type == "Warning" for e in events)
+
+
+def test_a_dead_letter_event_names_a_command_that_works_at_zero_workers() -> None:
+    """`kubectl exec` into a worker needs a worker; the plugin reads the broker from outside."""
+    jq = _jobqueue()
+    (event,) = scaling._dead_letter_events(jq, "q", None, 2)
+    assert f"`kubectl jobqueue deadletters {jq.name} q -n {jq.namespace}`" in event.message
+    assert "kubectl exec" not in event.message
+
+
+@pytest.mark.parametrize(
+    ("unserved", "adds", "refuses"),
+    [
+        ({"high_priority": 3}, "add a queue of that name", []),
+        ({"celery": 2, "video.transcode": 1}, "add a queue of that name", []),
+        ({"has space": 2}, None, ["has space cannot be a queue of a JobQueue (a queue name is printable ASCII"]),
+        ({"unacked_mutex": 1, "ok": 1}, "add a queue named ok;", ["unacked_mutex cannot be a queue of a JobQueue"]),
+        ({"x" * 201: 1}, None, ["cannot be a queue of a JobQueue (a queue name has 1 to 200 characters)"]),
+    ],
+)
+def test_the_unserved_advice_adds_only_names_the_schema_accepts(
+    unserved: dict[str, int], adds: str | None, refuses: list[str]
+) -> None:
+    seen = Seen(_jobqueue(), 0.0, unserved=unserved)
+    verdict = scaling._served_condition(seen, scaling._unserved(seen))
+    assert verdict is not None
+    state, reason, message = verdict
+    assert (state, reason) == ("False", "UnservedQueues")
+    assert ("add a queue" in message) == (adds is not None)
+    if adds is not None:
+        assert adds in message
+    for words in refuses:
+        assert words in message
+    assert "jobqueue-worker queue purge --queue NAME --yes" in message
+
+
+def test_worker_pods_map_to_their_real_queue_name() -> None:
+    jq = JobQueue.from_body(
+        {
+            "metadata": {"name": "m", "namespace": "ns", "generation": 1},
+            "spec": {"image": "i", "app": "a", "queues": [{"name": "Q"}, {"name": "q"}]},
+        }
+    )
+    pods = {
+        name: {"metadata": {"name": name, "labels": naming.labels(jq, naming.WORKER, queue), "annotations": notes}}
+        for name, queue, notes in (
+            ("upper", "Q", naming.queue_annotations("Q")),
+            ("lower", "q", naming.queue_annotations("q")),
+        )
+    }
+    seen = Seen(jq, 0.0, worker_pods=pods)
+    assert [p["metadata"]["name"] for p in scaling._pods_of(seen, "Q")] == ["upper"]
+    assert [p["metadata"]["name"] for p in scaling._pods_of(seen, "q")] == ["lower"]
