@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from kubernetes import client
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
-from jobqueue_devenv.operator_process import host_operator
+from jobqueue_devenv.operator_process import HostOperator, host_operator
 from jobqueue_devenv.paths import CRD_FILE
 from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
@@ -53,6 +54,27 @@ def operator_namespace(core: client.CoreV1Api, crd: None) -> Iterator[str]:
     wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=30, what="default SA")
     yield name
     core.delete_namespace(name)
+
+
+@contextmanager
+def hosted_operator_in(
+    local_cluster: cluster.ClusterState,
+    namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    tick: float | None = None,
+    resync: float | None = 3,
+) -> Iterator[HostOperator]:
+    """`jobqueue-operator` on the host watching `namespace`, resolving Service names like a Pod (so it reaches
+    a managed broker); `tick`: its --autoscale-seconds, `resync`: JOBQUEUE_RESYNC_SECONDS (None: the defaults,
+    5 s and 30 s). Checks that it ended cleanly."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    args = [] if tick is None else ["--autoscale-seconds", f"{tick:g}"]
+    env = {} if resync is None else {"JOBQUEUE_RESYNC_SECONDS": f"{resync:g}"}
+    directory = local_cluster.directory
+    with host_operator(local_cluster.kubeconfig, namespace, log, cluster_dir=directory, args=args, env=env) as running:
+        yield running
+    assert running.process.returncode in (0, -15), log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")

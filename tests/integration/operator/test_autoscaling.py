@@ -25,13 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
-from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.processes import free_port
 from jobqueue_devenv.prometheus_process import RunningPrometheus, running_prometheus
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in
 
 PAUSE = "jobqueue.dev/autoscaling-paused"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -67,16 +66,8 @@ def operator(
     local_cluster: cluster.ClusterState, namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     """`jobqueue-operator` with a 1 s autoscaler tick and its own metrics port, through devenv exec."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with host_operator(
-        local_cluster.kubeconfig,
-        namespace,
-        log,
-        cluster_dir=local_cluster.directory,
-        args=["--autoscale-seconds", "1"],
-        env={"JOBQUEUE_RESYNC_SECONDS": "3"},
-    ) as running:
-        operator = Operator(running.metrics_port, log)
+    with hosted_operator_in(local_cluster, namespace, tmp_path_factory, tick=1) as running:
+        operator = Operator(running.metrics_port, running.log)
         wait_until(lambda: operator.samples() is not None, timeout=30, what="the operator's /metrics")
         yield operator
 

@@ -33,7 +33,7 @@ from jobqueue_operator.build import redis as redis_build
 from jobqueue_operator.models import JobQueue
 from jobqueue_worker import producer, records
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
 
 SLEEP = "jobqueue_worker.tasks.sleep"
 MIB = 2**20
@@ -45,16 +45,8 @@ def hosted_operator(
 ) -> Iterator[Path]:
     """`jobqueue-operator` on the host with the default resync (30 s): what is asserted "within seconds"
     must come from the watches and the tick's pokes, not from a resync."""
-    log = tmp_path_factory.mktemp("day-two-operator") / "operator.log"
-    with host_operator(
-        local_cluster.kubeconfig,
-        operator_namespace,
-        log,
-        cluster_dir=local_cluster.directory,
-        args=["--autoscale-seconds", "2"],
-    ) as running:
-        yield log
-    assert running.process.returncode in (0, -15), log.read_text()[-3000:]
+    with hosted_operator_in(local_cluster, operator_namespace, tmp_path_factory, tick=2, resync=None) as running:
+        yield running.log
 
 
 def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:

@@ -22,10 +22,9 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import cluster
-from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
 
 NAME, QUEUE = "aging", "work"
 PAUSE = "jobqueue.dev/autoscaling-paused"
@@ -45,15 +44,7 @@ def metrics_url(
     local_cluster: cluster.ClusterState, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`jobqueue-operator` with a 1 s tick, through devenv exec; yields its /metrics URL."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with host_operator(
-        local_cluster.kubeconfig,
-        operator_namespace,
-        log,
-        cluster_dir=local_cluster.directory,
-        args=["--autoscale-seconds", "1"],
-        env={"JOBQUEUE_RESYNC_SECONDS": "3"},
-    ) as running:
+    with hosted_operator_in(local_cluster, operator_namespace, tmp_path_factory, tick=1) as running:
         yield f"http://127.0.0.1:{running.metrics_port}/metrics"
 
 

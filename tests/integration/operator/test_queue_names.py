@@ -25,11 +25,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobqueue_devenv import cluster
 from jobqueue_devenv.deployer import condition
-from jobqueue_devenv.operator_process import HostOperator, host_operator
+from jobqueue_devenv.operator_process import HostOperator
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
 
 NAME = "names"
 QUEUES = ("high_priority", "video.transcode", "CamelCase")
@@ -43,17 +43,8 @@ def operator(
     local_cluster: cluster.ClusterState, operator_namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HostOperator]:
     """`jobqueue-operator` with a 1 s autoscaler tick, resolving Service names like a Pod."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with host_operator(
-        local_cluster.kubeconfig,
-        operator_namespace,
-        log,
-        cluster_dir=local_cluster.directory,
-        args=["--autoscale-seconds", "1"],
-        env={"JOBQUEUE_RESYNC_SECONDS": "3"},
-    ) as running:
+    with hosted_operator_in(local_cluster, operator_namespace, tmp_path_factory, tick=1) as running:
         yield running
-    assert running.process.returncode in (0, -15), log.read_text()[-3000:]
 
 
 def _document(queues: dict[str, int]) -> dict[str, Any]:

@@ -74,7 +74,10 @@ def test_sigterm_ends_an_idle_worker_when_redis_stops_answering(
         own_redis.proc.send_signal(signal.SIGSTOP)
         try:
             worker.proc.send_signal(signal.SIGTERM)
-            wait_until(lambda: worker.proc.poll() is not None, timeout=90, what=f"the worker gone ({worker.log})")
+            # 47-59 s on an idle machine (Celery's own shutdown waits out several socket timeouts in turn), over
+            # 90 s once under a loaded CI run: the promise is that it ends by itself, not how fast.
+            gone = f"the worker gone ({worker.log})"
+            wait_until(lambda: worker.proc.poll() is not None, timeout=200, what=gone)
         finally:
             own_redis.proc.send_signal(signal.SIGCONT)
     finally:
