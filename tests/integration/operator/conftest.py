@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from jobqueue_devenv import cluster
@@ -95,6 +96,17 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on 127.0.0.1 without a password, used as an external broker."""
     with RedisServer.running(tmp_path_factory.mktemp("redis"), password=None) as server:
         yield server.url
+
+
+def apply_jobqueue(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
+    """`kubectl apply --server-side` of a JobQueue (or any) document, as a user would."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
+
+
+def get_jobqueue(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    """A JobQueue as the API server returns it."""
+    body: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return body
 
 
 def jobqueue_manifest(name: str, queues: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:

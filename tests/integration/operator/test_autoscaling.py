@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from celery import Celery
 from kubernetes import client
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
@@ -30,7 +29,7 @@ from jobqueue_devenv.prometheus_process import RunningPrometheus, running_promet
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, apply_jobqueue, hosted_operator_in
 
 PAUSE = "jobqueue.dev/autoscaling-paused"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -86,10 +85,6 @@ def _jobqueue(name: str, autoscaling: dict[str, Any], broker: dict[str, Any] | N
     }
 
 
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
-
-
 def _replicas(apps: client.AppsV1Api, namespace: str, deployment: str) -> int:
     return int(apps.read_namespaced_deployment(deployment, namespace).spec.replicas or 0)
 
@@ -121,7 +116,7 @@ def _producer(core: client.CoreV1Api, namespace: str, name: str) -> Celery:
 def scaled(kubectl: Kubectl, core: client.CoreV1Api, namespace: str, operator: Operator) -> Celery:
     """JobQueue "scale": queue "work", 0..3 workers, short windows; its broker ready and measured."""
     autoscaling = {"minReplicas": 0, "maxReplicas": 3, "scaleDownStabilizationSeconds": 3, "idleSecondsBeforeZero": 6}
-    _apply(kubectl, namespace, _jobqueue("scale", autoscaling))
+    apply_jobqueue(kubectl, namespace, _jobqueue("scale", autoscaling))
     labels = {"namespace": namespace, "jobqueue": "scale"}
     wait_until(lambda: operator.value("jobqueue_broker_up", **labels) == 1, timeout=90, what="broker_up 1")
     return _producer(core, namespace, "scale")
@@ -225,7 +220,7 @@ def test_broker_down_holds_and_reports_broker_up_zero(
     core.create_namespaced_secret(namespace, {"metadata": {"name": "down-url"}, "stringData": {"url": url}})
     broker = {"external": {"urlSecretRef": {"name": "down-url", "key": "url"}}}
     autoscaling = {"minReplicas": 0, "maxReplicas": 3, "scaleDownStabilizationSeconds": 0, "idleSecondsBeforeZero": 0}
-    _apply(kubectl, namespace, _jobqueue("down", autoscaling, broker))
+    apply_jobqueue(kubectl, namespace, _jobqueue("down", autoscaling, broker))
     wait_until(lambda: apps.read_namespaced_deployment("down-work-worker", namespace), timeout=30, what="deployment")
     kubectl("scale", "-n", namespace, "deployment/down-work-worker", "--replicas=1")
     labels = {"namespace": namespace, "jobqueue": "down"}
@@ -286,7 +281,7 @@ def test_a_prometheus_query_scales_the_queue_and_a_failing_query_holds_with_a_wa
         "idleSecondsBeforeZero": 2,
         "prometheus": source,
     }
-    _apply(kubectl, namespace, _jobqueue("promq", autoscaling))
+    apply_jobqueue(kubectl, namespace, _jobqueue("promq", autoscaling))
     labels = {"namespace": namespace, "jobqueue": "promq"}
     wait_until(lambda: operator.value("jobqueue_broker_up", **labels) == 1, timeout=90, what="broker_up 1")
 
@@ -306,7 +301,7 @@ def test_a_prometheus_query_scales_the_queue_and_a_failing_query_holds_with_a_wa
     held = {**labels, "queue": "work", "reason": "MetricsUnavailable"}
     start = operator.value("jobqueue_scaling_decisions_total", **held) or 0
     missing = {**autoscaling, "prometheus": {**source, "query": "sum(test_no_such_metric)"}}
-    _apply(kubectl, namespace, _jobqueue("promq", missing))
+    apply_jobqueue(kubectl, namespace, _jobqueue("promq", missing))
     wait_until(
         lambda: (operator.value("jobqueue_scaling_decisions_total", **held) or 0) >= start + 3,
         timeout=30,
@@ -319,6 +314,6 @@ def test_a_prometheus_query_scales_the_queue_and_a_failing_query_holds_with_a_wa
 
     # Fixed, and the gauge at 0: down to zero after the idle period.
     gauge.set(0)
-    _apply(kubectl, namespace, _jobqueue("promq", autoscaling))
+    apply_jobqueue(kubectl, namespace, _jobqueue("promq", autoscaling))
     wait_until(lambda: _replicas(apps, namespace, "promq-work-worker") == 0, timeout=60, what="back to 0")
     kubectl("delete", "-n", namespace, "jq/promq", "--wait=true")

@@ -33,7 +33,15 @@ from jobqueue_operator.build import redis as redis_build
 from jobqueue_operator.models import JobQueue
 from jobqueue_worker import producer, records
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
+from tests.integration.operator.conftest import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    apply_jobqueue,
+    get_jobqueue,
+    hosted_operator_in,
+    jobqueue_manifest,
+)
 
 SLEEP = "jobqueue_worker.tasks.sleep"
 MIB = 2**20
@@ -49,20 +57,11 @@ def hosted_operator(
         yield running.log
 
 
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
-
-
-def _get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return body
-
-
 def _wait_condition(
     custom: client.CustomObjectsApi, namespace: str, name: str, type_: str, check: Any, timeout: float = 90
 ) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        found = condition(_get(custom, namespace, name), type_)
+        found = condition(get_jobqueue(custom, namespace, name), type_)
         return found if found is not None and check(found) else None
 
     return wait_until(probe, timeout=timeout, what=f"{name}'s {type_} condition")
@@ -112,7 +111,7 @@ def test_a_resize_is_held_while_redis_holds_tasks_then_done_once_they_are_gone(
 ) -> None:
     ns, name = operator_namespace, "resize"
     managed = {"persistence": {"enabled": False}, "resources": {"limits": {"memory": "64Mi"}}}
-    _apply(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}], broker={"managed": managed}))
+    apply_jobqueue(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}], broker={"managed": managed}))
     _wait_condition(custom, ns, name, "Ready", lambda c: c["status"] == "True")
     pod = _redis_pod(core, ns, name)
     url = _url(pod, _secret(core, ns, f"{name}-redis-auth", "password"))
@@ -137,7 +136,7 @@ def test_a_resize_is_held_while_redis_holds_tasks_then_done_once_they_are_gone(
     assert statefulset.status.update_revision != pod.metadata.labels["controller-revision-hash"]
     assert core.read_namespaced_pod(f"{name}-redis-0", ns).metadata.uid == pod.metadata.uid  # not restarted
     assert redis.Redis.from_url(url).llen("work") == 6  # nothing lost
-    assert condition(_get(custom, ns, name), "Ready")["status"] == "True"  # type: ignore[index]
+    assert condition(get_jobqueue(custom, ns, name), "Ready")["status"] == "True"  # type: ignore[index]
 
     assert broker.purge_queue(url, broker.QueueKeys("work")) == 6  # the user drops them (or workers run them)
     done = _wait_condition(custom, ns, name, "BrokerUpToDate", lambda c: c["status"] == "True")
@@ -169,7 +168,9 @@ def test_a_new_password_in_the_secret_is_rotated_in_while_tasks_flow_and_none_is
 ) -> None:
     ns, name = operator_namespace, "rotate"
     queue = {"name": "work", "replicas": 1, "concurrency": 2, "pool": "threads", "timeLimitSeconds": 20}
-    _apply(kubectl, ns, jobqueue_manifest(name, [queue], broker={"managed": {"persistence": {"enabled": False}}}))
+    apply_jobqueue(
+        kubectl, ns, jobqueue_manifest(name, [queue], broker={"managed": {"persistence": {"enabled": False}}})
+    )
     _wait_condition(custom, ns, name, "Ready", lambda c: c["status"] == "True", timeout=120)
     pod = _redis_pod(core, ns, name)
     secret = f"{name}-redis-auth"
@@ -219,7 +220,7 @@ def test_a_managed_broker_the_operator_cannot_log_in_to_is_not_ready_within_seco
     """Someone changes Redis's passwords behind the operator's back (redis-cli, not the Secret), both at
     once: the Pod stays ready, the status must not."""
     ns, name = operator_namespace, "locked"
-    _apply(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}]))
+    apply_jobqueue(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}]))
     _wait_condition(custom, ns, name, "Ready", lambda c: c["status"] == "True")
     pod = _redis_pod(core, ns, name)
     admin = redis.Redis.from_url(_url(pod, _secret(core, ns, f"{name}-redis-auth", "password")))
@@ -251,7 +252,7 @@ def test_an_external_broker_that_stops_is_unreachable_within_seconds_and_back_wh
         body = {"metadata": {"name": f"{name}-url"}, "stringData": {"url": server.url}}
         core.create_namespaced_secret(ns, body)
         external = {"external": {"urlSecretRef": {"name": f"{name}-url", "key": "url"}}}
-        _apply(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}], broker=external))
+        apply_jobqueue(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}], broker=external))
         _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["status"] == "True")
         server.stop()
         _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["reason"] == "BrokerUnreachable", timeout=30)
@@ -330,7 +331,9 @@ def test_a_broker_made_by_an_earlier_operator_is_switched_to_on_delete_without_a
             users = redis.Redis.from_url(url).acl_users()
             assert "jobqueue-operator" in {u.decode() if isinstance(u, bytes) else u for u in users}
             wait_until(
-                lambda: _get(custom, ns, name).get("status", {}).get("backlog") == 3, timeout=60, what="backlog 3"
+                lambda: get_jobqueue(custom, ns, name).get("status", {}).get("backlog") == 3,
+                timeout=60,
+                what="backlog 3",
             )
 
             broker.purge_queue(url, broker.QueueKeys("work"))
@@ -352,7 +355,7 @@ def test_a_managed_redis_that_stops_answering_is_unreachable_within_seconds_not_
     """A frozen Redis (SIGSTOP: as behind a partition): its Pod turns unready a probe period later, but it
     is not "starting": BrokerReady says it does not answer, and comes back when it does."""
     ns, name = operator_namespace, "frozen"
-    _apply(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}]))
+    apply_jobqueue(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}]))
     _wait_condition(custom, ns, name, "Ready", lambda c: c["status"] == "True")
     pod = _redis_pod(core, ns, name)
     with broker_process.frozen(_url(pod, "unused")):
@@ -370,6 +373,6 @@ def test_a_managed_redis_that_stops_answering_is_unreachable_within_seconds_not_
             timeout=60,
             what="the frozen Redis Pod unready",
         )
-        assert condition(_get(custom, ns, name), "BrokerReady")["reason"] == "BrokerUnreachable"  # type: ignore[index]
+        assert condition(get_jobqueue(custom, ns, name), "BrokerReady")["reason"] == "BrokerUnreachable"  # type: ignore[index]
     _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["status"] == "True", timeout=60)
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from jobqueue_devenv import binaries, cluster
@@ -34,7 +33,7 @@ from jobqueue_operator.reasons import Reason
 from jobqueue_operator.scaling.decide import PAUSE_ANNOTATION
 from jobqueue_worker import producer
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, apply_jobqueue, jobqueue_manifest
 
 PLUGIN_DIR = Path(sys.executable).parent
 STALE_AFTER = 45
@@ -66,10 +65,6 @@ def _manifest(name: str, queues: list[dict[str, Any]], paused: bool = False) -> 
     if paused:
         document["metadata"]["annotations"] = {PAUSE_ANNOTATION: "true"}
     return document
-
-
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
 
 
 def _status(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
@@ -115,7 +110,7 @@ def test_a_paused_jobqueue_says_so_where_a_user_looks(
     local_cluster: cluster.ClusterState,
 ) -> None:
     ns = operator_namespace
-    _apply(kubectl, ns, _manifest("held", [{"name": "held", "autoscaling": {"minReplicas": 0}}], paused=True))
+    apply_jobqueue(kubectl, ns, _manifest("held", [{"name": "held", "autoscaling": {"minReplicas": 0}}], paused=True))
     app = producer.producer_app(shared_broker)
     producer.send(app, "held", "noop", 5, ignore_result=True)
 
@@ -164,12 +159,12 @@ def test_the_tasks_of_a_renamed_queue_and_of_an_unserved_one_are_counted(
     app = producer.producer_app(broker.url_for(2))
     log = tmp_path / "operator.log"
     with host_operator(local_cluster.kubeconfig, ns, log, env={"JOBQUEUE_RESYNC_SECONDS": "3"}, timeout=90):
-        _apply(kubectl, ns, _manifest("moved", [{"name": "old", **fixed}]))
+        apply_jobqueue(kubectl, ns, _manifest("moved", [{"name": "old", **fixed}]))
         producer.send(app, "old", "sleep", 16, kwargs={"seconds": 240}, ignore_result=True)  # none done in the test
         producer.send(app, "typo", "noop", 3, ignore_result=True)
         wait_until(lambda: _status(custom, ns, "moved").get("backlog") == 16, timeout=60, what="backlog 16 in old")
 
-        _apply(kubectl, ns, _manifest("moved", [{"name": "new", **fixed}]))
+        apply_jobqueue(kubectl, ns, _manifest("moved", [{"name": "new", **fixed}]))
 
         def counted() -> dict[str, Any] | None:
             current = _status(custom, ns, "moved")
@@ -213,7 +208,7 @@ def test_a_stopped_operator_leaves_a_status_that_says_it_is_stale(
     _secret(core, ns, broker.url_for(3))
     stale = f"--stale-after={STALE_AFTER}"
     with host_operator(local_cluster.kubeconfig, ns, tmp_path / "operator.log", timeout=90):  # a loaded machine
-        _apply(kubectl, ns, _manifest("idle", [{"name": "idle", "autoscaling": {"minReplicas": 0}}]))
+        apply_jobqueue(kubectl, ns, _manifest("idle", [{"name": "idle", "autoscaling": {"minReplicas": 0}}]))
         first = wait_until(lambda: _status(custom, ns, "idle").get("lastObservedTime"), timeout=60, what="observed")
         wait_until(
             lambda: _status(custom, ns, "idle").get("lastObservedTime") != first,
@@ -248,7 +243,7 @@ def piped(
 ) -> Iterator[str]:
     """A JobQueue for the plugin to print into pipes, once the operator has written its status."""
     name = f"pipe-{uuid.uuid4().hex[:6]}"
-    _apply(kubectl, operator_namespace, _manifest(name, [{"name": "q", "autoscaling": {"minReplicas": 0}}]))
+    apply_jobqueue(kubectl, operator_namespace, _manifest(name, [{"name": "q", "autoscaling": {"minReplicas": 0}}]))
     wait_until(lambda: _condition(_status(custom, operator_namespace, name), "Ready"), timeout=60, what="a status")
     yield name
     kubectl("delete", "jq", "-n", operator_namespace, name)

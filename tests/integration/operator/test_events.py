@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import yaml
 from kubernetes import client
 
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import jobqueue_manifest
+from tests.integration.operator.conftest import apply_jobqueue, jobqueue_manifest
 
 MISSING_APP = "no_such_module.celery:app"
 
@@ -28,10 +27,6 @@ MISSING_APP = "no_such_module.celery:app"
 def _external_broker(core: client.CoreV1Api, namespace: str, name: str, url: str) -> dict[str, Any]:
     core.create_namespaced_secret(namespace, {"metadata": {"name": name}, "stringData": {"url": url}})
     return {"external": {"urlSecretRef": {"name": name, "key": "url"}}}
-
-
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
 
 
 def _events(core: client.CoreV1Api, namespace: str, jobqueue: str, reason: str) -> list[client.CoreV1Event]:
@@ -45,7 +40,9 @@ def test_a_crash_looping_worker_is_one_workers_failing_event_whose_count_goes_up
     ns, name = operator_namespace, "spam"
     queue = f"q{uuid.uuid4().hex[:8]}"
     broker = _external_broker(core, ns, f"{name}-broker", redis_url)
-    _apply(kubectl, ns, jobqueue_manifest(name, [{"name": queue, "replicas": 1}], app=MISSING_APP, broker=broker))
+    apply_jobqueue(
+        kubectl, ns, jobqueue_manifest(name, [{"name": queue, "replicas": 1}], app=MISSING_APP, broker=broker)
+    )
 
     def raised() -> list[client.CoreV1Event] | None:
         found = _events(core, ns, name, "WorkersFailing")
@@ -74,14 +71,14 @@ def test_a_draining_queue_whose_count_changes_is_one_queue_draining_event(
     document = jobqueue_manifest(
         name, [{"name": kept, "replicas": 0}, {"name": gone, "replicas": 0}], app=MISSING_APP, broker=broker
     )
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
     deployment = naming.worker_deployment(name, gone)
     wait_until(lambda: apps.read_namespaced_deployment(deployment, ns), timeout=60, what=f"Deployment {deployment}")
     with redis.Redis.from_url(redis_url) as broker_client:
         broker_client.lpush(gone, *[f"task {i}" for i in range(3)])  # the crash-looping workers never take them
         try:
             document["spec"]["queues"] = [{"name": kept, "replicas": 0}]
-            _apply(kubectl, ns, document)
+            apply_jobqueue(kubectl, ns, document)
 
             def draining(tasks: int) -> list[client.CoreV1Event] | None:
                 found = _events(core, ns, name, "QueueDraining")

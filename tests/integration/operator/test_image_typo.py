@@ -12,19 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
+from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, apply_jobqueue, jobqueue_manifest
 
 TYPO = "proj-wroker:dev"
-
-
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
 
 
 @pytest.mark.parametrize(
@@ -47,7 +42,7 @@ def test_an_image_typo_is_named_in_the_jobqueues_conditions(
     external = {"external": {"urlSecretRef": {"name": name, "key": "url"}}}  # a broker that works
     document = jobqueue_manifest(name, [{"name": "q", "replicas": 1}], broker=external)
     document["spec"].update(image=TYPO, imagePullPolicy=policy)
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
 
     def named(kind: str) -> dict[str, Any] | None:
         body = custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)

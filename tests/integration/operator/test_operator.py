@@ -22,20 +22,11 @@ from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.paths import REPO
 from jobqueue_devenv.waiting import TimedOut, wait_until
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
+from tests.integration.operator.conftest import GROUP, VERSION, apply_jobqueue, get_jobqueue
 
 pytestmark = pytest.mark.usefixtures("operator")
 
 SAMPLE = yaml.safe_load((REPO / "manifests" / "samples" / "media.yaml").read_text())
-
-
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
-
-
-def _get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return body
 
 
 def _wait_status(
@@ -44,7 +35,7 @@ def _wait_status(
     seen: list[dict[str, Any]] = []
 
     def probe() -> dict[str, Any] | None:
-        body = _get(custom, namespace, name)
+        body = get_jobqueue(custom, namespace, name)
         seen[:] = [body]
         status = body.get("status") or {}
         if status.get("observedGeneration") == body["metadata"]["generation"] and check(body):
@@ -118,7 +109,7 @@ def test_sample_with_three_queues_and_a_managed_broker(
     operator_namespace: str,
 ) -> None:
     ns = operator_namespace
-    _apply(kubectl, ns, SAMPLE)
+    apply_jobqueue(kubectl, ns, SAMPLE)
     body = _wait_status(custom, ns, "media", _ready("RedisStarting"), "media's first status")
     uid = body["metadata"]["uid"]
 
@@ -180,7 +171,7 @@ def test_sample_with_three_queues_and_a_managed_broker(
     password = secret.data["password"]
     edited = copy.deepcopy(SAMPLE)
     edited["spec"]["image"] = "ghcr.io/acme/media-worker:1.5"
-    _apply(kubectl, ns, edited)
+    apply_jobqueue(kubectl, ns, edited)
     # Redis may be up by now (the node agent runs it): any Ready condition of generation 2 will do.
     _wait_status(custom, ns, "media", lambda b: condition(b, "Ready") is not None, "media's status for generation 2")
     for deployment in _deployments(apps, ns, "media").values():
@@ -213,7 +204,7 @@ def test_edit_remove_and_add_queues_with_an_external_broker(
     _url_secret(core, ns, "shop-broker", redis_url)
     queues = [{"name": n, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}} for n in ("orders", "mail", "audit")]
     document = _external("shop", "shop-broker", queues)
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
     body = _wait_status(custom, ns, "shop", _ready("AllQueuesAvailable", "True"), "shop Ready")
     assert condition(body, "BrokerReady")["reason"] == "BrokerReachable"  # type: ignore[index]
     assert condition(body, "Degraded")["status"] == "False"  # type: ignore[index]
@@ -232,7 +223,7 @@ def test_edit_remove_and_add_queues_with_an_external_broker(
         {"name": "audit", "autoscaling": {"minReplicas": 0, "maxReplicas": 3}},
         {"name": "billing", "replicas": 0},
     ]
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
 
     # The workers' app (tasks.app) does not exist: the two replicas the "autoscaler" asked for never become
     # available.
@@ -298,7 +289,7 @@ def test_a_bad_external_broker_is_not_ready_with_a_reason_and_an_event(
     name = f"bad-{case}"
     if secret is not None:
         _url_secret(core, ns, name, secret)
-    _apply(kubectl, ns, _external(name, name, [{"name": "q", "replicas": 0}]))
+    apply_jobqueue(kubectl, ns, _external(name, name, [{"name": "q", "replicas": 0}]))
     body = _wait_status(custom, ns, name, _ready(reason), f"{name} not Ready with {reason}")
     assert words in condition(body, "Ready")["message"]  # type: ignore[index]
     assert ":1/0" not in condition(body, "Ready")["message"] or case == "closed-port"  # type: ignore[index]
@@ -322,7 +313,7 @@ def test_the_password_is_never_logged(
     ns = operator_namespace
     document = copy.deepcopy(SAMPLE)
     document["metadata"]["name"] = "quiet"
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
     _wait_status(custom, ns, "quiet", _ready("RedisStarting"), "quiet's status")
     password = base64.b64decode(core.read_namespaced_secret("quiet-redis-auth", ns).data["password"]).decode()
     assert len(password) >= 32

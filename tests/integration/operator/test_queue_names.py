@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from celery import Celery
 from celery.result import AsyncResult
 from kubernetes import client
@@ -29,7 +28,14 @@ from jobqueue_devenv.operator_process import HostOperator
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
+from tests.integration.operator.conftest import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    apply_jobqueue,
+    hosted_operator_in,
+    jobqueue_manifest,
+)
 
 NAME = "names"
 QUEUES = ("high_priority", "video.transcode", "CamelCase")
@@ -51,10 +57,6 @@ def _document(queues: dict[str, int]) -> dict[str, Any]:
     """The JobQueue with `queues` (real name -> replicas), on a managed Redis without a volume."""
     specs = [{"name": name, "replicas": replicas, **SHORT} for name, replicas in queues.items()]
     return jobqueue_manifest(NAME, specs, broker={"managed": {"persistence": {"enabled": False}}})
-
-
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
 
 
 def _body(custom: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def test_celery_queue_names_are_accepted_served_reported_and_drained_under_their
     operator_namespace: str,
 ) -> None:
     ns = operator_namespace
-    _apply(kubectl, ns, _document(dict.fromkeys(QUEUES, 1)))  # today's schema refused all three names
+    apply_jobqueue(kubectl, ns, _document(dict.fromkeys(QUEUES, 1)))  # today's schema refused all three names
 
     # Each queue has its worker Deployment under the derived name; the label holds the slug (selectors
     # work), the annotation and the worker's env the real name.
@@ -147,7 +149,7 @@ def test_celery_queue_names_are_accepted_served_reported_and_drained_under_their
     wait_until(lambda: _depths(operator, ns).keys() == set(QUEUES), timeout=30, what="depth series by real names")
 
     # With no worker on video.transcode, 3 tasks wait in it: counted under its real name.
-    _apply(kubectl, ns, _document({**dict.fromkeys(QUEUES, 1), REMOVED: 0}))
+    apply_jobqueue(kubectl, ns, _document({**dict.fromkeys(QUEUES, 1), REMOVED: 0}))
     selector = naming.queue_selector(NAME, REMOVED)
     wait_until(lambda: not core.list_namespaced_pod(ns, label_selector=selector).items, timeout=90, what="no worker")
     waiting: list[AsyncResult] = [app.send_task(SLEEP, kwargs={"seconds": 5}, queue=REMOVED) for _ in range(3)]
@@ -155,7 +157,7 @@ def test_celery_queue_names_are_accepted_served_reported_and_drained_under_their
     wait_until(lambda: _status_ready(custom, ns).get(REMOVED) == 3, timeout=30, what="status ready 3")
 
     # Removed from the spec while it holds them: a worker drains it under its real name, then it goes.
-    _apply(kubectl, ns, _document({queue: 1 for queue in QUEUES if queue != REMOVED}))
+    apply_jobqueue(kubectl, ns, _document({queue: 1 for queue in QUEUES if queue != REMOVED}))
     gone = naming.worker_deployment(NAME, REMOVED)
 
     def draining() -> bool:

@@ -28,7 +28,7 @@ from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import kube as operator_kube
 from tests.conftest import Kubectl, helm
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, jobqueue_manifest
+from tests.integration.operator.conftest import apply_jobqueue, get_jobqueue, jobqueue_manifest
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,6 @@ def default_operator(
         yield log
 
 
-def _apply(kubectl: Kubectl, namespace: str, document: dict[str, Any]) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-n", namespace, "-f", "-", input=yaml.safe_dump(document))
-
-
-def _get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return body
-
-
 def _wait_condition(
     custom: client.CustomObjectsApi,
     namespace: str,
@@ -59,7 +50,7 @@ def _wait_condition(
     timeout: float = 60,
 ) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        found = condition(_get(custom, namespace, name), type_)
+        found = condition(get_jobqueue(custom, namespace, name), type_)
         return found if found is not None and check(found) else None
 
     return wait_until(probe, timeout=timeout, what=f"{name}'s {type_} condition")
@@ -87,7 +78,7 @@ def test_ready_follows_the_redis_pod_within_seconds_with_the_default_resync(
     operator_namespace: str,
 ) -> None:
     ns = operator_namespace
-    _apply(kubectl, ns, jobqueue_manifest("prompt", [{"name": "q", "replicas": 0}]))
+    apply_jobqueue(kubectl, ns, jobqueue_manifest("prompt", [{"name": "q", "replicas": 0}]))
     ready = _wait_condition(custom, ns, "prompt", "Ready", lambda c: c["status"] == "True", timeout=90)
     pod = core.read_namespaced_pod("prompt-redis-0", ns)
     pod_ready = next(c for c in pod.status.conditions if c.type == "Ready")
@@ -106,7 +97,7 @@ def test_a_worker_that_cannot_import_its_app_is_named_in_the_status(
 ) -> None:
     ns = operator_namespace
     document = jobqueue_manifest("crash", [{"name": "q", "replicas": 1}], app="no_such_module.celery:app")
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
     found = _wait_condition(custom, ns, "crash", "Degraded", lambda c: c["reason"] == "WorkersFailing")
     assert "ModuleNotFoundError" in found["message"], found
     assert "no_such_module" in found["message"]
@@ -135,14 +126,14 @@ def test_pods_refused_by_a_quota_are_reported_with_the_api_servers_message(
     core.create_namespaced_resource_quota(namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}})
     log = tmp_path / "operator.log"
     with host_operator(local_cluster.kubeconfig, namespace, log, cluster_dir=local_cluster.directory):
-        _apply(kubectl, namespace, jobqueue_manifest("refused", [{"name": "q", "replicas": 1}]))
+        apply_jobqueue(kubectl, namespace, jobqueue_manifest("refused", [{"name": "q", "replicas": 1}]))
         broker = _wait_condition(
             custom, namespace, "refused", "BrokerReady", lambda c: c["reason"] == "RedisPodsRefused"
         )
         assert "exceeded quota" in broker["message"], broker
         workers = _wait_condition(custom, namespace, "refused", "Degraded", lambda c: "queue q: " in c["message"])
         assert "exceeded quota" in workers["message"], workers
-        ready = condition(_get(custom, namespace, "refused"), "Ready")
+        ready = condition(get_jobqueue(custom, namespace, "refused"), "Ready")
         assert ready is not None
         assert ready["status"] == "False"
 
@@ -166,7 +157,7 @@ def test_a_wrong_redis_password_is_an_authentication_failure_not_unreachable(
         [{"name": "q", "replicas": 0}],
         broker={"external": {"urlSecretRef": {"name": "auth-url", "key": "url"}}},
     )
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
     try:
         found = _wait_condition(custom, ns, "auth", "BrokerReady", lambda c: c["reason"] == "BrokerAuthFailed")
         assert "not-the-password" not in found["message"]  # never the password
@@ -198,7 +189,7 @@ def test_a_changed_broker_secret_rolls_the_workers(
         [{"name": "q", "replicas": 1}],
         broker={"external": {"urlSecretRef": {"name": "roll-url", "key": "url"}}},
     )
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
     before = wait_until(lambda: _template_hash(apps, ns, "roll-q-worker"), timeout=30, what="the config hash")
     first = wait_until(
         lambda: core.list_namespaced_pod(ns, label_selector="jobqueue.dev/jobqueue=roll").items,
@@ -255,7 +246,7 @@ def test_the_reconciler_never_undoes_a_scale(
         broker={"external": {"urlSecretRef": {"name": "race-url", "key": "url"}}},
     )
     document["metadata"]["annotations"] = {"jobqueue.dev/autoscaling-paused": "true"}
-    _apply(kubectl, ns, document)
+    apply_jobqueue(kubectl, ns, document)
     name = "race-q-worker"
     wait_until(lambda: _replicas_owners(apps.read_namespaced_deployment(name, ns)) == {"jobqueue-autoscaler"},
                timeout=30, what="replicas handed over to the autoscaler")  # fmt: skip
@@ -279,7 +270,7 @@ def test_the_reconciler_never_undoes_a_scale(
         stop.set()
         toucher.join()
     kubectl("annotate", "--overwrite", "-n", ns, "jq/race", "touch=last")
-    wait_until(lambda: _get(custom, ns, "race")["status"]["queues"][0].get("desiredReplicas") == 2, timeout=15,
+    wait_until(lambda: get_jobqueue(custom, ns, "race")["status"]["queues"][0].get("desiredReplicas") == 2, timeout=15,
                what="the status to show the last scale")  # fmt: skip
     deployment = apps.read_namespaced_deployment(name, ns)
     assert deployment.spec.replicas == 2
@@ -306,7 +297,7 @@ def test_every_pod_the_operator_makes_is_admitted_under_pod_security_restricted(
     with host_operator(
         local_cluster.kubeconfig, namespace, tmp_path / "operator.log", cluster_dir=local_cluster.directory
     ):
-        _apply(kubectl, namespace, document)
+        apply_jobqueue(kubectl, namespace, document)
 
         def components() -> set[str]:
             pods = core.list_namespaced_pod(namespace, label_selector="jobqueue.dev/jobqueue=strict").items
@@ -315,7 +306,7 @@ def test_every_pod_the_operator_makes_is_admitted_under_pod_security_restricted(
         wait_until(lambda: components() == {"broker", "worker", "beat", "flower"}, timeout=60, what="every Pod")
         refused = core.list_namespaced_event(namespace, field_selector="reason=FailedCreate").items
         assert not refused, [e.message for e in refused]
-        degraded = condition(_get(custom, namespace, "strict"), "Degraded") or {}
+        degraded = condition(get_jobqueue(custom, namespace, "strict"), "Degraded") or {}
         assert "Refused" not in degraded.get("reason", "")
         kubectl("delete", "jq", "-n", namespace, "strict", "--wait=true")
 

@@ -18,7 +18,7 @@ from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.operator_process import host_operator
 from jobqueue_devenv.waiting import wait_until
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, PLURAL, VERSION
+from tests.integration.operator.conftest import GROUP, VERSION, get_jobqueue
 
 pytestmark = pytest.mark.usefixtures("crd")
 
@@ -41,11 +41,6 @@ def _jobqueue(name: str, finalizers: list[str] | None = None) -> dict[str, Any]:
     }
 
 
-def _get(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return body
-
-
 def test_with_the_operator_gone_a_jobqueue_deletes_at_once_and_its_children_follow(
     kubectl: Kubectl,
     custom: client.CustomObjectsApi,
@@ -58,9 +53,9 @@ def test_with_the_operator_gone_a_jobqueue_deletes_at_once_and_its_children_foll
     with host_operator(
         local_cluster.kubeconfig, namespace, tmp_path / "operator.log", cluster_dir=local_cluster.directory
     ):
-        wait_until(lambda: condition(_get(custom, namespace, "gone"), "Ready"), timeout=60, what="a status")
+        wait_until(lambda: condition(get_jobqueue(custom, namespace, "gone"), "Ready"), timeout=60, what="a status")
         wait_until(lambda: apps.list_namespaced_deployment(namespace).items, timeout=30, what="the workers")
-        assert not _get(custom, namespace, "gone")["metadata"].get("finalizers")
+        assert not get_jobqueue(custom, namespace, "gone")["metadata"].get("finalizers")
     # The operator is stopped (as after `helm uninstall`): deleting the JobQueue does not wait for it.
     started = time.monotonic()
     kubectl("delete", "jq", "-n", namespace, "gone", "--wait=true", "--timeout=30s")
@@ -77,12 +72,12 @@ def test_the_finalizer_of_an_older_operator_is_removed(
     local_cluster: cluster.ClusterState,
 ) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(_jobqueue("older", [OLD_FINALIZER])))
-    assert _get(custom, namespace, "older")["metadata"]["finalizers"] == [OLD_FINALIZER]
+    assert get_jobqueue(custom, namespace, "older")["metadata"]["finalizers"] == [OLD_FINALIZER]
     with host_operator(
         local_cluster.kubeconfig, namespace, tmp_path / "operator.log", cluster_dir=local_cluster.directory
     ):
         wait_until(
-            lambda: not _get(custom, namespace, "older")["metadata"].get("finalizers"),
+            lambda: not get_jobqueue(custom, namespace, "older")["metadata"].get("finalizers"),
             timeout=30,
             what="the old finalizer removed",
         )
