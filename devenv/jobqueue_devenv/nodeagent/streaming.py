@@ -44,6 +44,9 @@ EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 PORT_FORWARD_PROTOCOLS = ("portforward.k8s.io",)
 STREAM_CREATION_TIMEOUT = 30.0
 STOP_GRACE = 2.0
+FIRST_SIZE_SECONDS = 1.0
+"""How long a command on a terminal waits for kubectl's first resize message (sent as the streams open),
+so that it starts at the terminal's size, not 0x0 (`stty size` as the first command would race it)."""
 READ_SIZE = 32 * 1024
 
 
@@ -265,6 +268,10 @@ class ExecSession:
 
     def _run_tty(self) -> int:
         master, slave = os.openpty()
+        if "resize" in self.streams:
+            sized = threading.Event()
+            _thread(_resize, self.streams["resize"], master, sized)
+            sized.wait(FIRST_SIZE_SECONDS)
         try:
             process = self._start(slave, slave, slave)
         finally:
@@ -274,8 +281,6 @@ class ExecSession:
             pumps.append(_thread(_pump_out, master, self.connection, self.streams["stdout"].stream_id))
         if "stdin" in self.streams:
             _thread(_pump_in, self.streams["stdin"], lambda data: os.write(master, data), lambda: _write_eof(master))
-        if "resize" in self.streams:
-            _thread(_resize, self.streams["resize"], master)
         try:
             return self._wait(process, pumps)
         finally:
@@ -287,7 +292,7 @@ def _write_eof(master: int) -> None:
         os.write(master, b"\x04")  # end of input on a terminal: ^D
 
 
-def _resize(stream: Stream, master: int) -> None:
+def _resize(stream: Stream, master: int, sized: threading.Event) -> None:
     buffered = b""
     while (data := stream.read()) is not None:
         buffered += data
@@ -296,6 +301,7 @@ def _resize(stream: Stream, master: int) -> None:
             size = terminal_size(message + b"}")
             if size is not None:
                 _set_size(master, *size)
+                sized.set()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -153,7 +153,10 @@ def test_exec_with_a_terminal(
 ) -> None:
     """`kubectl exec -it`: the command gets a terminal of kubectl's size. kubectl wants a terminal on its own
     stdin, so `script` gives it one (of 33 rows, 111 columns)."""
-    kubectl = f"{binaries.find().kubectl} exec -it -n {namespace} {name} -- sh -c 'test -t 0 && stty size; exit 4'"
+    # kubectl sends its size on the resize stream as the streams open; the agent waits for it (up to 1 s) before
+    # it starts the command, and a resize can still land a moment later under load: poll for it, up to 5 s.
+    poll = 'test -t 0 || exit 9; for i in $(seq 50); do s=$(stty size); [ "$s" = "33 111" ] && break; sleep 0.1; done'
+    kubectl = f"{binaries.find().kubectl} exec -it -n {namespace} {name} -- sh -c '{poll}; echo $s; exit 4'"
     done = subprocess.run(
         ["script", "-qec", f"stty rows 33 cols 111; {kubectl}", "/dev/null"],
         env={"KUBECONFIG": local_cluster.kubeconfig, "PATH": "/usr/bin:/bin", "TERM": "dumb"},
