@@ -34,11 +34,11 @@ lint: python-deps ## ruff, mypy and the import contracts (pure modules stay pure
 
 SOAK_ARGS ?=
 
-soak: deps binaries images ## the fault-injection suite with >= 10,000 tasks: a table, bench/results/soak.json
-	@eval "$$($(DEVENV) up | tail -n 1)" && PYTHONPATH=devenv $(PY) -m bench.soak $(SOAK_ARGS)
+soak: deps binaries images ## the fault-injection suite with >= 10,000 tasks (node faults on 3 nodes): a table, bench/results/soak.json
+	@eval "$$($(DEVENV) up $(if $(NODES),--nodes $(NODES)) | tail -n 1)" && PYTHONPATH=devenv $(PY) -m bench.soak $(SOAK_ARGS)
 
-cluster-up: deps binaries ## start the local cluster (or reuse it); last line: export KUBECONFIG=...
-	@$(DEVENV) up
+cluster-up: deps binaries ## start the local cluster (or reuse it), NODES=3 for three nodes; last line: export KUBECONFIG=...
+	@$(DEVENV) up $(if $(NODES),--nodes $(NODES))
 
 cluster-down: python-deps ## stop the local cluster; no process or port is left behind
 	@$(DEVENV) down
@@ -50,14 +50,16 @@ logs: python-deps ## a Pod's container logs: make logs POD=<namespace>/<name> [C
 	@test -n "$(POD)" || { echo "usage: make logs POD=<namespace>/<name> [CONTAINER=<name>]" >&2; exit 2; }
 	@$(DEVENV) logs $(POD) $(if $(CONTAINER),-c $(CONTAINER))
 
-bench: deps binaries ## benchmarks: printed tables, JSON in bench/results/
+bench: deps binaries images ## benchmarks: printed tables, JSON in bench/results/
 	PYTHONPATH=devenv $(PY) bench/cluster_startup.py
 	PYTHONPATH=devenv $(PY) bench/pod_startup.py
 	PYTHONPATH=devenv $(PY) bench/operator_reconcile.py
 	PYTHONPATH=devenv $(PY) bench/status_latency.py
 	PYTHONPATH=devenv $(PY) bench/operator_tick.py
 	PYTHONPATH=devenv $(PY) bench/worker_throughput.py
+	PYTHONPATH=devenv $(PY) bench/operator_failover.py
 	$(PY) -m bench.autoscale.suite
+	PYTHONPATH=devenv $(PY) -m bench.nodeloss
 
 HELM ?= $(shell PYTHONPATH=devenv $(PY) -c 'from jobqueue_devenv import binaries; print(binaries.find().helm)' 2>/dev/null)
 CHART := charts/jobqueue-operator

@@ -1,12 +1,15 @@
 """The fault-injection suite at soak size: every scenario of `jobqueue_devenv.faults.scenarios` with at
-least 10,000 tasks in all, on the local cluster; a table (scenario, tasks, lost, duplicated, interrupted,
-recovery) and bench/results/soak.json.
+least 10,000 tasks in all, on the local cluster, then the node faults of `jobqueue_devenv.faults.node_scenarios`
+on a cluster of three nodes; a table (scenario, tasks, lost, duplicated, interrupted, recovery) and
+bench/results/soak.json.
 
     python -m bench.soak [--scenario NAME ...] [--scale 1.0] [--json OUT]
 
 Needs KUBECONFIG pointing at a `jobqueue_devenv up` cluster (`make soak` starts one). Installs the chart
 and runs the operator as the e2e tests do; each scenario gets its own namespace; the ledger is a Redis
-no scenario faults. Exits 1 when any task was lost or any bound was broken.
+no scenario faults. The node faults run on that cluster if it has three nodes (`make soak NODES=3`),
+else on a cluster of three nodes started for them and stopped afterwards. Exits 1 when any task was lost or
+any bound was broken.
 """
 
 from __future__ import annotations
@@ -14,17 +17,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from jobqueue_devenv import bench_results, cluster, demo
+from jobqueue_devenv.faults.node_scenarios import NODE_SCENARIOS, NodeScenario
+from jobqueue_devenv.faults.node_stage import node_cluster, rig
 from jobqueue_devenv.faults.scenarios import SCENARIOS, Outcome, Scenario, Size
-from jobqueue_devenv.faults.stage import ledger_broker, stage
+from jobqueue_devenv.faults.stage import Stage, ledger_broker, stage
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT = REPO / "bench" / "results" / "soak.json"
@@ -42,8 +49,23 @@ def table(rows: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def scaled(scenario: Scenario, scale: float) -> Size:
+def scaled(scenario: Scenario | NodeScenario, scale: float) -> Size:
     return replace(scenario.soak, tasks=max(scenario.soak.faults, int(scenario.soak.tasks * scale)))
+
+
+def _one(
+    kube: demo.Kube, prefix: str, ledger_url: str, name: str, size: Size, call: Callable[[Stage], Outcome]
+) -> Outcome:
+    """One scenario in its own namespace; one failing to run is reported, the others still run."""
+    demo.say(f"{name}: {size.tasks} tasks, {size.faults} faults")
+    started = time.time()
+    with stage(kube, prefix, name, ledger_url) as here:
+        try:
+            outcome = call(here)
+        except Exception as exc:
+            outcome = Outcome(name, problems=[f"did not finish: {type(exc).__name__}: {exc}"])
+    demo.say(f"{name}: {outcome.row()} in {time.time() - started:.0f} s")
+    return outcome
 
 
 def run(kube: demo.Kube, scenarios: Sequence[Scenario], scale: float, logs: Path) -> list[Outcome]:
@@ -56,21 +78,34 @@ def run(kube: demo.Kube, scenarios: Sequence[Scenario], scale: float, logs: Path
     ):
         for scenario in scenarios:
             size = scaled(scenario, scale)
-            demo.say(f"{scenario.name}: {size.tasks} tasks, {size.faults} faults")
-            started = time.time()
-            with stage(kube, prefix, scenario.name, ledger_url) as here:
-                try:
-                    outcome = scenario(here, size, op)
-                except Exception as exc:  # one scenario failing to run is reported, the others still run
-                    outcome = Outcome(scenario.name, problems=[f"did not finish: {type(exc).__name__}: {exc}"])
-            demo.say(f"{scenario.name}: {outcome.row()} in {time.time() - started:.0f} s")
-            outcomes.append(outcome)
+            call = partial(scenario, size=size, operator=op)
+            outcomes.append(_one(kube, prefix, ledger_url, scenario.name, size, call))
+    return outcomes
+
+
+def run_nodes(
+    state: cluster.ClusterState, scenarios: Sequence[NodeScenario], scale: float, logs: Path
+) -> list[Outcome]:
+    """The node faults, on `state` if it has three nodes, else on a cluster of three started for them."""
+    session = uuid.uuid4().hex[:5]
+    prefix = f"soakn-{session}"
+    outcomes = []
+    with (
+        tempfile.TemporaryDirectory(prefix="jq-soak-nodes-") as folder,
+        node_cluster(Path(folder) / "cluster", reuse=state) as nodes_state,
+    ):
+        kube = demo.Kube.for_cluster(nodes_state)
+        with rig(kube, prefix, logs / "node-operator.log", f"jqsoakn-{session}") as here_rig:
+            for scenario in scenarios:
+                size = scaled(scenario, scale)
+                call = partial(scenario, size=size, rig=here_rig)
+                outcomes.append(_one(kube, prefix, here_rig.ledger_url, scenario.name, size, call))
     return outcomes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
-    names = [s.name for s in SCENARIOS]
+    names = [s.name for s in (*SCENARIOS, *NODE_SCENARIOS)]
     parser.add_argument("--scenario", action="append", choices=names, help="run only these (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's task count")
     parser.add_argument("--json", type=Path, default=RESULT, help=f"default: {RESULT.relative_to(REPO)}")
@@ -80,11 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     state = cluster.ClusterState.load(Path(os.environ["KUBECONFIG"]).parent)
     if state is None:
         raise SystemExit("KUBECONFIG does not point at a `jobqueue_devenv up` cluster")
-    chosen = [s for s in SCENARIOS if s.name in args.scenario] if args.scenario else list(SCENARIOS)
+    chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    chosen_nodes = [s for s in NODE_SCENARIOS if not args.scenario or s.name in args.scenario]
     logs = args.json.parent / "soak-logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    outcomes = run(demo.Kube.for_cluster(state), chosen, args.scale, logs)
+    outcomes = run(demo.Kube.for_cluster(state), chosen, args.scale, logs) if chosen else []
+    outcomes += run_nodes(state, chosen_nodes, args.scale, logs) if chosen_nodes else []
     rows = [o.row() for o in outcomes]
     print("\n".join(table(rows)))
     problems = [f"{o.scenario}: {p}" for o in outcomes for p in o.problems]

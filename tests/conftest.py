@@ -3,6 +3,9 @@
 The cluster is the real thing: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the
 node agent, started by `jobqueue_devenv`. When KUBECONFIG points at a cluster that `make cluster-up`
 started, the tests use it and leave it running; otherwise the session starts its own and stops it.
+
+The modules that need several nodes (they kill, drain and cordon them) share one three-node cluster of
+their own (`three_nodes`): pytest-xdist runs them in one worker, one after the other (THREE_NODE_MODULES).
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from kubernetes import client, config
 
-from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv import binaries, cluster, nodes
 from jobqueue_devenv.deployer import slug
 from jobqueue_devenv.paths import REPO
 from jobqueue_devenv.waiting import wait_until
+from jobqueue_operator.nodes import OUT_OF_SERVICE_TAINT
 
 
 def _cluster_from_kubeconfig() -> cluster.ClusterState | None:
@@ -47,6 +51,74 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.
         yield state
     finally:
         cluster.down(directory)
+
+
+THREE_NODES: Final = 3
+THREE_NODE_MODULES: Final = (
+    "tests/integration/devenv/test_multinode.py",
+    "tests/integration/operator/test_lost_node.py",
+    "tests/integration/operator/test_spread.py",
+    "tests/e2e/node_faults/test_node_faults.py",
+)
+"""The modules that use `three_nodes`: one xdist scope (`pytest_xdist_make_scheduler`), so one worker runs
+them all on one three-node cluster instead of each starting its own."""
+THREE_NODES_SCOPE: Final = "three-nodes"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the THREE_NODE_MODULES as one file: they go to one worker together."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
+
+    class ThreeNodesTogether(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return THREE_NODES_SCOPE if path in THREE_NODE_MODULES else path
+
+    return ThreeNodesTogether(config, log)
+
+
+@pytest.fixture(scope="session")
+def three_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cluster.ClusterState]:
+    """The session's three-node cluster: the one KUBECONFIG points at if it has three nodes or more (then
+    left running), else one started here (and stopped at the end)."""
+    reused = _cluster_from_kubeconfig()
+    if reused is not None and len(reused.node_names) >= THREE_NODES:
+        yield reused
+        return
+    directory = tmp_path_factory.mktemp("three-nodes")
+    state, _ = cluster.up(directory, binaries.find(), nodes=THREE_NODES)
+    try:
+        yield state
+    finally:
+        cluster.down(directory)
+
+
+@pytest.fixture(scope="module")
+def three_nodes(
+    three_node_cluster: cluster.ClusterState, request: pytest.FixtureRequest
+) -> Iterator[cluster.ClusterState]:
+    """The three-node cluster for one module, healed afterwards for the next: every node killed is started
+    again (empty, as after a reboot), cordons and the out-of-service taint are taken off."""
+    module = Path(request.path).resolve().relative_to(REPO).as_posix()
+    assert module in THREE_NODE_MODULES, f"{module} uses three_nodes: add it to THREE_NODE_MODULES in tests/conftest.py"
+    yield three_node_cluster
+    heal(three_node_cluster)
+
+
+def heal(state: cluster.ClusterState) -> None:
+    """Every node of `state` running, schedulable and without the out-of-service taint."""
+    directory = Path(state.directory)
+    for name in nodes.names(directory):
+        if not nodes.agent_running(directory, name):
+            nodes.start(directory, name)
+    env = dict(os.environ, KUBECONFIG=state.kubeconfig)
+    kubectl = str(binaries.find().kubectl)
+    for name in nodes.names(directory):
+        for command in (["uncordon", name], ["taint", "nodes", name, f"{OUT_OF_SERVICE_TAINT}-"]):
+            subprocess.run([kubectl, *command], env=env, capture_output=True, check=False)  # absent: fine
 
 
 @pytest.fixture(scope="session")

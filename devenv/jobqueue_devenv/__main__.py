@@ -1,5 +1,5 @@
 """Command line of the local environment: `python -m jobqueue_devenv COMMAND` (binaries, images, build, up,
-down, status, demo, prometheus, exec, logs).
+down, status, node, demo, prometheus, exec, logs).
 
 Progress goes to stderr; `up` prints shell `export` lines on stdout, KUBECONFIG last, so
 `eval "$(python -m jobqueue_devenv up)"` works.
@@ -12,9 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from jobqueue_devenv import binaries, cluster
+from jobqueue_devenv import binaries, cluster, nodes
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.nodeagent import cleanup as nodeagent_cleanup
+from jobqueue_devenv.nodeagent import cloud as nodeagent_cloud
+from jobqueue_devenv.nodeagent import layout as nodeagent_layout
 from jobqueue_devenv.nodeagent import logs as nodeagent_logs
 from jobqueue_devenv.paths import default_cluster_dir
 
@@ -62,11 +64,15 @@ def cmd_prometheus(args: argparse.Namespace) -> None:
 
 def cmd_up(args: argparse.Namespace) -> None:
     found = binaries.ensure()
-    state, reused = cluster.up(args.dir, found, timeout=_timeout())
+    state, reused = cluster.up(args.dir, found, timeout=_timeout(), nodes=args.nodes)
+    names = ", ".join(state.node_names)
     if reused:
-        _say(f"cluster already running in {args.dir} (apiserver {state.apiserver_url}); not starting another")
+        _say(
+            f"cluster already running in {args.dir} (apiserver {state.apiserver_url}, nodes {names}); "
+            "not starting another"
+        )
     else:
-        _say(f"cluster ready in {state.ready_seconds:.1f}s: apiserver {state.apiserver_url}, node {state.node_name}")
+        _say(f"cluster ready in {state.ready_seconds:.1f}s: apiserver {state.apiserver_url}, nodes {names}")
         _say(f"logs in {args.dir}/logs; stop it with `make cluster-down`")
     print(exports(state), flush=True)
 
@@ -87,6 +93,24 @@ def cmd_status(args: argparse.Namespace) -> None:
     sys.exit(0 if healthy else 1)
 
 
+def cmd_node(args: argparse.Namespace) -> None:
+    """Power a node off (`kill`: a power cut) or on (`start`: an empty, rebooted machine), or list the nodes."""
+    if args.action == "list":
+        for name, agent in nodes.listing(args.dir):
+            print(f"{name}\t{agent}", flush=True)
+        return
+    if not args.node:
+        raise DevenvError(
+            f"node {args.action} needs a node name", f"see `python -m jobqueue_devenv --dir {args.dir} node list`"
+        )
+    if args.action == "kill":
+        nodes.kill(args.dir, args.node)
+        _say(f"node {args.node} is off: its agent and every process of its Pods were SIGKILLed")
+    else:
+        nodes.start(args.dir, args.node)
+        _say(f"node {args.node} is Ready again, with no Pod of before running")
+
+
 def cmd_demo(_: argparse.Namespace) -> None:
     """A throw-away cluster, the operator, examples/demo.yaml and a burst of tasks shown live (see demo.py)."""
     from jobqueue_devenv import demo
@@ -97,15 +121,13 @@ def cmd_demo(_: argparse.Namespace) -> None:
 def cmd_exec(args: argparse.Namespace) -> None:
     """Run a host command that resolves Service names (`<svc>.<ns>.svc`) like a Pod of the local cluster.
 
-    The command gets a private mount namespace in which the node agent's hosts file (the real
+    The command gets a private mount namespace in which the cloud process's hosts file (the real
     /etc/hosts plus every Service) is bind-mounted over /etc/hosts, and KUBECONFIG of the cluster.
     """
-    hosts = nodeagent_cleanup.agent_folder(args.dir) / "hosts"
+    hosts = nodeagent_cloud.hosts_file(args.dir)
     state = cluster.ClusterState.load(args.dir)
     if state is None or not hosts.exists():
-        raise DevenvError(
-            f"no running local cluster with a node agent in {args.dir}", "start one with `make cluster-up`"
-        )
+        raise DevenvError(f"no running local cluster in {args.dir}", "start one with `make cluster-up`")
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not command:
         raise DevenvError("no command given", "usage: python -m jobqueue_devenv exec -- COMMAND [ARGS...]")
@@ -124,7 +146,11 @@ def cmd_logs(args: argparse.Namespace) -> None:
     """
     namespace, _, name = args.pod.rpartition("/")
     folders = sorted(
-        (nodeagent_cleanup.agent_folder(args.dir) / "pods").glob(f"{namespace or 'default'}_{name}_*"),
+        (
+            found
+            for node in nodeagent_layout.node_folders(args.dir)
+            for found in (node / nodeagent_cleanup.PODS_FOLDER).glob(f"{namespace or 'default'}_{name}_*")
+        ),
         key=lambda p: p.stat().st_mtime,
     )
     if not folders:
@@ -148,8 +174,18 @@ def main(argv: list[str] | None = None) -> None:
         help="cluster folder (default: $JQ_CLUSTER_DIR or $TMPDIR/jobqueue-cluster-$UID)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start the local cluster, or reuse the running one")
+    start.add_argument(
+        "--nodes",
+        type=int,
+        help=f"how many nodes (1 to {nodeagent_layout.MAX_NODES}; default: ${cluster.NODES_VARIABLE}, else 1)",
+    )
+    start.set_defaults(func=cmd_up)
+    node = commands.add_parser("node", help="power a node off (kill) or on (start), or list the nodes")
+    node.add_argument("action", choices=("kill", "start", "list"))
+    node.add_argument("node", nargs="?", help="e.g. jobqueue-local-2 (see `node list`)")
+    node.set_defaults(func=cmd_node)
     for name, handler, text in (
-        ("up", cmd_up, "start the local cluster, or reuse the running one"),
         ("down", cmd_down, "stop the local cluster and delete its folder"),
         ("status", cmd_status, "say whether the local cluster is running"),
         ("demo", cmd_demo, "a throw-away cluster running the operator and a burst of tasks, shown live"),
@@ -158,8 +194,14 @@ def main(argv: list[str] | None = None) -> None:
     build = commands.add_parser("binaries", help="build (or find) etcd, the control plane, kubectl and helm")
     build.add_argument("--tools", action="store_true", help="also the tests' tools: prometheus and promtool")
     build.set_defaults(func=cmd_binaries)
-    image = commands.add_parser("images", help="build the operator, worker and examples images with buildah")
-    image.add_argument("names", nargs="*", help="only these (jobqueue-operator, jobqueue-worker, jobqueue-examples)")
+    image = commands.add_parser(
+        "images", help="build the operator, worker and examples images, and the Redis and Flower stand-ins"
+    )
+    image.add_argument(
+        "names",
+        nargs="*",
+        help="only these (jobqueue-operator, jobqueue-worker, jobqueue-examples, jobqueue-flower, jobqueue-redis)",
+    )
     image.set_defaults(func=cmd_images)
     user = commands.add_parser(
         "build", help="build your own image (e.g. FROM jobqueue-worker:dev) for the local cluster, as `images` does"

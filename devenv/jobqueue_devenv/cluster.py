@@ -1,8 +1,9 @@
 """Start and stop a local Kubernetes cluster made of real control-plane processes on 127.0.0.1.
 
-Components, in start order: etcd, kube-apiserver, then kube-controller-manager, kube-scheduler and
-the node agent side by side. Everything a cluster owns (data, certificates, logs, kubeconfig,
-`state.json`) lives in one folder; `down` stops every process and removes the folder.
+Components, in start order: etcd, kube-apiserver, then the cloud process (Services, volumes: see
+`nodeagent.cloud`), kube-controller-manager, kube-scheduler and one node agent per node, side by side.
+Everything a cluster owns (data, certificates, logs, kubeconfig, `state.json`, the nodes' folders) lives in
+one folder; `down` stops every process and removes the folder. `nodes` kills and restarts single nodes.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from jobqueue_devenv import processes
 from jobqueue_devenv.binaries import Binaries
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.nodeagent import cleanup as nodeagent_cleanup
+from jobqueue_devenv.nodeagent import cloud as nodeagent_cloud
+from jobqueue_devenv.nodeagent import layout
 from jobqueue_devenv.nodeagent import network as nodeagent_network
 from jobqueue_devenv.processes import ProcessRecord
 from jobqueue_devenv.waiting import TimedOut, wait_until
 
-NODE_NAME: Final = pki_module.NODE_NAME
-SERVICE_CIDR: Final = "10.96.0.0/16"
+NODE_NAME: Final = layout.FIRST_NODE
+NODES_VARIABLE: Final = "JQ_NODES"
 APISERVER_PORT_VARIABLE: Final = "JQ_APISERVER_PORT"
+CLOUD_PROCESS: Final = "cloud"
 START_ATTEMPTS: Final = 3
 """Free ports are picked before the processes bind them; another program may win the race."""
 
@@ -49,6 +53,10 @@ class ClusterState:
     processes: list[ProcessRecord] = field(default_factory=list)
     bin_dirs: list[str] = field(default_factory=list)
     node_name: str = NODE_NAME
+    """The first node."""
+    node_names: list[str] = field(default_factory=lambda: [NODE_NAME])
+    stopped_nodes: list[str] = field(default_factory=list)
+    """Nodes `nodes.kill` powered off: their agents are not expected to run (the cluster is still healthy)."""
     ready_seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds from the start until each component was ready, for the start-up benchmark."""
@@ -70,6 +78,16 @@ class ClusterState:
     @property
     def apiserver_url(self) -> str:
         return f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+
+    def agent(self, node: str) -> ProcessRecord | None:
+        """The process record of a node's agent (the latest one started)."""
+        name = layout.folder_name(node)
+        return next((p for p in reversed(self.processes) if p.name == name), None)
+
+    def expected(self) -> list[ProcessRecord]:
+        """The processes that must run: all but the agents of powered-off nodes."""
+        agents = {layout.folder_name(n): n for n in self.node_names}
+        return [p for p in self.processes if p.name not in agents or agents[p.name] not in self.stopped_nodes]
 
 
 class _Api:
@@ -94,8 +112,9 @@ class _Api:
 
 
 def is_healthy(state: ClusterState) -> bool:
-    """Every process alive and the apiserver answering /readyz with ok."""
-    if not state.processes or not all(processes.is_running(p) for p in state.processes):
+    """Every process alive (but the agents of nodes `nodes.kill` powered off) and the apiserver answering
+    /readyz with ok."""
+    if not state.processes or not all(processes.is_running(p) for p in state.expected()):
         return False
     try:
         status, body = _Api(Path(state.directory)).get(f"{state.apiserver_url}/readyz")
@@ -104,11 +123,29 @@ def is_healthy(state: ClusterState) -> bool:
     return status == 200 and body.strip() == "ok"
 
 
-def up(directory: Path, binaries: Binaries, timeout: float = 90.0) -> tuple[ClusterState, bool]:
-    """Start a cluster in `directory`, or return the one already running there.
+def node_count(requested: int | None = None) -> int:
+    """How many nodes to start: `requested`, else $JQ_NODES, else 1."""
+    value: str | int = requested if requested is not None else os.environ.get(NODES_VARIABLE, "1")
+    try:
+        count = int(value)
+        layout.node_names(count)
+    except (ValueError, layout.LayoutError):
+        raise DevenvError(
+            f"{value!r} is not a node count the local cluster can have",
+            f"ask for 1 to {layout.MAX_NODES} nodes (--nodes, NODES=, {NODES_VARIABLE}=)",
+        ) from None
+    return count
+
+
+def up(
+    directory: Path, binaries: Binaries, timeout: float = 90.0, nodes: int | None = None
+) -> tuple[ClusterState, bool]:
+    """Start a cluster with `nodes` nodes (default: $JQ_NODES, else 1) in `directory`, or return the one
+    already running there (whatever its node count).
 
     Returns the state and whether it was already running.
     """
+    count = node_count(nodes)
     existing = ClusterState.load(directory)
     if existing is not None:
         if is_healthy(existing):
@@ -116,7 +153,7 @@ def up(directory: Path, binaries: Binaries, timeout: float = 90.0) -> tuple[Clus
         down(directory)  # leftovers of a cluster that died: stop what remains, start clean
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            return _start(directory, binaries, timeout), False
+            return _start(directory, binaries, timeout, count), False
         except _PortRace:
             down(directory)
             if attempt == START_ATTEMPTS:
@@ -136,7 +173,7 @@ def down(directory: Path) -> list[str]:
             if processes.is_running(record):
                 stopped.append(record.name)
             processes.stop(record)
-    # Pod processes and the Pod network outlive the node agent (as containers outlive a kubelet).
+    # Pod processes and the Pod network outlive the node agents (as containers outlive a kubelet).
     ended = nodeagent_cleanup.clean_up(directory)
     if ended:
         stopped.append(f"{len(ended)} pod processes")
@@ -201,8 +238,39 @@ def _write_kubeconfig(path: Path, server: str, tls: pki_module.Pki) -> None:
     path.chmod(0o600)
 
 
+def agent_args(directory: Path, node: str) -> list[str]:
+    """The command line of a node's agent (`up`, and `nodes.start` after a power cut)."""
+    tls = pki_module.Pki(directory / "pki")
+    return [
+        sys.executable,
+        "-m",
+        "jobqueue_devenv.nodeagent",
+        f"--kubeconfig={directory / 'kubeconfig'}",
+        f"--node-name={node}",
+        f"--folder={layout.agent_folder(directory, node)}",
+        f"--tls-cert-file={tls.kubelet_cert(node)}",
+        f"--tls-private-key-file={tls.kubelet_key(node)}",
+        f"--client-ca-file={tls.ca_cert}",
+    ]
+
+
+def spawn_agent(state: ClusterState, node: str) -> ProcessRecord:
+    """Start a node's agent and record it in the state (saved)."""
+    directory = Path(state.directory)
+    name = layout.folder_name(node)
+    record, _ = processes.spawn(name, agent_args(directory, node), directory / "logs" / f"{name}.log", python_env())
+    state.processes = [p for p in state.processes if p.name != name] + [record]
+    state.save()
+    return record
+
+
 def _component_args(
-    binaries: Binaries, directory: Path, ports: dict[str, int], tls: pki_module.Pki, kubeconfig: Path
+    binaries: Binaries,
+    directory: Path,
+    ports: dict[str, int],
+    tls: pki_module.Pki,
+    kubeconfig: Path,
+    block: nodeagent_network.Block,
 ) -> dict[str, list[str]]:
     """Command lines of every component; flags follow envtest and kwokctl's binary runtime."""
     etcd_url = f"http://127.0.0.1:{ports['etcd']}"
@@ -246,7 +314,8 @@ def _component_args(
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={tls.service_account_pub}",
             f"--service-account-signing-key-file={tls.service_account_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # ClusterIPs from the cluster's own block: the cloud process puts each on the bridge (`nodeagent.cloud`).
+            f"--service-cluster-ip-range={block.service_cidr}",
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
             "--profiling=false",
@@ -274,34 +343,34 @@ def _component_args(
             "--kube-api-burst=200",
             "--profiling=false",
         ],
-        "node-agent": [
+        CLOUD_PROCESS: [
             sys.executable,
             "-m",
-            "jobqueue_devenv.nodeagent",
+            "jobqueue_devenv.nodeagent.cloud",
             f"--kubeconfig={kubeconfig}",
-            f"--node-name={NODE_NAME}",
-            f"--tls-cert-file={tls.kubelet_cert}",
-            f"--tls-private-key-file={tls.kubelet_key}",
-            f"--client-ca-file={tls.ca_cert}",
+            f"--folder={nodeagent_cloud.folder(directory)}",
         ],
     }
 
 
-def _node_agent_env() -> dict[str, str]:
-    """The node agent is a Python module of this folder: make it importable in the child."""
+def python_env() -> dict[str, str]:
+    """The node agents and the cloud process are Python modules of this folder: make them importable."""
     env = dict(os.environ)
     here = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     return env
 
 
-def _start(directory: Path, binaries: Binaries, timeout: float) -> ClusterState:
+def _start(directory: Path, binaries: Binaries, timeout: float, count: int) -> ClusterState:
     started_at = time.monotonic()
     ports = _pick_ports()  # first: a taken port must fail before anything is written
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "logs").mkdir(exist_ok=True)
+    names = layout.node_names(count)
     # In-cluster clients reach the apiserver at the `kubernetes` Service's address on the Pod network.
-    tls = pki_module.generate(directory / "pki", extra_ips=tuple(nodeagent_network.kubernetes_service_addresses()))
+    tls = pki_module.generate(
+        directory / "pki", names, extra_ips=tuple(nodeagent_network.kubernetes_service_addresses())
+    )
     kubeconfig = directory / "kubeconfig"
     _write_kubeconfig(kubeconfig, f"https://127.0.0.1:{ports['kube-apiserver']}", tls)
     state = ClusterState(
@@ -309,13 +378,22 @@ def _start(directory: Path, binaries: Binaries, timeout: float) -> ClusterState:
         kubeconfig=str(kubeconfig),
         ports=ports,
         bin_dirs=[str(d) for d in binaries.bin_dirs],
+        node_names=names,
     )
-    args = _component_args(binaries, directory, ports, tls, kubeconfig)
+    state.save()
+    try:  # the block first: the apiserver's Service CIDR is part of it
+        block = nodeagent_network.claim_block(directory)
+    except nodeagent_network.NetworkError as exc:
+        down(directory)
+        raise DevenvError(str(exc), "stop local clusters you no longer need (`make cluster-down`)") from None
+    for place in layout.layouts(block.index, count):
+        place.save(layout.agent_folder(directory, place.name))
+    args = _component_args(binaries, directory, ports, tls, kubeconfig, block)
     api = _Api(directory)
     deadline = started_at + timeout
 
     def launch(name: str) -> None:
-        env = _node_agent_env() if name == "node-agent" else None
+        env = python_env() if name == CLOUD_PROCESS else None
         record, _ = processes.spawn(name, args[name], directory / "logs" / f"{name}.log", env)
         state.processes.append(record)
         state.save()  # saved after every spawn, so `down` finds everything even if we crash here
@@ -356,8 +434,12 @@ def _start(directory: Path, binaries: Binaries, timeout: float) -> ClusterState:
     )
     launch("kube-apiserver")
     wait_for("kube-apiserver", lambda: get_ok(f"{state.apiserver_url}/readyz"), "kube-apiserver /readyz")
-    for name in ("kube-controller-manager", "kube-scheduler", "node-agent"):
+    for name in (CLOUD_PROCESS, "kube-controller-manager", "kube-scheduler"):
         launch(name)
+    for node in names:  # side by side: each agent needs only the apiserver
+        spawn_agent(state, node)
+    ready_mark = nodeagent_cloud.folder(directory) / nodeagent_cloud.READY_FILE
+    wait_for(CLOUD_PROCESS, ready_mark.exists, "cloud following Services and volumes")
     wait_for(
         "kube-controller-manager",
         lambda: get_ok(f"https://127.0.0.1:{ports['kube-controller-manager']}/healthz", admin=False),
@@ -368,7 +450,8 @@ def _start(directory: Path, binaries: Binaries, timeout: float) -> ClusterState:
         lambda: get_ok(f"https://127.0.0.1:{ports['kube-scheduler']}/healthz", admin=False),
         "kube-scheduler /healthz",
     )
-    wait_for("node-agent", lambda: _node_ready(api, state), f"node {NODE_NAME} Ready")
+    for node in names:
+        wait_for(layout.folder_name(node), lambda n=node: node_ready(api, state, n), f"node {node} Ready")
     state.ready_seconds = round(time.monotonic() - started_at, 2)
     state.save()
     return state
@@ -378,8 +461,9 @@ class _Exited(Exception):
     """The component's process ended while we waited for it."""
 
 
-def _node_ready(api: _Api, state: ClusterState) -> bool:
-    status, body = api.get(f"{state.apiserver_url}/api/v1/nodes/{state.node_name}")
+def node_ready(api: _Api, state: ClusterState, node: str) -> bool:
+    """The Node's Ready condition is True."""
+    status, body = api.get(f"{state.apiserver_url}/api/v1/nodes/{node}")
     if status != 200:
         return False
     conditions = json.loads(body).get("status", {}).get("conditions", [])

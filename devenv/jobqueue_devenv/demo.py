@@ -29,6 +29,7 @@ import redis
 
 from jobqueue_devenv import binaries, cluster, images
 from jobqueue_devenv.errors import DevenvError
+from jobqueue_devenv.nodeagent import layout as nodeagent_layout
 from jobqueue_devenv.nodeagent import logs as nodeagent_logs
 from jobqueue_devenv.paths import CHART as CHART
 from jobqueue_devenv.paths import REPO as REPO
@@ -101,23 +102,33 @@ def image_values() -> dict[str, Any]:
     return {"image": {"repository": images.OPERATOR.name, "tag": images.TAG, "pullPolicy": "Never"}}
 
 
-def chart_values(watch: Sequence[str], resync_seconds: int | None = None) -> dict[str, Any]:
+def chart_values(
+    watch: Sequence[str], resync_seconds: int | None = None, replicas: int | None = None
+) -> dict[str, Any]:
     """Helm values: the image; with `watch`, only these namespaces (names or patterns; the chart makes
-    patterns' RBAC cluster-wide); with `resync_seconds`, reconciles that often (tests wait less)."""
+    patterns' RBAC cluster-wide); with `resync_seconds`, reconciles that often (tests wait less); with
+    `replicas`, that many operator Pods (else the chart's default, two electing a leader)."""
     values = image_values()
     if watch:
         values["watch"] = {"namespaces": list(watch)}
     if resync_seconds is not None:
         values["resyncSeconds"] = resync_seconds
+    if replicas is not None:
+        values["replicas"] = replicas
     return values
 
 
 def install_chart(
-    kube: Kube, release: str, namespace: str, watch: Sequence[str], resync_seconds: int | None = None
+    kube: Kube,
+    release: str,
+    namespace: str,
+    watch: Sequence[str],
+    resync_seconds: int | None = None,
+    replicas: int | None = None,
 ) -> None:
     """`helm upgrade --install` the chart (CRD included); waits until the JobQueue API is served."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as values:
-        json.dump(chart_values(watch, resync_seconds), values)
+        json.dump(chart_values(watch, resync_seconds, replicas), values)
         values.flush()
         kube.helm(
             "upgrade", "--install", release, str(CHART), "--namespace", namespace, "--create-namespace",
@@ -133,22 +144,49 @@ def uninstall_chart(kube: Kube, release: str, namespace: str) -> None:
     kube.kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found")
 
 
-def operator_pod(kube: Kube, release: str, namespace: str) -> dict[str, Any]:
-    """The release's operator Pod once it is Ready (raises until then)."""
-    pods = kube.get("pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")["items"]
+def operator_pods(kube: Kube, release: str, namespace: str) -> list[dict[str, Any]]:
+    """The release's operator Pods once as many as its Deployment wants are there and Ready (raises until then)."""
+    selector = f"app.kubernetes.io/instance={release}"
+    wanted = sum(
+        int(d["spec"].get("replicas", 1)) for d in kube.get("deployments", "-n", namespace, "-l", selector)["items"]
+    )
+    pods = kube.get("pods", "-n", namespace, "-l", selector)["items"]
     live = [pod for pod in pods if "deletionTimestamp" not in pod["metadata"]]
-    if len(live) != 1:
-        raise AssertionError(f"{len(live)} operator Pods")
-    conditions = live[0].get("status", {}).get("conditions") or []
-    if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-        raise AssertionError(f"operator Pod {live[0]['metadata']['name']} not Ready: {conditions}")
-    return dict(live[0])
+    if len(live) != wanted:
+        raise AssertionError(f"{len(live)} operator Pods, {wanted} wanted")
+    for pod in live:
+        conditions = pod.get("status", {}).get("conditions") or []
+        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            raise AssertionError(f"operator Pod {pod['metadata']['name']} not Ready: {conditions}")
+    return [dict(pod) for pod in live]
+
+
+def _env(pod: Mapping[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env") or []}
+
+
+def operator_pod(kube: Kube, release: str, namespace: str) -> dict[str, Any]:
+    """The release's leading operator Pod, once every replica is Ready (raises until then): the one whose name
+    its Lease holds (docs/operator.md), or the only one of a release without leader election."""
+    live = operator_pods(kube, release, namespace)
+    env = _env(live[0])
+    if env.get("JOBQUEUE_LEADER_ELECTION") == "false":
+        (only,) = live
+        return only
+    lease = kube.get("lease", env["JOBQUEUE_LEASE_NAME"], "-n", namespace)
+    holder = lease.get("spec", {}).get("holderIdentity")
+    leading = [pod for pod in live if pod["metadata"]["name"] == holder]
+    if not leading:
+        raise AssertionError(f"no operator Pod leads: Lease held by {holder!r}")
+    return leading[0]
 
 
 def pod_log(kube: Kube, pod: Mapping[str, Any], container: str = "operator") -> str:
     """Everything a container of a Pod wrote, every run (the node agent's files; `make logs` reads them too)."""
     meta = pod["metadata"]
-    folder = Path(kube.kubeconfig).parent / "node-agent" / "pods" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}"
+    folder = nodeagent_layout.pod_folder(
+        Path(kube.kubeconfig).parent, pod["spec"]["nodeName"], meta["namespace"], meta["name"], meta["uid"]
+    )
     return nodeagent_logs.read_all(folder, container)
 
 
@@ -161,7 +199,7 @@ class RunningOperator:
     namespace: str
     """The namespace of its release and Pod."""
     pod: str
-    """Its Pod's name (the first one: a fault test may replace it)."""
+    """Its leading Pod's name, when it was first Ready (a fault test may replace it)."""
     release: str = RELEASE
     """Its Helm release."""
 
@@ -174,33 +212,36 @@ def operator(
     release: str = RELEASE,
     release_namespace: str = OPERATOR_NAMESPACE,
     resync_seconds: int | None = TEST_RESYNC_SECONDS,
+    replicas: int | None = None,
 ) -> Iterator[RunningOperator]:
-    """The chart installed with Helm and its operator Pod, run by the node agent from the operator image,
-    watching `watch` (every namespace when empty).
+    """The chart installed with Helm and its operator Pods, run by the node agent from the operator image,
+    watching `watch` (every namespace when empty); `replicas` of them (else the chart's default: two, one
+    leading). Yields once every replica is Ready and one leads.
 
-    The Pod's output is copied to `log` when the release is uninstalled (the cluster folder may go soon
+    The Pods' output is copied to `log` when the release is uninstalled (the cluster folder may go soon
     after). Release names must differ between operators of one cluster: the chart's ClusterRoles are
-    named after it. Raises after the teardown if the operator's container restarted.
+    named after it. Raises after the teardown if an operator's container restarted.
     """
-    pod: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = []
     try:
-        install_chart(kube, release, release_namespace, watch, resync_seconds)
+        install_chart(kube, release, release_namespace, watch, resync_seconds, replicas)
         pod = wait_until(
-            lambda: operator_pod(kube, release, release_namespace), timeout=120, what="the operator Pod Ready"
+            lambda: operator_pod(kube, release, release_namespace), timeout=120, what="the operator Pods Ready"
         )
-        where = f"in the cluster: Helm release {release} in {release_namespace}, Pod {pod['metadata']['name']}"
+        pods = operator_pods(kube, release, release_namespace)
+        where = f"in the cluster: Helm release {release} in {release_namespace}, leader Pod {pod['metadata']['name']}"
         metrics_url = f"http://{pod['status']['podIP']}:{METRICS_PORT}/metrics"
         yield RunningOperator(where, metrics_url, release_namespace, pod["metadata"]["name"], release)
     finally:
         restarts = 0
-        if pod is not None:
-            name = pod["metadata"]["name"]
+        for started in pods:
+            name = started["metadata"]["name"]
             found = kube.kubectl("get", "pod", name, "-n", release_namespace, "--ignore-not-found", "-o", "json")
             current = json.loads(found) if found.strip() else {"status": {}}  # deleted on purpose: not a restart
-            restarts = sum(c.get("restartCount", 0) for c in current["status"].get("containerStatuses") or [])
+            restarts += sum(c.get("restartCount", 0) for c in current["status"].get("containerStatuses") or [])
         uninstall_chart(kube, release, release_namespace)
-        if pod is not None:
-            log.write_text(pod_log(kube, pod))
+        if pods:
+            log.write_text("".join(f"==> Pod {p['metadata']['name']}\n{pod_log(kube, p)}" for p in pods))
     if restarts:
         raise RuntimeError(f"the operator's container restarted {restarts} time(s); see {log}")
 

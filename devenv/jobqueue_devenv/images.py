@@ -7,6 +7,11 @@ Dockerfiles exactly as shipped; only `--build-arg` chooses the base. The base is
 is already in local storage, or else a stand-in built once from Debian's packages with mmdebstrap
 (Python 3.11 from bookworm) and cached as a tarball outside the repository.
 
+It also builds, for the local cluster only, stand-ins for the two images the operator names by default and
+no registry serves here: `redis:7.4` (Debian's redis-server, from mmdebstrap like the base) and
+`mher/flower:2.0` (Flower from PyPI on the Python base, devenv/images/flower/Dockerfile), and names them as
+the kubelet would pull them (`STAND_INS`), so the operator's manifests run unchanged, from images.
+
 Three facts of these machines are handled here (see docs/local-cluster.md): the process may not raise
 its `nofile` limit to podman's default, so a containers.conf of our own caps the ulimits at this
 process's hard limits; crun refuses the hybrid cgroup layout, so runc is the runtime; and outgoing TLS
@@ -32,6 +37,8 @@ from typing import Final
 from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.paths import cache_dir
 from jobqueue_devenv.progress import Progress, minutes, say
+from jobqueue_operator.build.redis import DATA_DIR, PORT, REDIS_UID
+from jobqueue_operator.models import Flower, ManagedBroker
 
 REPO: Final = Path(__file__).resolve().parents[2]
 TAG: Final = "dev"
@@ -55,6 +62,8 @@ class ImageBuild:
     """Cold, on 2 cores; a rebuild with buildah's layer cache takes a few seconds."""
     needs: tuple[str, ...] = field(default=())
     """Images of this project it is built FROM (built first)."""
+    stands_in: str = ""
+    """The image it stands in for on the local cluster (`make images` tags it so), if any."""
 
     @property
     def reference(self) -> str:
@@ -71,39 +80,107 @@ OPERATOR: Final = ImageBuild("jobqueue-operator", "Dockerfile.operator", ".", "P
 EXAMPLES: Final = ImageBuild(
     "jobqueue-examples", "examples/Dockerfile", "examples", "WORKER_IMAGE", 10, needs=(WORKER.name,)
 )
-ALL_IMAGES: Final = (WORKER, OPERATOR, EXAMPLES)
+FLOWER: Final = ImageBuild(
+    "jobqueue-flower",
+    "devenv/images/flower/Dockerfile",
+    ".",
+    "PYTHON_IMAGE",
+    30,
+    stands_in=str(Flower.model_fields["image"].default),
+)
+"""The stand-in for mher/flower:2.0 (Flower's default image): Flower from PyPI on the Python base."""
+ALL_IMAGES: Final = (WORKER, OPERATOR, EXAMPLES, FLOWER)
 """Build order: the examples' image is FROM the worker image."""
 
 MAX_NPROC: Final = 32768
 """Build steps fail with EPERM when runc sets a higher nproc limit here, even below this process's own hard limit."""
 
 BASE_SUITE: Final = "bookworm"
-"""Debian 12: Python 3.11, as the Dockerfiles' python:3.11-slim."""
-BASE_PACKAGES: Final = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates")
-BASE_EXPECTED_SECONDS: Final = 90
-_BASE_OPTIONS: Final = (
-    "--variant=minbase",
+"""Debian 12: Python 3.11, as the Dockerfiles' python:3.11-slim; Redis 7.0, the stand-in redis:7.4's."""
+_SLIM: Final = (
     "--dpkgopt=path-exclude=/usr/share/man/*",
     "--dpkgopt=path-exclude=/usr/share/doc/*",
     "--dpkgopt=path-include=/usr/share/doc/*/copyright",
     "--dpkgopt=path-exclude=/usr/share/locale/*",
-    # python:3.11-slim has no PEP 668 marker: `pip install` into the system Python works there, so here too.
-    '--customize-hook=rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
 )
-_BASE_CHANGES: Final = (
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "ENV LANG=C.UTF-8",
-    'CMD ["python3"]',
+_PATH: Final = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+STAND_IN_LABEL: Final = "dev.jobqueue.stand-in"
+"""Label of our stand-ins for images no registry serves here; its value is the image stood in for."""
+
+
+@dataclass(frozen=True)
+class DebianImage:
+    """An image whose root filesystem is Debian packages, made with mmdebstrap (no registry, no Dockerfile).
+
+    Its name carries a hash of its recipe, so a changed recipe builds a new one; the root filesystem is
+    cached as a tarball outside the repository, so a machine builds it once."""
+
+    name: str
+    packages: tuple[str, ...]
+    options: tuple[str, ...]
+    """mmdebstrap's options (variant, what to leave out, hooks)."""
+    changes: tuple[str, ...]
+    """`podman import --change` lines: the image's config."""
+    expected_seconds: int
+    """Cold, on 2 cores (mmdebstrap); importing the cached tarball takes seconds."""
+
+    @property
+    def reference(self) -> str:
+        recipe = json.dumps([BASE_SUITE, self.packages, self.options, self.changes])
+        return f"localhost/{self.name}:{BASE_SUITE}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+
+
+BASE: Final = DebianImage(
+    "jobqueue-python-base",
+    ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates"),
+    (
+        "--variant=minbase",
+        *_SLIM,
+        # python:3.11-slim has no PEP 668 marker: `pip install` into the system Python works there, so here too.
+        '--customize-hook=rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
+    ),
+    (_PATH, "ENV LANG=C.UTF-8", 'CMD ["python3"]'),
+    90,
 )
-
-
-def _base_key() -> str:
-    recipe = json.dumps([BASE_SUITE, BASE_PACKAGES, _BASE_OPTIONS, _BASE_CHANGES])
-    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
-
-
-BASE_IMAGE: Final = f"localhost/jobqueue-python-base:{BASE_SUITE}-{_base_key()}"
+BASE_IMAGE: Final = BASE.reference
 """The stand-in for python:3.11-slim; its name changes with its recipe, so a changed recipe rebuilds it."""
+
+REDIS: Final = DebianImage(
+    "jobqueue-redis",
+    ("redis-server",),  # and redis-tools (redis-cli, the readiness probe's), its dependency
+    (
+        # Only the Essential packages and redis-server's dependencies: no apt, no Python, no compiler.
+        "--variant=essential",
+        # Merged /usr by directory symlinks, as debootstrap does: else apt picks the usrmerge package and Perl.
+        "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+        *_SLIM,
+        # The official image's user, made before redis-server's postinst would make one with another uid.
+        f'--essential-hook=echo "redis:x:{REDIS_UID}:" >> "$1"/etc/group && '
+        f'echo "redis:x:{REDIS_UID}:{REDIS_UID}::{DATA_DIR}:/usr/sbin/nologin" >> "$1"/etc/passwd',
+        f'--customize-hook=mkdir -p "$1"{DATA_DIR} && chown {REDIS_UID}:{REDIS_UID} "$1"{DATA_DIR}',
+    ),
+    (
+        _PATH,
+        f"WORKDIR {DATA_DIR}",
+        f"EXPOSE {PORT}",
+        'CMD ["redis-server"]',
+        f"LABEL {STAND_IN_LABEL}={ManagedBroker.model_fields['image'].default}",
+    ),
+    25,
+)
+"""The stand-in for redis:7.4 (the managed broker's default image): Debian's redis-server, laid out as the
+official image (user redis 999:999, which the operator's StatefulSet runs as; /data owned by it and the
+working directory; no USER: root unless the Pod says otherwise, as there)."""
+
+
+def qualified(image: str) -> str:
+    """A reference as Docker and the kubelet normalise it: `redis:7.4` -> `docker.io/library/redis:7.4`."""
+    first, _, rest = image.partition("/")
+    if not rest:
+        return f"docker.io/library/{image}"
+    if "." in first or ":" in first or first == "localhost":
+        return image
+    return f"docker.io/{image}"
 
 
 def _images_cache() -> Path:
@@ -212,17 +289,17 @@ def _debian(text: str) -> bool:
     return any(word in text for word in ("/debian", "debian-security"))
 
 
-def ensure_base() -> str:
-    """The stand-in base image: from local storage, else imported from the cached tarball, else built."""
-    if exists(BASE_IMAGE):
-        return BASE_IMAGE
-    tarball = _images_cache() / f"{BASE_IMAGE.rsplit('/', 1)[1].replace(':', '-')}.tar"
+def ensure_debian(image: DebianImage, stands_for: str) -> str:
+    """A Debian image of ours: from local storage, else imported from its cached tarball, else built."""
+    if exists(image.reference):
+        return image.reference
+    tarball = _images_cache() / f"{image.reference.rsplit('/', 1)[1].replace(':', '-')}.tar"
     if not tarball.exists():
         started = time.monotonic()
-        log = _log("python-base")
+        log = _log(image.name)
         say(
-            f"building the stand-in Python base image from Debian {BASE_SUITE} packages with mmdebstrap "
-            f"(no registry serves python:3.11-slim here); once, about {minutes(BASE_EXPECTED_SECONDS)} on "
+            f"building the stand-in for {stands_for} from Debian {BASE_SUITE} packages with mmdebstrap "
+            f"(no registry serves {stands_for} here); once, about {minutes(image.expected_seconds)} on "
             f"2 cores, then cached in {tarball.parent}. Log: {log}"
         )
         partial = tarball.with_suffix(".partial")
@@ -230,18 +307,24 @@ def ensure_base() -> str:
         args = [
             "mmdebstrap",
             "--format=tar",
-            *_BASE_OPTIONS,
-            f"--include={','.join(BASE_PACKAGES)}",
+            *image.options,
+            f"--include={','.join(image.packages)}",
             BASE_SUITE,
             str(partial),
         ]
-        _run([*args, *_apt_sources()], log, Progress("python base"), re.compile(r"^I: .*"), "mmdebstrap")
+        _run([*args, *_apt_sources()], log, Progress(image.name), re.compile(r"^I: .*"), "mmdebstrap")
         partial.rename(tarball)
-        say(f"built the base root filesystem in {minutes(time.monotonic() - started)} -> {tarball}")
-    changes = [arg for change in _BASE_CHANGES for arg in ("--change", change)]
-    log = _log("python-base-import")
-    _run(["podman", "import", *changes, str(tarball), BASE_IMAGE], log, Progress("import"), re.compile(r"^$"), "import")
-    return BASE_IMAGE
+        say(f"built the root filesystem of {image.name} in {minutes(time.monotonic() - started)} -> {tarball}")
+    changes = [arg for change in image.changes for arg in ("--change", change)]
+    log = _log(f"{image.name}-import")
+    args = ["podman", "import", *changes, str(tarball), image.reference]
+    _run(args, log, Progress("import"), re.compile(r"^$"), "import")
+    return image.reference
+
+
+def ensure_base() -> str:
+    """The stand-in Python base image (for python:3.11-slim)."""
+    return ensure_debian(BASE, dockerfile_default(WORKER))
 
 
 def build(image: ImageBuild, base: str, may_pull: bool) -> None:
@@ -256,6 +339,7 @@ def build(image: ImageBuild, base: str, may_pull: bool) -> None:
         "buildah", "bud", "--layers", *host_access(), *(() if may_pull else ("--pull-never",)),
         "--build-arg", f"{image.base_arg}={base}",
         "--label", f"dev.jobqueue.base={base}",
+        *(("--label", f"{STAND_IN_LABEL}={image.stands_in}") if image.stands_in else ()),
         "-f", str(REPO / image.dockerfile), "-t", image.reference,
         str(REPO / image.context),
     ]  # fmt: skip
@@ -264,28 +348,72 @@ def build(image: ImageBuild, base: str, may_pull: bool) -> None:
 
 
 def ensure(names: Sequence[str] = ()) -> dict[str, str]:
-    """Build the named images (all when empty) and what they are built FROM; returns name -> reference."""
+    """Build the named images (all when empty) and what they are built FROM; returns name -> reference.
+    The stand-ins among them are then tagged with the names they stand in for (`tag_stand_in`)."""
     check_tools()
-    wanted = {b.name for b in ALL_IMAGES if not names or b.name in names}
+    known = [b.name for b in ALL_IMAGES] + [REDIS.name]
+    unknown = set(names) - set(known)
+    if unknown:
+        raise DevenvError(f"unknown image {sorted(unknown)[0]}", f"choose from {', '.join(known)}")
+    wanted = {name for name in known if not names or name in names}
     for b in ALL_IMAGES:
         if b.name in wanted:
             wanted.update(b.needs)
-    unknown = set(names) - {b.name for b in ALL_IMAGES}
-    if unknown:
-        raise DevenvError(f"unknown image {sorted(unknown)[0]}", f"choose from {', '.join(b.name for b in ALL_IMAGES)}")
-    python, may_pull = python_image()
     built: dict[str, str] = {}
-    for b in ALL_IMAGES:
-        if b.name in wanted:
+    builds = [b for b in ALL_IMAGES if b.name in wanted]
+    if builds:
+        python, may_pull = python_image()
+        for b in builds:
             base = python if b.base_arg == "PYTHON_IMAGE" else reference(b.needs[0])
             build(b, base, may_pull and b.base_arg == "PYTHON_IMAGE")
             built[b.name] = b.reference
+    if REDIS.name in wanted:
+        started = time.monotonic()
+        built[REDIS.name] = ensure_debian(REDIS, stand_in_of(REDIS.reference))
+        say(f"{REDIS.reference} ready in {time.monotonic() - started:.0f}s ({size_mb(REDIS.reference):.0f} MB)")
+    for image in built.values():
+        if image in STAND_INS:
+            tag_stand_in(image)
     return built
 
 
+STAND_INS: Final[Mapping[str, str]] = {
+    REDIS.reference: qualified(str(ManagedBroker.model_fields["image"].default)),
+    FLOWER.reference: qualified(FLOWER.stands_in),
+}
+"""Our image -> the image it stands in for, by the name the kubelet would pull (`docker.io/library/redis:7.4`).
+The local node finds `redis:7.4` under that name, as a kind node after `kind load docker-image redis:7.4`:
+the operator's manifests stay exactly what a real cluster gets."""
+
+
+def stand_in_of(image: str) -> str:
+    return STAND_INS[image]
+
+
+def tag_stand_in(image: str) -> None:
+    """Name our stand-in as the image it stands in for, unless that name is taken by an image not ours (a
+    real redis:7.4, pulled or loaded by you: the local cluster then runs that one)."""
+    name = stand_in_of(image)
+    if exists(name) and STAND_IN_LABEL not in labels(name):
+        say(f"{name} is in local storage and is not a stand-in of ours: the local cluster runs it, not {image}")
+        return
+    done = subprocess.run(["podman", "tag", image, name], env=tool_env(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DevenvError(f"podman tag {image} {name} failed: {_last(done.stderr)}", "see `podman images`")
+    say(f"{image} tagged {name}: Pods naming {name} (or its short form) run it")
+
+
+def labels(image: str) -> Mapping[str, str]:
+    config = inspect(image).get("Config")
+    found = config.get("Labels") if isinstance(config, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
 def missing() -> list[str]:
-    """Our images that are not in local storage (the e2e tests need them: `make images`)."""
-    return [b.reference for b in ALL_IMAGES if not exists(b.reference)]
+    """Our images that are not in local storage (the e2e tests need them: `make images`), and the names of
+    the images they stand in for (the managed Redis and Flower Pods need those)."""
+    ours = [b.reference for b in ALL_IMAGES if not exists(b.reference)]
+    return ours + [name for name in STAND_INS.values() if not exists(name)]
 
 
 def inspect(image: str) -> Mapping[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=30)
-NODE_NAME = "jobqueue-local"
-"""The local node: its Node object and the name in the node agent's serving certificate."""
 APISERVER_DNS_NAMES = (
     "localhost",
     "kubernetes",
@@ -50,14 +49,12 @@ class Pki:
     def apiserver_key(self) -> Path:
         return self.dir / "apiserver.key"
 
-    @property
-    def kubelet_cert(self) -> Path:
-        """The node agent's serving certificate (its kubelet port: container logs)."""
-        return self.dir / "kubelet.crt"
+    def kubelet_cert(self, node: str) -> Path:
+        """A node agent's serving certificate (its kubelet port: logs, exec, port-forward), one per node."""
+        return self.dir / f"kubelet-{node}.crt"
 
-    @property
-    def kubelet_key(self) -> Path:
-        return self.dir / "kubelet.key"
+    def kubelet_key(self, node: str) -> Path:
+        return self.dir / f"kubelet-{node}.key"
 
     @property
     def kubelet_client_cert(self) -> Path:
@@ -108,8 +105,9 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
         path.chmod(0o600)
 
 
-def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
-    """Write a CA, a serving cert for 127.0.0.1 and the cluster names, an admin cert and an SA key."""
+def generate(directory: Path, nodes: Sequence[str], extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Write a CA, a serving cert for 127.0.0.1 and the cluster names, one serving cert per node
+    (CN system:node:<name>, as a kubelet's), an admin cert and an SA key."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
@@ -168,10 +166,11 @@ def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     _write(pki.apiserver_cert, cert)
     _write(pki.apiserver_key, key, private=True)
 
-    node_sans: list[x509.GeneralName] = [x509.DNSName(NODE_NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert, key = leaf(_name(f"system:node:{NODE_NAME}", "system:nodes"), ExtendedKeyUsageOID.SERVER_AUTH, node_sans)
-    _write(pki.kubelet_cert, cert)
-    _write(pki.kubelet_key, key, private=True)
+    for node in nodes:
+        node_sans: list[x509.GeneralName] = [x509.DNSName(node), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        cert, key = leaf(_name(f"system:node:{node}", "system:nodes"), ExtendedKeyUsageOID.SERVER_AUTH, node_sans)
+        _write(pki.kubelet_cert(node), cert)
+        _write(pki.kubelet_key(node), key, private=True)
 
     cert, key = leaf(_name("kube-apiserver-kubelet-client", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH, [])
     _write(pki.kubelet_client_cert, cert)

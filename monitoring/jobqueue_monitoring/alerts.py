@@ -196,6 +196,20 @@ ALERTS: Final = [
             "Put the previous password back into the Secret's `password` key (a new one is rotated in by the "
             "operator, docs/operator.md), or restart Redis onto the Secret's password, losing the tasks it holds: "
             "`kubectl annotate jq <jobqueue> jobqueue.dev/restart-broker=true`.",
+            "Managed broker, `BrokerNodeLost` (the condition names the node): the Redis Pod's node is gone "
+            "(powered off, crashed, cut off), and Kubernetes never starts a StatefulSet's Pod elsewhere while "
+            "its node may still run it, so Redis stays down until you act. First make sure the machine is off "
+            "(your cloud console, or `kubectl get node <node>` Ready Unknown and the machine unreachable): "
+            "two copies of Redis on one volume would corrupt it. Then declare it off: `kubectl taint nodes "
+            "<node> node.kubernetes.io/out-of-service=nodeshutdown:NoExecute` (Kubernetes deletes its Pods and "
+            "detaches their volumes; the StatefulSet starts `<jobqueue>-redis-0` on another node), or delete "
+            "only the Redis Pod: `kubectl delete pod <jobqueue>-redis-0 -n <namespace> --force "
+            "--grace-period=0`. What is kept: with `broker.managed.persistence.enabled` the new Redis reloads "
+            "its append-only file from the volume (everything acknowledged up to about a second before the "
+            "loss), if the volume can move to another node (a network disk; a node-local volume such as "
+            "local-path comes back only with its node); without persistence Redis starts empty: the tasks it "
+            "held are lost and producers must send them again. Once the machine is back and healthy, remove "
+            "the taint: `kubectl taint nodes <node> node.kubernetes.io/out-of-service-`.",
             "External broker: check the Secret named in `broker.external.urlSecretRef` and that Redis "
             "answers from inside the cluster: "
             "`kubectl run -it --rm redis-check --image=redis:7.4 -- redis-cli -u <url> ping`.",
@@ -231,6 +245,36 @@ ALERTS: Final = [
             "<operator namespace> <release>-jobqueue-operator`).",
             "If it runs but is not scraped: the ServiceMonitor needs the labels your Prometheus selects "
             "(`metrics.serviceMonitor.additionalLabels`, e.g. `release: <kube-prometheus-stack release>`).",
+        ],
+        labels_in_scope=(),
+        dashboard=links.OVERVIEW_UID,
+    ),
+    Alert(
+        name="JobQueueOperatorNoLeader",
+        expr=f'max(up{{job="{OPERATOR_JOB}"}}) == 1\nunless max(jobqueue_operator_leader{{job="{OPERATOR_JOB}"}}) == 1',
+        for_="5m",
+        severity="critical",
+        summary="jobqueue-operator replicas run, but none has led for 5 minutes.",
+        description="jobqueue-operator targets are up but none holds the leader Lease: every replica stands "
+        "by, so JobQueues are not reconciled and their workers are not autoscaled.",
+        meaning="The operator's replicas elect a leader on a Lease in the release's namespace, and only the "
+        'leader acts (docs/operator.md, "Two replicas"); `jobqueue_operator_leader` is 1 on it. A standby '
+        "takes over within about 12 s of the leader's death, so a leaderless install for minutes means no "
+        "replica can take the Lease: its Role is missing (`rbac.create: false`, or edited), the API server "
+        "refuses or cannot store the Lease, or a process that is not a jobqueue-operator of this release "
+        "holds it and renews it. A leader that cannot renew exits, so the log also shows restarts.",
+        confirm=[
+            f'jobqueue_operator_leader{{job="{OPERATOR_JOB}"}}',
+            "kubectl get lease -n <operator namespace> <release>-jobqueue-operator -o yaml  # holder, renewTime",
+            "kubectl logs -n <operator namespace> -l app.kubernetes.io/name=jobqueue-operator --tail=50 | grep Lease",
+        ],
+        actions=[
+            "A log line `cannot update Lease` or `cannot create Lease` with `Forbidden`: restore the chart's "
+            "`<release>-jobqueue-operator-leader-election` Role and RoleBinding (`helm upgrade` with "
+            "`rbac.create: true`).",
+            "A holderIdentity that is none of the operator's Pods and a renewTime that keeps moving: another "
+            "process uses the same Lease name in this namespace; stop it, or give it another Lease name.",
+            "To run without an election while you investigate: `--set replicas=1,leaderElection.enabled=false`.",
         ],
         labels_in_scope=(),
         dashboard=links.OVERVIEW_UID,
@@ -316,7 +360,7 @@ ALERTS: Final = [
         ],
         actions=[
             "`BrokerReady` False (`RedisStarting`, `RedisFailing`, `RedisPodsRefused`, `BrokerAuthFailed`, "
-            "`BrokerUnreachable`, `BrokerSecretMissing`): see JobQueueBrokerDown's runbook.",
+            "`BrokerUnreachable`, `BrokerNodeLost`, `BrokerSecretMissing`): see JobQueueBrokerDown's runbook.",
             "`BrokerUpToDate` False does not make the JobQueue unready, but says what waits: "
             "`BrokerRestartHeld` (a change to `broker.managed` needs a Redis restart, held while Redis holds "
             "tasks: the message says how many; it restarts by itself once they are done, or at once, losing "

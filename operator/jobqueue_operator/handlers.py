@@ -1,19 +1,23 @@
 """Every kopf decorator of the operator. Thin: kopf watches, the controller (controller.py) schedules.
 
-kopf delivers the JobQueues and the children the operator made (Deployments, StatefulSets, Pods, by the
-managed-by label); each event only tells the controller what changed. No handler needs a finalizer, so a
-JobQueue is deleted by the garbage collector's usual means whether the operator runs or not.
+kopf delivers the JobQueues and the children the operator made (Deployments, StatefulSets,
+PodDisruptionBudgets, Pods, by the managed-by label); each event only tells the controller what changed. No
+handler needs a finalizer, so a JobQueue is deleted by the garbage collector's usual means whether the
+operator runs or not.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
+import socket
 from typing import Any, Final
 
 import kopf
 
-from jobqueue_operator import kube, metrics, models, naming
+from jobqueue_operator import election, events, kube, leader, metrics, models, naming
+from jobqueue_operator.reasons import Reason
 from jobqueue_operator.runtime import Runtime
 from jobqueue_operator.settings import OperatorSettings
 
@@ -42,15 +46,33 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
             memo["metrics_server"] = metrics.serve(registry, chosen.metrics_port, chosen.metrics_address)
         except OSError as exc:  # reconciling matters more than exporting: run on, loudly
             logger.error("cannot serve /metrics on %s:%s: %s", chosen.metrics_address, chosen.metrics_port, exc)
-    runtime = Runtime(kube.Kube.from_environment(), registry, chosen)
-    runtime.start()
+    client = kube.Kube.from_environment()
+    runtime = Runtime(client, registry, chosen)
     memo["runtime"] = runtime
+    if not chosen.leader_election:
+        registry.leader.set(1)
+        runtime.start()
+        return
+    identity = election.identity(os.environ, socket.gethostname(), os.getpid())
+
+    def lead() -> None:
+        """This process holds the Lease: from now on it writes (reconciles, ticks, Events, status)."""
+        registry.leader.set(1)
+        runtime.start()
+        client.post_event(elector.lease(), events.Event("Normal", Reason.LEADER_ELECTION, f"{identity} became leader"))
+
+    timing = (chosen.lease_duration_seconds, chosen.renew_deadline_seconds, chosen.retry_period_seconds)
+    elector = leader.Elector(client.api, chosen.lease_name, chosen.lease_namespace, identity, timing, lead)
+    memo["elector"] = elector
+    elector.start()
 
 
 @kopf.on.cleanup()
 def stop(memo: kopf.Memo, **_: Any) -> None:
     if "runtime" in memo:
         _runtime(memo).stop()
+    if "elector" in memo:  # after the last write: a standby may take over at once
+        memo["elector"].release()
     server = memo.get("metrics_server")
     if server is not None:
         server.shutdown()
@@ -77,6 +99,7 @@ def reference_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=OURS)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OURS)
 @kopf.on.event("", "v1", "pods", labels=OURS)
 def child_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child changed: its JobQueue's status follows within a fraction of a second. A worker Pod that is

@@ -4,7 +4,7 @@ Children are written with server-side apply under one field manager, so a reconc
 after a restart) changes nothing, and fields other managers own (the autoscaler's replicas) are left alone.
 The JobQueue's status is server-side applied too, by two field managers that own different fields: the
 reconciler (conditions, children's replicas) and the autoscaler (backlog, depths, its own state).
-Independent requests of one reconcile (the four child lists, the applies) go out together: on a busy API
+Independent requests of one reconcile (the five child lists, the applies) go out together: on a busy API
 server a reconcile then waits about one round trip per step instead of one per object.
 
 `KubeApi` is the interface the reconcile and the tick use, so their unit tests can hand them a fake.
@@ -27,8 +27,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.resource import Resource
+from urllib3.exceptions import HTTPError
 
-from jobqueue_operator import events, models, naming
+from jobqueue_operator import events, models, naming, nodes
 from jobqueue_operator.build.common import Manifest
 
 Key = tuple[str, str]
@@ -36,9 +37,17 @@ Key = tuple[str, str]
 
 EVENT_MESSAGE_LIMIT: Final = 1024
 """The API server refuses longer Event messages."""
-CHILD_KINDS: Final = (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet"), ("v1", "Service"), ("v1", "Secret"))
+CHILD_KINDS: Final = (
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("v1", "Service"),
+    ("v1", "Secret"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
 CONNECTIONS: Final = 32
 """HTTP connections kept to the API server: handler threads times the requests each sends at once."""
+NODE_READ_TIMEOUT_SECONDS: Final = 10.0
+"""A list of the Nodes or their Leases that takes longer is given up (the tick goes on without it)."""
 PARALLEL_REQUESTS: Final = 6
 """Requests one reconcile sends at once (one per child of a three-queue JobQueue, roughly)."""
 
@@ -71,6 +80,8 @@ class KubeApi(Protocol):
     def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, patch: Manifest) -> None: ...
     def delete_pod(self, namespace: str, name: str) -> bool: ...
     def remove_annotation(self, namespace: str, jobqueue: str, key: str) -> None: ...
+    def nodes(self) -> list[Manifest]: ...
+    def node_leases(self) -> list[Manifest]: ...
 
 
 def decoded(data: Mapping[str, str] | None, key: str) -> str | None:
@@ -331,6 +342,30 @@ class Kube:
                 return False
             raise KubeError(f"Pod {name}: {_reason(exc)}") from None
         return True
+
+    # -- the nodes (node_reads.py) --
+
+    def nodes(self) -> list[Manifest]:
+        """Every Node, as the API server returns it (camelCase). Raises KubeError."""
+        try:
+            listed = client.CoreV1Api(self.api).list_node(_request_timeout=NODE_READ_TIMEOUT_SECONDS)
+        except ApiException as exc:
+            raise KubeError(f"Nodes: {_reason(exc)}") from None
+        except HTTPError as exc:
+            raise KubeError(f"Nodes: {exc}") from None
+        return [self.api.sanitize_for_serialization(item) for item in listed.items]
+
+    def node_leases(self) -> list[Manifest]:
+        """Every kubelet's Lease (namespace kube-node-lease, one per node, named after it). Raises KubeError."""
+        try:
+            listed = client.CoordinationV1Api(self.api).list_namespaced_lease(
+                nodes.LEASE_NAMESPACE, _request_timeout=NODE_READ_TIMEOUT_SECONDS
+            )
+        except ApiException as exc:
+            raise KubeError(f"Leases in {nodes.LEASE_NAMESPACE}: {_reason(exc)}") from None
+        except HTTPError as exc:
+            raise KubeError(f"Leases in {nodes.LEASE_NAMESPACE}: {exc}") from None
+        return [self.api.sanitize_for_serialization(item) for item in listed.items]
 
     def remove_annotation(self, namespace: str, jobqueue: str, key: str) -> None:
         """Remove one annotation of a JobQueue (a merge patch); a JobQueue already gone is not an error."""

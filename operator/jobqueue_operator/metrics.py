@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Final
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -137,6 +137,11 @@ class OperatorMetrics(Collector):
             "jobqueue_autoscaler_tick_duration_seconds",
             "Time of one autoscaler tick of one JobQueue: measure, decide, scale, export.",
             buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "jobqueue_operator_leader",
+            "1 while this operator process holds the leader Lease and acts; 0 while it stands by.",
             registry=self.registry,
         )
         self.registry.register(self)
@@ -290,7 +295,8 @@ class OperatorMetrics(Collector):
         """Redeliveries, unserved queues and the broker's memory (called under the lock)."""
         redelivered = CounterMetricFamily(
             "jobqueue_tasks_redelivered",
-            "Tasks of a dead worker (its Pod deleted, or its container restarted) put back on their queue.",
+            "Tasks of a dead worker (its Pod deleted, its container restarted, or its node gone) put back on their "
+            "queue.",
             labels=[*QUEUE_LABELS, "reason"],
         )
         unserved = GaugeMetricFamily(

@@ -145,6 +145,24 @@ class DeadLetter(Model):
     max_worker_losses: int = Field(default=contract.DEFAULT_MAX_WORKER_LOSSES, ge=0, le=1000)
 
 
+IntOrPercent = Annotated[int, Field(ge=0, strict=True)] | Annotated[str, Field(pattern=r"^[0-9]+%$")]
+"""A count or a percentage of a queue's workers, as a PodDisruptionBudget takes it: 1, "25%"."""
+
+
+class Disruption(Model):
+    """How many of a queue's workers voluntary disruptions (a `kubectl drain`, any eviction) may take at once:
+    the queue's PodDisruptionBudget (docs/operator.md, "Drains and disruptions")."""
+
+    max_unavailable: IntOrPercent | None = None
+    """Unset: the operator's default (`build.workers.budget_limit`): keep one serving where the queue's floor
+    is at least one worker, else one at a time."""
+
+
+DEFAULT_MAX_SHUTDOWN_SECONDS: Final = 600
+"""The longest a worker Pod's shutdown may take by default: the cluster autoscaler's own limit for a node it
+drains (--max-graceful-termination-sec), so a worker hands its tasks back before the autoscaler kills it."""
+
+
 Pool = Literal["prefork", "threads", "solo", "gevent", "eventlet"]
 QUEUE_NAME_MAX: Final = 200
 """Longest queue name: keeps its Redis keys and metric labels sane (the Kubernetes names use its slug)."""
@@ -203,6 +221,9 @@ class Queue(Model):
     autoscaling: Autoscaling | None = None
     alerts: QueueAlerts | None = None
     dead_letter: DeadLetter = Field(default_factory=DeadLetter)
+    disruption: Disruption = Field(default_factory=Disruption)
+    max_shutdown_seconds: int = Field(default=DEFAULT_MAX_SHUTDOWN_SECONDS, ge=20, le=86400)
+    """The cap of the worker Pods' terminationGracePeriodSeconds (build/workers.py: `termination_grace`)."""
 
     @property
     def autoscaled(self) -> bool:
@@ -264,6 +285,8 @@ class JobQueueSpec(Model):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     affinity: dict[str, Any] | None = None
+    topology_spread_constraints: list[dict[str, Any]] | None = Field(default=None, max_length=16)
+    """None: the worker Pods spread over nodes (build/workers.py: `SPREAD`); an empty list: no constraint."""
     broker: Broker = Broker(managed=ManagedBroker())
     queues: list[Queue] = Field(min_length=1, max_length=50)
     beat: Beat = Beat()

@@ -25,6 +25,7 @@ class Reason(StrEnum):
     BROKER_SECRET_MISSING = "BrokerSecretMissing"
     BROKER_UNREACHABLE = "BrokerUnreachable"
     BROKER_AUTH_FAILED = "BrokerAuthFailed"
+    BROKER_NODE_LOST = "BrokerNodeLost"
     BROKER_MEMORY_FULL = "BrokerMemoryFull"
     BROKER_MEMORY_AVAILABLE = "BrokerMemoryAvailable"
     BROKER_MEMORY_DRAINING = "BrokerMemoryDraining"
@@ -72,4 +73,6 @@ class Reason(StrEnum):
     AUTOSCALING_PAUSED = "AutoscalingPaused"
     # Delivery (Events)
     WORKER_LOST = "WorkerLost"
+    # The operator itself (an Event on its Lease)
+    LEADER_ELECTION = "LeaderElection"
     DEAD_LETTERS = "DeadLetters"

@@ -7,8 +7,16 @@ restores an incarnation's messages only when BOTH say it is gone for good:
 - the API server shows its process cannot be running: its Pod is gone (deleted, or replaced by another Pod
   of the same name: a different uid), or its container ended or started again since the incarnation
   registered (a restart in place is a new incarnation).
-A worker whose heartbeat lapsed while its container still runs (a stalled or partitioned process) may
-still finish and acknowledge its tasks: it is left to kombu's visibility timeout, never restored here.
+- or the API server says the node the Pod is bound to is gone (`nodes.gone`: its kubelet's Lease not
+  renewed, Ready Unknown, the unreachable taint, no Node): a power cut leaves the Pod `Running` in the API
+  server for minutes, but nothing of it runs (reason `node_lost`).
+A worker whose heartbeat lapsed while its container still runs on a node the API server still hears from
+(a stalled process, or one cut off from Redis only) may still finish and acknowledge its tasks: it is left
+to kombu's visibility timeout, never restored here.
+
+The worker Pods on a gone node are deleted (`on_lost_nodes`) once nothing of them beats in the broker: on
+an unreachable node a Pod counts as active for minutes, so its ReplicaSet would not replace it; once it is
+marked for deletion the ReplicaSet starts a replacement at once.
 """
 
 from __future__ import annotations
@@ -19,7 +27,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-Why = Literal["pod_deleted", "container_restarted"]
+from jobqueue_operator import nodes
+
+Why = Literal["pod_deleted", "container_restarted", "node_lost"]
+WHYS: Final[tuple[Why, ...]] = ("pod_deleted", "container_restarted", "node_lost")
+"""Every reason, as `jobqueue_tasks_redelivered_total{reason}` has them (docs/metrics.md)."""
 WORKER_CONTAINER: Final = "worker"
 
 
@@ -43,6 +55,19 @@ class Seen:
 class Dead:
     incarnation: Seen
     why: Why
+    node: str = ""
+    """`node_lost`: the node the Pod is bound to, and why it is gone (the WorkerLost Event says both)."""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LostPod:
+    """A worker Pod bound to a gone node, to delete so that its ReplicaSet replaces it elsewhere."""
+
+    name: str
+    node: str
+    detail: str
+    """Why the node is gone (`nodes.gone`)."""
 
 
 def _epoch(stamp: str | None) -> float | None:
@@ -81,9 +106,12 @@ def dead(
     pods: Mapping[str, Mapping[str, Any]],
     namespace: str,
     deployments: Collection[str],
+    lost: Mapping[str, str] | None = None,
 ) -> list[Dead]:
     """The incarnations of this JobQueue's workers (namespace, and a Pod of one of its worker `deployments`)
-    whose tasks can be put back now. `pods`: the JobQueue's worker Pods by name, as the API server has them."""
+    whose tasks can be put back now. `pods`: the JobQueue's worker Pods by name, as the API server has them;
+    `lost`: the nodes known to be gone -> why (`nodes.lost`)."""
+    lost = lost or {}
     found = []
     for seen in incarnations:
         ours = seen.namespace == namespace and any(seen.pod.startswith(f"{d}-") for d in deployments)
@@ -95,4 +123,22 @@ def dead(
             found.append(Dead(seen, "pod_deleted"))
         elif _ended_since(_container(pod), seen.started_at):
             found.append(Dead(seen, "pod_deleted" if metadata.get("deletionTimestamp") else "container_restarted"))
+        elif (node := nodes.node_of(pod)) in lost:
+            found.append(Dead(seen, "node_lost", node, lost[node]))
+    return found
+
+
+def on_lost_nodes(
+    pods: Mapping[str, Mapping[str, Any]], incarnations: Sequence[Seen], lost: Mapping[str, str]
+) -> list[LostPod]:
+    """The worker Pods (`pods`, by name) bound to a node in `lost` that are not marked for deletion yet and
+    have no incarnation whose heartbeat is alive (a worker that still beats may still run: it reaches Redis,
+    whatever its kubelet does). `incarnations` must be the broker's whole registry of these Pods' queues."""
+    beating = {seen.pod_uid for seen in incarnations if seen.alive and seen.pod_uid}
+    found = []
+    for name, pod in sorted(pods.items()):
+        metadata = pod.get("metadata") or {}
+        node = nodes.node_of(pod)
+        if node in lost and not metadata.get("deletionTimestamp") and metadata.get("uid") not in beating:
+            found.append(LostPod(name, node, lost[node]))
     return found

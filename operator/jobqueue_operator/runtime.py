@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from jobqueue_operator import controller, kube, metrics, models, reconcile, scaling, status
+from jobqueue_operator import controller, kube, metrics, models, node_reads, reconcile, scaling, status
 from jobqueue_operator.settings import OperatorSettings
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def _folded(written: Mapping[str, Any] | None) -> str | None:
 class Runtime:
     def __init__(self, client: kube.KubeApi, registry: metrics.OperatorMetrics, settings: OperatorSettings) -> None:
         self.client, self.metrics, self.settings = client, registry, settings
+        self._started = False
         self._reconciles: dict[controller.Key, reconcile.Memory] = {}
         self._ticks: dict[controller.Key, scaling.Memory] = {}
         timing = controller.Timing(
@@ -45,18 +46,24 @@ class Runtime:
             tick_threads=settings.tick_threads,
         )
         self.controller = controller.Controller(self._reconcile, self._tick, timing, forget=self._forget)
+        self.node_reads = node_reads.NodeReads(client, settings.autoscale_seconds, settings.node_lease_grace_seconds)
+        """The nodes, read at most once per tick interval for every JobQueue (a lost node's workers)."""
 
     def start(self) -> None:
+        """Start working: the leader's controller runs every JobQueue the watch has delivered so far (a
+        standby keeps them without acting, so it takes over with what it knows)."""
+        self._started = True
         self.controller.start()
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self._started:
+            self.controller.stop()
 
     def _reconcile(self, key: controller.Key, body: Mapping[str, Any]) -> float | None:
         memory = self._reconciles.setdefault(key, reconcile.Memory())
         with self.metrics.reconcile_seconds.time():
             wanted = functools.partial(self.controller.wanted, key)
-            outcome = reconcile.reconcile(self.client, body, memory, _now(), wanted)
+            outcome = reconcile.reconcile(self.client, body, memory, _now(), wanted, self.node_reads)
         self.controller.read_by(key, outcome.references)
         self._export(key, body, outcome)
         return None if outcome.converged else reconcile.retry_after(memory)
@@ -72,7 +79,7 @@ class Runtime:
         memory = self._ticks.setdefault(key, scaling.Memory())
         was_up, was_folded = memory.broker_up, _folded(memory.written)
         with self.metrics.tick_seconds.time():
-            scaling.tick(self.client, body, memory, self.metrics)
+            scaling.tick(self.client, body, memory, self.metrics, self.node_reads)
         if was_up is not None and memory.broker_up != was_up:  # the broker came or went: BrokerReady follows now
             self.controller.poke(key, "reconcile", 0.0)
         elif _folded(memory.written) != was_folded:  # Ready follows, once the watch has brought the status back

@@ -14,11 +14,12 @@ per queue, feed it the queue's Pods on each tick (`learn`), and pass `estimate(.
 
 from __future__ import annotations
 
-import datetime
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+
+from jobqueue_operator.apitime import epoch_of
 
 KEEP: Final = 20
 """Start-ups remembered per queue: the most recent ones, so a change (a new image, a busier cluster) shows."""
@@ -45,7 +46,7 @@ def pod_start(pod: Mapping[str, Any]) -> PodStart | None:
     """The start-up of one Pod (an API object as a dict), or None while it is not Ready or cannot tell."""
     metadata = pod.get("metadata") or {}
     status = pod.get("status") or {}
-    uid, created = metadata.get("uid"), _time(metadata.get("creationTimestamp"))
+    uid, created = metadata.get("uid"), epoch_of(metadata.get("creationTimestamp"))
     ready = next(
         (c for c in status.get("conditions") or [] if c.get("type") == "Ready" and c.get("status") == "True"), None
     )
@@ -53,7 +54,7 @@ def pod_start(pod: Mapping[str, Any]) -> PodStart | None:
         return None
     if any(int(c.get("restartCount") or 0) > 0 for c in status.get("containerStatuses") or []):
         return None
-    became_ready = _time(ready.get("lastTransitionTime"))
+    became_ready = epoch_of(ready.get("lastTransitionTime"))
     if became_ready is None:
         return None
     seconds = became_ready - created
@@ -77,16 +78,3 @@ def estimate(learned: Learned) -> float | None:
         return None
     values = sorted(s.seconds for s in learned.starts)
     return values[min(len(values) - 1, max(0, math.ceil(QUANTILE * len(values)) - 1))]
-
-
-def _time(stamp: object) -> float | None:
-    """Epoch seconds of an RFC 3339 time as the API server writes it (`2026-01-02T03:04:05Z`)."""
-    if not isinstance(stamp, str):
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.timestamp()

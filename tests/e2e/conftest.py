@@ -3,8 +3,8 @@ a managed Redis and Celery workers run by the node agent, tasks sent from the ho
 
 Everything of ours runs from its image, as on any cluster: the operator from `jobqueue-operator:dev`,
 the workers from `jobqueue-worker:dev` or, for the examples with task modules, `jobqueue-examples:dev`
-(`make images` builds them; `make test` does it first). The managed Redis and Flower run as host
-processes (their images are not here; docs/local-cluster.md says which Pods run how).
+(`make images` builds them; `make test` does it first). The managed Redis and Flower run from the
+stand-ins `make images` builds for their default images (docs/local-cluster.md says which Pods run how).
 
 The operator is installed as `make demo` installs it (`jobqueue_devenv.demo.operator`): `helm install`
 of the chart with the image values, its Pod run by the node agent with the chart's own ServiceAccount

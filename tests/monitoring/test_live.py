@@ -33,10 +33,12 @@ def test_prometheus_scrapes_the_operator_and_every_worker_pod_through_service_di
     jobs = {job["job_name"] for job in live.scrape_configs}
     assert {j.split("/")[0] for j in jobs} == {"serviceMonitor", "podMonitor"}
     assert all(job["kubernetes_sd_configs"] for job in live.scrape_configs)
+    # One target per operator Pod (the chart's two replicas): the leader, whose series the rest reads, and the
+    # standby, which exports only its own histograms and jobqueue_operator_leader 0.
     operator = [t for t in _targets(live) if t["labels"]["job"] == alerts.OPERATOR_JOB]
-    assert len(operator) == 1, operator
-    assert operator[0]["health"] == "up", operator
-    assert operator[0]["scrapeUrl"] == live.operator_metrics_url
+    assert len(operator) == 2, operator
+    assert all(target["health"] == "up" for target in operator), operator
+    assert live.operator_metrics_url in {target["scrapeUrl"] for target in operator}
     # Every worker Pod that ran during the burst was scraped, under the job the PodMonitor sets.
     scraped = {
         s["metric"]["pod"]

@@ -12,10 +12,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from jobqueue_worker import metricsdir
-from jobqueue_worker.contract import Env
-from jobqueue_worker.settings import Pool, SettingsError, WorkerSettings, load_settings
+# Only the standard library at import time: `main` must install its SIGTERM handler within moments of the
+# process starting (see `_exit_on_early_sigterm`); the rest (pydantic, Celery) is imported after it.
+if TYPE_CHECKING:
+    from jobqueue_worker.settings import Pool, WorkerSettings
 
 EXIT_CONFIG = 2
 METRICS_ADDRESS = "0.0.0.0"  # every interface of the Pod: the kubelet probes the Pod IP, port-forward uses localhost
@@ -24,6 +26,9 @@ PROG = "jobqueue-worker"
 
 def _patch_concurrency(pool: Pool) -> None:
     """gevent/eventlet must monkey-patch before anything else imports sockets, as `celery worker` does."""
+    from jobqueue_worker.contract import Env
+    from jobqueue_worker.settings import Pool, SettingsError
+
     if pool not in (Pool.GEVENT, Pool.EVENTLET):
         return
     import celery
@@ -36,6 +41,8 @@ def _patch_concurrency(pool: Pool) -> None:
 
 def run_worker(settings: WorkerSettings) -> int:
     """Configure the app, start the HTTP server, run the worker until it shuts down; return its exit code."""
+    from jobqueue_worker import metricsdir
+
     _patch_concurrency(settings.pool)
     with metricsdir.private_directory() as metrics_dir:
         # prometheus-client picks its multiprocess mode when first imported: set the directory before that.
@@ -56,7 +63,10 @@ def _run(settings: WorkerSettings) -> int:
         probes,
         resultcheck,
         server,
+        shutdown,
     )
+    from jobqueue_worker.contract import Env
+    from jobqueue_worker.settings import SettingsError
 
     app = app_module.load_app(settings.app)
     origin = app_module.configure(app, settings)
@@ -66,6 +76,7 @@ def _run(settings: WorkerSettings) -> int:
     completions.Completions(settings.queue, settings.key_prefix).connect()
     deadletter.install(app, settings)
     patches.install()
+    shutdown.install(app, settings.soft_shutdown_timeout_seconds, settings.pool)
     try:
         http = server.serve(METRICS_ADDRESS, settings.metrics_port, server.wsgi_app(registry, probes.HEALTH))
     except OSError as exc:
@@ -90,7 +101,8 @@ def _exit_on_early_sigterm() -> None:
     """Until Celery installs its SIGTERM handler (warm shutdown), SIGTERM ends the worker at once.
 
     As PID 1 of a container the worker gets no default action: the kernel drops a signal that has no
-    handler, so a Pod deleted while its worker starts would wait out its whole grace period.
+    handler, so a Pod deleted while its worker starts would wait out its whole grace period, and its worker
+    would take tasks meanwhile. `main` installs it first, before any import that takes time.
     """
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
@@ -107,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobqueue_worker import admin
 
         return admin.main(args)
+    from jobqueue_worker.settings import SettingsError, load_settings
+
     if args:
         print(
             f"{PROG}: takes no arguments (configure it with JOBQUEUE_* variables), or one of: "

@@ -56,6 +56,10 @@ app.kubernetes.io/part-of: jobqueue
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, update, delete]
+# A PodDisruptionBudget per queue's workers (docs/operator.md, "Drains and disruptions").
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, update, delete]
 # Secrets: the managed broker's passwords (created once; its url key rewritten from its password key when
 # a user rotates it), the external broker URL and the Secrets and ConfigMaps the Pods' env reads (watched:
 # their values' hash rolls the Pods when they change).

@@ -1,7 +1,8 @@
 """Freeze a managed Redis: its process stopped (SIGSTOP) so every client's commands hang, as behind a
-network partition, then resumed. The local node agent runs the Redis Pod as a host process in the Pod's
-network namespace, so the process is found on the host: the redis-server whose network namespace holds
-the broker's Pod IP (redis-server overwrites its own command line and environment, so neither tells)."""
+network partition, then resumed. The local node agent runs the Redis Pod's container with runc, its
+process in the Pod's network namespace and visible from the host, so it is found there: the redis-server
+whose network namespace holds the broker's Pod IP (redis-server overwrites its own command line and
+environment, so neither tells)."""
 
 from __future__ import annotations
 

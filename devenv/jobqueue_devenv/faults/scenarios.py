@@ -58,6 +58,9 @@ class Size:
     """Tasks sent by the scenario, in total."""
     faults: int = 1
     """How many times the fault is injected (each one measured)."""
+    slack: float = 1.0
+    """The node scenarios' time bounds are multiplied by this: above 1 at CI size, where the machine runs
+    other tests beside; 1 at soak size, which checks the issue's own numbers."""
 
     def per_fault(self) -> int:
         return max(1, self.tasks // self.faults)
@@ -70,6 +73,12 @@ class Outcome:
     recovery_s: list[float] = field(default_factory=list)
     """Fault to recovery, once per fault (what 'recovery' means is the scenario's docstring)."""
     problems: list[str] = field(default_factory=list)
+    measured: dict[str, list[float]] = field(default_factory=dict)
+    """Other times a scenario measures, by name, once per fault (a replacement Ready, a leader elected)."""
+
+    def measure(self, name: str, seconds: float | None) -> None:
+        """Record one measured time (None, not within its wait, is recorded as infinite)."""
+        self.measured.setdefault(name, []).append(float("inf") if seconds is None else seconds)
 
     def expect(self, ok: bool, problem: str) -> None:
         if not ok:
@@ -80,6 +89,7 @@ class Outcome:
 
     def row(self) -> dict[str, Any]:
         times = spread(self.recovery_s)
+        measured = {name: _spread_row(seconds) for name, seconds in self.measured.items()}
         return {
             "scenario": self.scenario,
             **self.verdict.counts(),
@@ -87,6 +97,7 @@ class Outcome:
             "recovery_worst_s": _round(times["worst"]),
             "faults": len(self.recovery_s),
             "problems": list(self.problems),
+            **({"measured": measured} if measured else {}),
         }
 
 
@@ -94,10 +105,17 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def seconds_until(probe: Callable[[], object], *, timeout: float, what: str, interval: float) -> float | None:
-    """Seconds until `probe` holds, measured; None (not raised) when it did not within `timeout`: a
-    scenario reports a broken bound instead of stopping."""
-    t0 = time.time()
+def _spread_row(seconds: Sequence[float]) -> dict[str, float | None]:
+    times = spread(seconds)
+    return {"median_s": _round(times["median"]), "worst_s": _round(times["worst"])}
+
+
+def seconds_until(
+    probe: Callable[[], object], *, timeout: float, what: str, interval: float, since: float | None = None
+) -> float | None:
+    """Seconds until `probe` holds, measured from now or from `since` (a fault's `time.time()`); None (not
+    raised) when it did not within `timeout`: a scenario reports a broken bound instead of stopping."""
+    t0 = time.time() if since is None else since
     try:
         wait_until(probe, timeout=timeout, what=what, interval=interval)
     except TimedOut:
@@ -252,16 +270,16 @@ def scale_down_busy(here: Stage, size: Size) -> Outcome:
         sent += long + target.send("work", "noop", max(0, size.per_fault() - workers))
         wait_until(partial(_all_started, target, long), timeout=60, what="every worker busy")
         t0 = time.time()
-        here.apply(_with_queue(body, "work", replicas=1))
+        here.apply(with_queue(body, "work", replicas=1))
         wait_until(lambda: len(here.worker_pods(target.deployed.name, "work")) == 1, timeout=120, what="one Pod")
         outcome.recovery_s.append(time.time() - t0)
-        here.apply(_with_queue(body, "work", replicas=workers))
+        here.apply(with_queue(body, "work", replicas=workers))
     settle(outcome, target, sent)
     outcome.expect(not outcome.verdict.interrupted, f"{len(outcome.verdict.interrupted)} tasks interrupted")
     return outcome
 
 
-def _with_queue(body: dict[str, Any], name: str, **fields: Any) -> dict[str, Any]:
+def with_queue(body: dict[str, Any], name: str, **fields: Any) -> dict[str, Any]:
     """`body` with one queue's fields changed (a copy)."""
     copy: dict[str, Any] = json.loads(json.dumps(body))
     for item in copy["spec"]["queues"]:
@@ -276,8 +294,8 @@ def _with_queue(body: dict[str, Any], name: str, **fields: Any) -> dict[str, Any
 class SteadySender:
     """Sends short tasks at a steady rate in a thread until stopped; keeps the ids it sent."""
 
-    def __init__(self, target: Target, queue_name: str, per_second: float) -> None:
-        self.target, self.queue, self.every = target, queue_name, 1.0 / per_second
+    def __init__(self, target: Target, queue_name: str, per_second: float, seconds: float = 0.2) -> None:
+        self.target, self.queue, self.every, self.seconds = target, queue_name, 1.0 / per_second, seconds
         self.sent: list[str] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -294,7 +312,7 @@ class SteadySender:
     def _loop(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                self.sent += self.target.send(self.queue, "sleep", 1, seconds=0.2)
+                self.sent += self.target.send(self.queue, "sleep", 1, seconds=self.seconds)
             except Exception as exc:  # a refused send is counted, never lost silently
                 self.errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -496,11 +514,11 @@ def operator_killed(here: Stage, size: Size, operator: demo.RunningOperator) -> 
     outcome.recovery_s.append(time.time() - t0)
     sent = [i for q in ("a", "b", "c") for i in target.send(q, "noop", max(1, size.tasks // 3))]
     settle(outcome, target, sent)
-    here.apply(_with_queue(body, "c", replicas=0))
+    here.apply(with_queue(body, "c", replicas=0))
     t1 = _kill_operator(here, operator)
     deployment = naming.worker_deployment(target.deployed.name, "c")
-    wait_until(lambda: _replicas(here, deployment) == 0 and not here.worker_pods("restarted", "c"), timeout=120,
-               what="queue c at zero")  # fmt: skip
+    wait_until(lambda: deployment_replicas(here, deployment) == 0 and not here.worker_pods("restarted", "c"),
+               timeout=120, what="queue c at zero")  # fmt: skip
     outcome.recovery_s.append(time.time() - t1)
     for seconds in outcome.recovery_s:
         outcome.within(seconds, CONVERGE_BOUND_S, "converged after the operator was killed")
@@ -518,7 +536,7 @@ def _kill_operator(here: Stage, operator: demo.RunningOperator) -> float:
     return at
 
 
-def _replicas(here: Stage, deployment: str) -> int | None:
+def deployment_replicas(here: Stage, deployment: str) -> int | None:
     got = here.kube.get("deployment", deployment, "-n", here.namespace)
     return int(got["spec"].get("replicas", 1))
 
@@ -536,14 +554,14 @@ def broker_unreachable(here: Stage, size: Size) -> Outcome:
     target = here.deploy(body)
     deployment = naming.worker_deployment(target.deployed.name, "work")
     sent = target.send("work", "sleep", size.tasks, seconds=1.0)
-    wait_until(lambda: (_replicas(here, deployment) or 0) >= 1, timeout=60, what="scaled up")
+    wait_until(lambda: (deployment_replicas(here, deployment) or 0) >= 1, timeout=60, what="scaled up")
     seen: list[int] = []
     reasons: set[str] = set()
     with broker_process.frozen(target.deployed.url):
         deadline = time.time() + 4 * TICK_S
         while time.time() < deadline:
-            seen.append(_replicas(here, deployment) or 0)
-            reasons |= _condition_reasons(here, target)
+            seen.append(deployment_replicas(here, deployment) or 0)
+            reasons |= condition_reasons(here, target)
             pause(SAMPLE_S)
         t0 = time.time()
     settle(outcome, target, sent)
@@ -554,7 +572,7 @@ def broker_unreachable(here: Stage, size: Size) -> Outcome:
     return outcome
 
 
-def _condition_reasons(here: Stage, target: Target) -> set[str]:
+def condition_reasons(here: Stage, target: Target) -> set[str]:
     return {c.get("reason", "") for c in here.status(target.deployed.name).get("conditions") or []}
 
 
@@ -633,7 +651,7 @@ def broker_full(here: Stage, size: Size, operator: demo.RunningOperator) -> Outc
     outcome.expect(here.wait_for_event(Reason.BROKER_MEMORY_RESERVE_OPENED), "no BrokerMemoryReserveOpened Event")
     outcome.expect(_broker_memory_metric(here, operator, target) > 0, "no jobqueue_broker_used_memory_bytes series")
     t0 = time.time()
-    here.apply(_with_queue(body, "work", replicas=2))
+    here.apply(with_queue(body, "work", replicas=2))
     settle(outcome, target, accepted, missing="not every accepted task done (evicted or lost)")
     wait_until(
         lambda: _condition(here, target, BROKER_MEMORY_AVAILABLE).get("status") == "True",

@@ -14,38 +14,29 @@ import signal
 import socket
 import sys
 import threading
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from jobqueue_devenv.nodeagent import cleanup, kubeletapi, logs, network, node, runc, storage, streaming
+from jobqueue_devenv.nodeagent import cleanup, kubeletapi, layout, logs, network, node, runc, streaming
 from jobqueue_devenv.nodeagent.backoff import BackOff
 from jobqueue_devenv.nodeagent.containers import MARKER
 from jobqueue_devenv.nodeagent.imagestore import ImageStore
 from jobqueue_devenv.nodeagent.informer import Informer
 from jobqueue_devenv.nodeagent.pods import PodWorker, Runtime
-from jobqueue_devenv.nodeagent.services import Forwarder, HostsFiles, ServiceTable
+from jobqueue_devenv.nodeagent.services import HostsFiles, ServiceNames
 
 log = logging.getLogger("node-agent")
 
 HOST_IP = "127.0.0.1"
 LOOP_SECONDS = 0.5
 RESYNC_SECONDS = 5.0
-HOSTS_FILE = "hosts"
-"""In the agent's folder: /etc/hosts plus the Services, for `python -m jobqueue_devenv exec`."""
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def apiserver_port(kubeconfig: Path) -> int:
-    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    return urllib.parse.urlsplit(server).port or 443
 
 
 @dataclass(frozen=True)
@@ -61,13 +52,11 @@ class Agent:
     def __init__(
         self,
         api_client: client.ApiClient,
-        node_name: str,
+        place: layout.NodeLayout,
         folder: Path,
-        kubeconfig: Path,
         tls: ServingTls | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
-        self.discovery = client.DiscoveryV1Api(api_client)
         self.kubelet_api = (
             kubeletapi.KubeletServer(
                 self.container_logs,
@@ -80,17 +69,17 @@ class Agent:
             if tls
             else None
         )
-        self.node = node.NodeRegistration(api_client, node_name, self.kubelet_api.port if self.kubelet_api else 0)
-        self.name = node_name
+        self.node = node.NodeRegistration(api_client, place, self.kubelet_api.port if self.kubelet_api else 0)
+        self.name = place.name
         self.folder = folder
         self.stopping = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
-        block = network.claim_block(folder)
-        log.info("pod network %s/24 on bridge %s", block.address(0), block.bridge)
-        self.network = network.PodNetwork(block)
-        self.hosts = HostsFiles(folder / HOSTS_FILE, Path("/etc/hosts").read_text())
-        self.services = ServiceTable(self.network, Forwarder(), self.hosts, apiserver_port(kubeconfig))
+        block = network.Block(place.block)
+        log.info("pod addresses %s on bridge %s", place.pod_cidr, block.bridge)
+        self.network = network.PodNetwork(block, place.hosts)
+        self.hosts = HostsFiles()
+        self.services = ServiceNames(self.hosts)
         self.runtime = Runtime(
             core=self.core,
             network=self.network,
@@ -105,9 +94,8 @@ class Agent:
             volume_sources=ApiSources(self.core),
             images=ImageStore(),
             runc_root=runc.state_root(folder),
-            cgroup_parent=runc.cgroup_parent(block.bridge),
+            cgroup_parent=place.cgroup_parent,
         )
-        self.provisioner = storage.Provisioner(api_client, folder, node_name)
 
     def service_env(self, pod: Mapping[str, Any]) -> dict[str, str]:
         """What the kubelet adds to every container's env: HOSTNAME and the `kubernetes` Service."""
@@ -217,23 +205,11 @@ class Agent:
             self.kubelet_api.start()
             log.info("kubelet API (logs, exec, port-forward) on 127.0.0.1:%d", self.kubelet_api.port)
         self.node.register()
-        self.provisioner.ensure_class()
-        Informer(
-            "persistentvolumes", self.core.list_persistent_volume, self.provisioner.on_volume, self.stopping
-        ).start()
-        Informer(
-            "persistentvolumeclaims",
-            self.core.list_persistent_volume_claim_for_all_namespaces,
-            self.provisioner.on_claim,
-            self.stopping,
-        ).start()
-        Informer("services", self.core.list_service_for_all_namespaces, self.services.on_service, self.stopping).start()
-        Informer(
-            "endpointslices",
-            self.discovery.list_endpoint_slice_for_all_namespaces,
-            self.services.on_slice,
-            self.stopping,
-        ).start()
+        services = Informer(
+            "services", self.core.list_service_for_all_namespaces, self.services.on_service, self.stopping
+        )
+        services.start()
+        services.synced.wait(RESYNC_SECONDS)  # Pods' hosts files and KUBERNETES_SERVICE_HOST name the Services
         self.pods = Informer(
             "pods",
             self.core.list_pod_for_all_namespaces,
@@ -245,7 +221,6 @@ class Agent:
         duties = [
             *self.node.duties(),
             node.Duty(self.resync, RESYNC_SECONDS),
-            node.Duty(self.provisioner.resync, RESYNC_SECONDS),
         ]
         while not self.stopping.is_set():
             for duty in duties:
@@ -311,7 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument("--node-name", required=True)
     parser.add_argument(
-        "--folder", type=Path, help="pod logs, hosts file and network record (default: node-agent/ next to kubeconfig)"
+        "--folder",
+        type=Path,
+        help="the node's folder, with its layout record (default: node-agent[-N]/ next to kubeconfig)",
     )
     parser.add_argument(
         "--tls-cert-file", type=Path, help="serving certificate of the kubelet port (logs, exec, port-forward)"
@@ -320,8 +297,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-ca-file", type=Path, help="CA of the certificates clients must present")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    folder: Path = args.folder or cleanup.agent_folder(args.kubeconfig.resolve().parent)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder: Path = args.folder or layout.agent_folder(args.kubeconfig.resolve().parent, args.node_name)
+    place = layout.NodeLayout.load(folder)
+    if place is None or place.name != args.node_name:
+        raise SystemExit(f"no layout record of node {args.node_name} in {folder}: `up` writes it")
+    # First of all: everything this agent and its Pods will run is in the node's cgroup (`nodes.kill`).
+    runc.join_node_cgroup(place.cgroup_parent)
     leftovers = cleanup.end_pod_processes(folder)  # of an earlier agent of this cluster that died
     if leftovers:
         log.warning("ended %d processes an earlier agent left running", len(leftovers))
@@ -330,9 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.tls_cert_file and args.tls_private_key_file and args.client_ca_file
         else None
     )
-    agent = Agent(
-        config.new_client_from_config(config_file=str(args.kubeconfig)), args.node_name, folder, args.kubeconfig, tls
-    )
+    agent = Agent(config.new_client_from_config(config_file=str(args.kubeconfig)), place, folder, tls)
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stopping.set())
     agent.run()

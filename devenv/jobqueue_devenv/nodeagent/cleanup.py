@@ -1,7 +1,7 @@
-"""End everything a node agent started, even when the agent itself was killed: `down` relies on this.
+"""End everything a node agent started, even when the agent itself was killed: `down` and `nodes.start` rely on this.
 
-A Pod process is found two ways: it lives in one of the Pod network namespaces of the agent's
-block (saved in the agent's folder), or it carries `JQ_NODE_AGENT_DIR=<agent folder>` in its
+A Pod process is found two ways: it lives in one of the Pod network namespaces of the node's addresses
+(its layout record is in the node's folder), or it carries `JQ_NODE_AGENT_DIR=<node folder>` in its
 environment. The namespace is the reliable one: programs such as redis-server overwrite their
 environment block with their process title, so /proc/PID/environ no longer shows the variable.
 """
@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
-from jobqueue_devenv.nodeagent import network, runc
+from jobqueue_devenv.nodeagent import layout, network, runc
 from jobqueue_devenv.nodeagent.containers import MARKER
 
-AGENT_FOLDER = "node-agent"
+PODS_FOLDER = "pods"
 
 
-def agent_folder(cluster_directory: Path) -> Path:
-    return cluster_directory / AGENT_FOLDER
+def agent_folder(cluster_directory: Path, node: str = layout.FIRST_NODE) -> Path:
+    return layout.agent_folder(cluster_directory, node)
 
 
 def pod_processes(folder: Path) -> list[int]:
@@ -41,14 +42,25 @@ def pod_processes(folder: Path) -> list[int]:
     return found
 
 
+def _owned(folder: Path) -> tuple[network.Block, layout.NodeLayout] | None:
+    """The node's block and layout, if the block's bridge is (still, or no longer anyone's) this cluster's."""
+    place = layout.NodeLayout.load(folder)
+    if place is None:
+        return None
+    block = network.Block(place.block)
+    if network.bridge_owner(block.bridge) not in (None, str(folder.resolve().parent)):
+        return None
+    return block, place
+
+
 def _pod_namespaces(folder: Path) -> set[int]:
-    """Inode numbers of the Pod network namespaces of the agent whose folder is `folder`."""
-    block = network.Block.load(folder)
-    if block is None or network.bridge_owner(block.bridge) not in (None, str(folder.resolve())):
+    """Inode numbers of the Pod network namespaces of the node whose folder is `folder`."""
+    owned = _owned(folder)
+    if owned is None:
         return set()
     inodes = set()
     for name in network.existing_netns():
-        if block.owns_netns(name):
+        if owned[1].owns_netns(name):
             with contextlib.suppress(OSError):
                 inodes.add(os.stat(network.NETNS_RUN / name).st_ino)
     return inodes
@@ -75,16 +87,60 @@ def end_pod_processes(folder: Path, grace: float = 1.0) -> list[int]:
     return pids
 
 
-def clean_up(cluster_directory: Path) -> list[int]:
-    """Stop the Pod processes of a cluster and remove its Pod network. Returns the pids that were running."""
-    folder = agent_folder(cluster_directory)
-    if not folder.exists():
-        return []
+def remove_node_network(folder: Path) -> None:
+    """Delete the Pod network namespaces (and veths) of the node whose folder is `folder`."""
+    owned = _owned(folder)
+    if owned is not None:
+        network.remove_sandboxes(owned[0], owned[1].owns_netns)
+
+
+def reset_node(folder: Path) -> list[int]:
+    """Make a node's folder what a rebooted machine finds: no Pod process, network namespace, container or Pod
+    folder of before (the layout record stays). Returns the pids that were still running."""
+    place = layout.NodeLayout.load(folder)
+    if place is not None:
+        runc.kill_node_cgroup(place.cgroup_parent)
     pids = end_pod_processes(folder)
+    remove_node_network(folder)
+    shutil.rmtree(folder / PODS_FOLDER, ignore_errors=True)
+    shutil.rmtree(runc.state_root(folder), ignore_errors=True)
+    if place is not None:
+        runc.remove_cgroup_parent(place.cgroup_parent)
+    return pids
+
+
+def _adopt_single_agent_cluster(cluster_directory: Path) -> None:
+    """A cluster started before nodes had layouts had one agent that owned the bridge and kept its record:
+    give it the records `clean_up` reads, so `down` of such a cluster still leaves nothing behind."""
+    folder = agent_folder(cluster_directory)
     block = network.Block.load(folder)
+    if block is None or (folder / layout.RECORD_FILE).exists():
+        return
+    layout.NodeLayout(layout.FIRST_NODE, block.index, 1).save(folder)
+    block.save(cluster_directory)
+    if network.bridge_owner(block.bridge) == str(folder.resolve()):
+        network.set_owner(block, cluster_directory)
+
+
+def clean_up(cluster_directory: Path) -> list[int]:
+    """Stop the Pod processes of every node of a cluster and remove its Pod network and cgroups. Returns the
+    pids that were running."""
+    _adopt_single_agent_cluster(cluster_directory)
+    pids: list[int] = []
+    for folder in layout.node_folders(cluster_directory):
+        pids += end_pod_processes(folder)
+        remove_node_network(folder)
+        place = layout.NodeLayout.load(folder)
+        if place is not None:
+            runc.kill_node_cgroup(place.cgroup_parent)  # anything else the node's agent had started
+            runc.remove_cgroup_parent(place.cgroup_parent)
+    block = network.Block.load(cluster_directory)
     if block is not None:
         owner = network.bridge_owner(block.bridge)
-        if owner is None or owner == str(folder.resolve()):
+        if owner is None or owner == str(cluster_directory.resolve()):
             network.remove_block(block)
-            runc.remove_cgroup_parent(runc.cgroup_parent(block.bridge))
+    for folder in layout.node_folders(cluster_directory):  # the old cgroup parent, now that its containers are gone
+        legacy = network.Block.load(folder)
+        if legacy is not None:
+            runc.remove_cgroup_parent(f"jobqueue-{legacy.bridge}")
     return pids

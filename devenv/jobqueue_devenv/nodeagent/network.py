@@ -1,11 +1,12 @@
 """The Pod network of one local cluster: a Linux bridge on the host and a network namespace per Pod.
 
 Each cluster claims one block 10.213.N.0/24 (N from 0 to 63) by creating the bridge `jqbrN`
-(creation is atomic, so two clusters on one machine never share a block). The host side owns
-10.213.N.1 on the bridge; Pods get .2 to .127 on their own `eth0` (one end of a veth pair whose
-other end is a port of the bridge); Service addresses are .128 to .254, added to the bridge as /32,
-so the agent's forwarder can listen on them and both the host and every Pod reach them. All traffic
-stays on this machine: between the host and network namespaces this code created.
+(creation is atomic, so two clusters on one machine never share a block); `up` claims it before the
+apiserver starts. The host side owns 10.213.N.1 on the bridge; Pods get addresses of their node's part of
+.2 to .127 (`layout`) on their own `eth0` (one end of a veth pair whose other end is a port of the
+bridge); 10.213.N.128/25 is the apiserver's Service CIDR, and each ClusterIP is added to the bridge as /32
+by the cluster's `cloud` process, whose forwarder listens on it, so the host and every Pod of every node
+reach it. All traffic stays on this machine: between the host and network namespaces this code created.
 
 MAC addresses are fixed by address (`Block.mac`): a Linux bridge otherwise takes the lowest MAC of its
 ports, so adding or removing a Pod changed the gateway's and every Service address's MAC under the
@@ -22,16 +23,18 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jobqueue_devenv.nodeagent import names
 
 BLOCKS = 64
-FIRST_POD, LAST_POD = 2, 127
-FIRST_SERVICE, LAST_SERVICE = 128, 254
-KUBERNETES_SERVICE = FIRST_SERVICE
-"""The `kubernetes` Service always gets .128 of its block: the apiserver's certificate names all of them."""
+SERVICE_NETWORK = 128
+"""10.213.N.128/25 is the cluster's Service CIDR (`--service-cluster-ip-range`)."""
+KUBERNETES_SERVICE = SERVICE_NETWORK + 1
+"""The apiserver gives the `kubernetes` Service the first address of the Service CIDR: .129 of the block.
+The apiserver's certificate names it for every block."""
 NETNS_ETC = Path("/etc/netns")
 NETNS_RUN = Path("/run/netns")
 RECORD_FILE = "network.json"
@@ -115,6 +118,10 @@ class Block:
     def host_veth(self, host: int) -> str:
         return f"jq{self.index}v{host}"
 
+    @property
+    def service_cidr(self) -> str:
+        return f"{self.address(SERVICE_NETWORK)}/25"
+
     def mac(self, host: int) -> str:
         """The MAC of address `host` (1: the bridge): locally administered, one per address of every block."""
         return f"02:6a:71:00:{self.index:02x}:{host:02x}"
@@ -134,13 +141,19 @@ class Block:
             return None
 
 
+def set_owner(block: Block, directory: Path) -> None:
+    """Record another cluster folder as the bridge's owner (its alias)."""
+    _ip("link", "set", block.bridge, "alias", str(directory.resolve()))
+
+
 def kubernetes_service_addresses() -> list[str]:
     """Every address the `kubernetes` Service can have, one per block: SANs of the apiserver's certificate."""
     return [Block(index).address(KUBERNETES_SERVICE) for index in range(BLOCKS)]
 
 
 def claim_block(directory: Path) -> Block:
-    """Create the bridge of the first free block; a bridge whose cluster folder is gone is reused."""
+    """Create the bridge of the first free block for the cluster folder `directory` (recorded as the bridge's
+    alias and in `directory`); a bridge whose cluster folder is gone is reused."""
     owner = str(directory.resolve())
     for index in range(BLOCKS):
         block = Block(index)
@@ -186,26 +199,55 @@ def remove_sandbox(netns: str, host_veth: str | None = None) -> None:
     shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
 
 
-class PodNetwork:
-    """Hands out Pod and Service addresses of the block and builds each Pod's network namespace."""
+def add_service_address(block: Block, address: str) -> None:
+    """Put a ClusterIP on the bridge (as /32), so a forwarder can listen on it."""
+    _ip("addr", "replace", f"{address}/32", "dev", block.bridge)
 
-    def __init__(self, block: Block) -> None:
+
+def remove_service_address(block: Block, address: str) -> None:
+    subprocess.run([ip_binary(), "addr", "del", f"{address}/32", "dev", block.bridge], capture_output=True, check=False)
+
+
+def unplug(block: Block, hosts: range) -> None:
+    """Delete the host side of every Pod veth of `hosts` (a power cut takes a node's cables with it): a Pod
+    namespace left behind keeps its addresses, but nothing reaches them any more; packets to them are lost,
+    as to a machine that is off, rather than refused."""
+    present = set(os.listdir("/sys/class/net"))
+    batch = "".join(f"link del {block.host_veth(h)}\n" for h in hosts if block.host_veth(h) in present)
+    if batch:
+        subprocess.run([ip_binary(), "-force", "-batch", "-"], input=batch, capture_output=True, text=True, check=False)
+
+
+def remove_sandboxes(block: Block, owns: Callable[[str], bool]) -> None:
+    """Delete every Pod namespace of `block` that `owns` (a node's, or all of them) with its veth."""
+    for name in existing_netns():
+        if owns(name):
+            remove_sandbox(name, block.host_veth(int(name.rsplit("p", 1)[1])))
+
+
+class PodNetwork:
+    """Hands out the Pod addresses of one node (`hosts` of the block) and builds each Pod's network namespace."""
+
+    def __init__(self, block: Block, hosts: range) -> None:
         self.block = block
+        self.hosts = hosts
         self._lock = threading.Lock()
         self._pods: set[int] = set()
-        self._services: set[int] = set()
 
-    def _take(self, used: set[int], first: int, last: int, what: str) -> int:
+    def _take(self) -> int:
         with self._lock:
-            for host in range(first, last + 1):
-                if host not in used:
-                    used.add(host)
+            for host in self.hosts:
+                if host not in self._pods:
+                    self._pods.add(host)
                     return host
-        raise NetworkError(f"no free {what} address left in {self.block.address(0)}/24")
+        raise NetworkError(
+            f"no free Pod address left on this node ({self.block.address(self.hosts[0])} to "
+            f"{self.block.address(self.hosts[-1])})"
+        )
 
     def create_sandbox(self, hosts_text: str) -> tuple[int, str, str]:
         """A network namespace with its own loopback and `eth0`; returns (host number, namespace, Pod IP)."""
-        host = self._take(self._pods, FIRST_POD, LAST_POD, "Pod")
+        host = self._take()
         netns, ip = self.block.netns(host), self.block.address(host)
         remove_sandbox(netns, self.block.host_veth(host))  # a leftover of an agent that died
         etc = NETNS_ETC / netns
@@ -235,17 +277,3 @@ class PodNetwork:
         remove_sandbox(self.block.netns(host), self.block.host_veth(host))
         with self._lock:
             self._pods.discard(host)
-
-    def add_service_address(self, kubernetes: bool = False) -> str:
-        first, last = (KUBERNETES_SERVICE, KUBERNETES_SERVICE) if kubernetes else (FIRST_SERVICE + 1, LAST_SERVICE)
-        host = self._take(self._services, first, last, "Service")
-        address = self.block.address(host)
-        _ip("addr", "add", f"{address}/32", "dev", self.block.bridge)
-        return address
-
-    def remove_service_address(self, address: str) -> None:
-        subprocess.run(
-            [ip_binary(), "addr", "del", f"{address}/32", "dev", self.block.bridge], capture_output=True, check=False
-        )
-        with self._lock:
-            self._services.discard(int(address.rsplit(".", 1)[1]))

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -18,11 +19,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from jobqueue_devenv import versions
+from jobqueue_devenv.nodeagent.layout import NodeLayout
 
 LEASE_SECONDS: Final = 40
 RENEW_SECONDS: Final = 10
 STATUS_SECONDS: Final = 60
-MAX_PODS: Final = 110
 
 log = logging.getLogger("node-agent.node")
 
@@ -35,8 +36,8 @@ def _memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def node_manifest(name: str) -> dict[str, Any]:
-    """The Node object this agent registers (labels as a kubelet sets them)."""
+def node_manifest(name: str, pod_cidr: str) -> dict[str, Any]:
+    """The Node object this agent registers (labels as a kubelet sets them, its Pod address range)."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -50,16 +51,19 @@ def node_manifest(name: str) -> dict[str, Any]:
             },
             "annotations": {"jobqueue.dev/node-agent": "process"},
         },
-        "spec": {},
+        "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]},
     }
 
 
-def node_status(name: str, now: datetime.datetime, kubelet_port: int = 0) -> dict[str, Any]:
-    """Capacity of this machine, the Ready condition, the node's address and its kubelet port (logs)."""
+def node_status(
+    name: str, now: datetime.datetime, kubelet_port: int = 0, max_pods: int = 110, boot_id: str = ""
+) -> dict[str, Any]:
+    """Capacity of this machine (Pods: as many as the node has addresses, at most 110), the Ready condition,
+    the node's address, its kubelet port (logs) and the id of this start of its agent (a reboot changes it)."""
     capacity = {
         "cpu": str(os.cpu_count() or 1),
         "memory": f"{_memory_bytes() // 1024}Ki",
-        "pods": str(MAX_PODS),
+        "pods": str(max_pods),
         "ephemeral-storage": "100Gi",
     }
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -88,7 +92,7 @@ def node_status(name: str, now: datetime.datetime, kubelet_port: int = 0) -> dic
         "nodeInfo": {
             "machineID": "",
             "systemUUID": "",
-            "bootID": "",
+            "bootID": boot_id,
             "kernelVersion": platform.release(),
             "osImage": "jobqueue local node agent",
             "containerRuntimeVersion": "runc://1 (images), process://0.1 (host commands)",
@@ -103,24 +107,27 @@ def node_status(name: str, now: datetime.datetime, kubelet_port: int = 0) -> dic
 class NodeRegistration:
     """Registers the node, then renews its lease and status."""
 
-    def __init__(self, api_client: client.ApiClient, node_name: str, kubelet_port: int = 0) -> None:
+    def __init__(self, api_client: client.ApiClient, layout: NodeLayout, kubelet_port: int = 0) -> None:
         self.kubelet_port = kubelet_port
         self.core = client.CoreV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
-        self.name = node_name
+        self.layout = layout
+        self.name = layout.name
+        self.boot_id = str(uuid.uuid4())
 
     def register(self) -> None:
         try:
-            self.core.create_node(node_manifest(self.name))
+            self.core.create_node(node_manifest(self.name, self.layout.pod_cidr))
             log.info("registered node %s", self.name)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-            self.core.patch_node(self.name, node_manifest(self.name))
+            self.core.patch_node(self.name, node_manifest(self.name, self.layout.pod_cidr))
         self.post_status()
 
     def post_status(self) -> None:
-        self.core.patch_node_status(self.name, {"status": node_status(self.name, _now(), self.kubelet_port)})
+        status = node_status(self.name, _now(), self.kubelet_port, self.layout.max_pods, self.boot_id)
+        self.core.patch_node_status(self.name, {"status": status})
 
     def renew_lease(self) -> None:
         node = self.core.read_node(self.name)

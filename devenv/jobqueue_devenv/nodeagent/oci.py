@@ -1,9 +1,11 @@
-"""A container from an image, decided the way the kubelet decides it (pure functions, no I/O).
+"""A container from an image, decided the way the kubelet decides it (pure functions; the one read is the
+runtime's default seccomp profile, once: `seccomp.py`).
 
 What runs (`command`/`args` against the image's ENTRYPOINT/CMD), as whom (the image's USER,
 `runAsUser`/`runAsGroup`, and the `runAsNonRoot` check with the kubelet's own messages), and the OCI
 runtime configuration (`config.json`) runc gets: namespaces (the Pod's network namespace joined),
-mounts (volumes as bind mounts), a read-only root when asked, capabilities, the memory limit.
+mounts (volumes as bind mounts), a read-only root when asked, capabilities, `seccompProfile`
+(`RuntimeDefault`), the memory limit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jobqueue_devenv.nodeagent import envvars
+from jobqueue_devenv.nodeagent import envvars, seccomp
 from jobqueue_devenv.nodeagent.imagestore import Image
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -54,7 +56,8 @@ def image_env(image: Image) -> dict[str, str]:
 def security_context(pod: Mapping[str, Any], container: Mapping[str, Any]) -> dict[str, Any]:
     """The effective security context: the container's fields over the Pod's."""
     pod_context = pod["spec"].get("securityContext") or {}
-    effective = {k: pod_context[k] for k in ("runAsUser", "runAsGroup", "runAsNonRoot") if k in pod_context}
+    pod_wide = ("runAsUser", "runAsGroup", "runAsNonRoot", "seccompProfile")
+    effective = {k: pod_context[k] for k in pod_wide if k in pod_context}
     effective.update(container.get("securityContext") or {})
     return effective
 
@@ -219,6 +222,11 @@ def runtime_config(
     }  # fmt: skip
     if memory_limit is not None:
         linux["resources"]["memory"] = {"limit": memory_limit}
+    profile = (context.get("seccompProfile") or {}).get("type")
+    if profile == "RuntimeDefault":
+        linux["seccomp"] = seccomp.runtime_default(caps)
+    elif profile not in (None, "Unconfined"):
+        raise ConfigError(f"seccompProfile type {profile} is not supported by the local node agent")
     return {
         "ociVersion": "1.0.2",
         "process": {

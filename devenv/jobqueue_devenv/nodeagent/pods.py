@@ -81,7 +81,7 @@ class Container:
     plan: Path | None = None
     """The mounter's plan of the current run, when the container has volumes (see `volumes`)."""
     host_executable: str = ""
-    """What it runs as a host process (its image is one of `hostprocess.HOST_PROCESS_IMAGES`), else empty."""
+    """What it runs as a host process (its image is `hostprocess.HOST_PROCESS_IMAGE`), else empty."""
     env: dict[str, str] = field(default_factory=dict)
     runs: int = 0
     started_at: str = ""

@@ -37,11 +37,6 @@ _MOUNT_AND_RUN = (
 )
 
 
-def cgroup_parent(bridge: str) -> str:
-    """The cgroup folder (in every controller) of one cluster's containers, named after its Pod bridge."""
-    return f"jobqueue-{bridge}"
-
-
 def state_root(agent_folder: Path) -> Path:
     """runc's state folder of one agent: its containers are listed, killed and deleted from here."""
     return agent_folder / "runc"
@@ -165,9 +160,74 @@ class RuncContainer:
         shutil.rmtree(self.bundle, ignore_errors=True)
 
 
+def unified_root() -> Path:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host."""
+    for root in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+        if (root / "cgroup.controllers").exists():
+            return root
+    raise RuntimeError("no cgroup v2 hierarchy is mounted (looked at /sys/fs/cgroup and /sys/fs/cgroup/unified)")
+
+
+AGENT_CGROUP = "agent"
+"""The node agent's own leaf under its node's cgroup (v2 allows no processes in a folder whose children
+have controllers enabled); everything it starts inherits it, or runc moves it to a sibling."""
+
+
+def join_node_cgroup(parent: str) -> None:
+    """Move the calling process into its node's cgroup (v2), so that every process it and its children
+    start, containers included, can be found and killed together (`kill_node_cgroup`)."""
+    leaf = unified_root() / parent / AGENT_CGROUP
+    leaf.mkdir(parents=True, exist_ok=True)
+    (leaf / "cgroup.procs").write_text("0")
+
+
+def freeze_node_cgroup(parent: str, frozen: bool = True, wait: float = 2.0) -> None:
+    """Freeze (or thaw) every process of a node's cgroup (cgroup v2 `cgroup.freeze`), waiting up to `wait`
+    seconds for the kernel to say it is done: a power cut stops everything in the same instant."""
+    folder = unified_root() / parent
+    try:
+        (folder / "cgroup.freeze").write_text("1" if frozen else "0")
+    except FileNotFoundError:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if f"frozen {int(frozen)}" in (folder / "cgroup.events").read_text():
+                return
+        time.sleep(0.01)
+
+
+def kill_node_cgroup(parent: str, wait: float = 10.0) -> bool:
+    """SIGKILL every process of a node's cgroup at once (cgroup v2 `cgroup.kill`), then wait up to `wait`
+    seconds until none is left. Returns whether none is."""
+    folder = unified_root() / parent
+    with contextlib.suppress(FileNotFoundError):
+        (folder / "cgroup.kill").write_text("1")
+    deadline = time.monotonic() + wait
+    while not node_cgroup_empty(parent):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def node_cgroup_empty(parent: str) -> bool:
+    """No process left in the node's cgroup (or it has none)."""
+    try:
+        events = (unified_root() / parent / "cgroup.events").read_text()
+    except FileNotFoundError:
+        return True
+    return "populated 0" in events
+
+
 def remove_cgroup_parent(parent: str) -> None:
-    """Remove the (by then empty) cgroup folder under which one agent's containers had theirs."""
-    for folder in [CGROUP_ROOT / parent, *(p / parent for p in CGROUP_ROOT.iterdir() if p.is_dir())]:
+    """Remove the (by then empty) cgroup folders of one node: its agent's leaf, its containers' parent."""
+    unified = unified_root()
+    for folder in [
+        unified / parent / AGENT_CGROUP,
+        CGROUP_ROOT / parent,
+        *(p / parent for p in CGROUP_ROOT.iterdir() if p.is_dir()),
+    ]:
         with contextlib.suppress(OSError):
             folder.rmdir()
 

@@ -1,10 +1,12 @@
-"""Services for Pods and host commands: an address per Service, names in hosts files, a TCP forwarder.
+"""Services for Pods and host commands: ClusterIPs on the bridge, names in hosts files, a TCP forwarder.
 
-A ClusterIP is only a string in the API here: nothing routes it. Instead each Service gets an
-address of the cluster's block on the bridge (see `network`), its names go into every Pod's hosts
-file (and into one for host commands, see `python -m jobqueue_devenv exec`), and the forwarder
-listens on that address and the Service's ports and connects each client to a ready endpoint from
-the EndpointSlices the controller-manager writes (round robin). Only TCP is forwarded.
+The apiserver hands out ClusterIPs from the cluster's block (10.213.N.128/25, see `network`). The
+cluster's `cloud` process puts each one on the bridge and its forwarder listens there on the Service's
+ports, connecting each client to a ready endpoint from the EndpointSlices the controller-manager writes
+(round robin): `ServiceTable`. Every node agent writes the Service names into its Pods' hosts files from
+the ClusterIPs it reads from the API itself (`ServiceNames`), so no node depends on another node or on a
+file of the cloud process; the cloud process writes the hosts file for host commands
+(`python -m jobqueue_devenv exec`). Only TCP is forwarded.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobqueue_devenv.nodeagent import names
-from jobqueue_devenv.nodeagent.network import PodNetwork
+from jobqueue_devenv.nodeagent import names, network
 
 log = logging.getLogger("node-agent.services")
 
@@ -100,9 +101,9 @@ async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> Non
 
 
 class HostsFiles:
-    """The hosts files of every Pod and the one for host commands, rewritten when Services change."""
+    """The hosts files of every Pod of a node (or the one for host commands), rewritten when Services change."""
 
-    def __init__(self, host_file: Path, host_base: str) -> None:
+    def __init__(self, host_file: Path | None = None, host_base: str = "") -> None:
         self.lock = threading.Lock()
         self.services: list[names.ServiceAddress] = []
         self.pods: dict[str, tuple[str, str, str]] = {}
@@ -127,7 +128,8 @@ class HostsFiles:
             self._write_all()
 
     def _write_all(self) -> None:
-        names.rewrite_in_place(str(self.host_file), names.hosts_file(self.services, None, base=self.host_base))
+        if self.host_file is not None:
+            names.rewrite_in_place(str(self.host_file), names.hosts_file(self.services, None, base=self.host_base))
         for path, (namespace, name, ip) in self.pods.items():
             with contextlib.suppress(OSError):  # the Pod is being torn down
                 names.rewrite_in_place(path, self.pod_hosts(namespace, name, ip))
@@ -148,38 +150,72 @@ def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> Endpoints:
     return {name: sorted(set(targets)) for name, targets in found.items()}
 
 
-class ServiceTable:
-    """Follows Services and EndpointSlices (fed by two informers) and keeps the rest in line."""
+def cluster_ip(service: Mapping[str, Any]) -> str | None:
+    """The address a Service is reached at, or None (deleted, headless, ExternalName) (pure)."""
+    address = (service.get("spec") or {}).get("clusterIP")
+    return None if address in (None, "", "None") else str(address)
 
-    def __init__(self, network: PodNetwork, forwarder: Forwarder, hosts: HostsFiles, apiserver_port: int) -> None:
-        self.network, self.forwarder, self.hosts = network, forwarder, hosts
-        self.apiserver_port = apiserver_port
+
+def tcp_ports(service: Mapping[str, Any]) -> dict[str, int]:
+    """Port name -> port of a Service's TCP ports (pure)."""
+    return {
+        p.get("name") or "": int(p["port"])
+        for p in (service.get("spec") or {}).get("ports") or []
+        if p.get("protocol", "TCP") == "TCP"
+    }
+
+
+class ServiceNames:
+    """A node agent's view of the Services (fed by an informer): their names in its Pods' hosts files."""
+
+    def __init__(self, hosts: HostsFiles) -> None:
+        self.hosts = hosts
         self.lock = threading.Lock()
         self.addresses: dict[ServiceKey, str] = {}
-        self.slices: dict[str, dict[str, Any]] = {}
 
     def address_of(self, namespace: str, name: str) -> str | None:
         return self.addresses.get((namespace, name))
 
     def on_service(self, kind: str, service: dict[str, Any]) -> None:
-        meta, spec = service["metadata"], service.get("spec") or {}
+        meta = service["metadata"]
         key = (meta["namespace"], meta["name"])
-        served = kind != "DELETED" and spec.get("clusterIP") not in (None, "", "None")
+        address = cluster_ip(service) if kind != "DELETED" else None
         with self.lock:
-            if not served:
-                address = self.addresses.pop(key, None)
-                self.forwarder.serve(key, address or "", {})
-                if address:
-                    self.network.remove_service_address(address)
+            if address is None:
+                if self.addresses.pop(key, None) is None:
+                    return
+            elif self.addresses.get(key) == address:
+                return
             else:
-                if key not in self.addresses:
-                    self.addresses[key] = self.network.add_service_address(kubernetes=key == KUBERNETES)
-                ports = {
-                    p.get("name") or "": int(p["port"])
-                    for p in spec.get("ports") or []
-                    if p.get("protocol", "TCP") == "TCP"
-                }
-                self.forwarder.serve(key, self.addresses[key], ports)
+                self.addresses[key] = address
+            self.hosts.set_services([names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()])
+
+
+class ServiceTable:
+    """The cloud's Service table (fed by two informers): ClusterIPs on the bridge, the forwarder, host names."""
+
+    def __init__(self, block: network.Block, forwarder: Forwarder, hosts: HostsFiles, apiserver_port: int) -> None:
+        self.block, self.forwarder, self.hosts = block, forwarder, hosts
+        self.apiserver_port = apiserver_port
+        self.lock = threading.Lock()
+        self.addresses: dict[ServiceKey, str] = {}
+        self.slices: dict[str, dict[str, Any]] = {}
+
+    def on_service(self, kind: str, service: dict[str, Any]) -> None:
+        meta = service["metadata"]
+        key = (meta["namespace"], meta["name"])
+        address = cluster_ip(service) if kind != "DELETED" else None
+        with self.lock:
+            old = self.addresses.pop(key, None)
+            if old is not None and old != address:
+                self.forwarder.serve(key, old, {})
+                network.remove_service_address(self.block, old)
+            if address is not None:
+                self.addresses[key] = address
+                if old != address:
+                    network.add_service_address(self.block, address)
+                ports = tcp_ports(service)
+                self.forwarder.serve(key, address, ports)
                 if key == KUBERNETES:
                     self.forwarder.set_endpoints(key, {name: [("127.0.0.1", self.apiserver_port)] for name in ports})
             self.hosts.set_services([names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()])

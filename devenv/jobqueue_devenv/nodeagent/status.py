@@ -47,7 +47,7 @@ class ContainerView:
     container_id: str = ""  # runc://ID for a container from an image, process://NAME for a host process
     image_id: str = ""  # sha256:ID of the image it runs from
     image: str = ""  # the image as found in local storage (the spec's name when empty)
-    host_executable: str = ""  # what it runs as a host process (hostprocess.HOST_PROCESS_IMAGES), else empty
+    host_executable: str = ""  # what it runs as a host process (hostprocess.HOST_PROCESS_IMAGE), else empty
 
 
 TERMINATION_MESSAGE_BYTES = 2048

@@ -1,17 +1,21 @@
-"""A tiny local-path provisioner: the default StorageClass `local-path` and a hostPath PV per claim.
+"""A tiny provisioner of "network disks": the default StorageClass `local-path` and a hostPath PV per claim.
 
-The agent creates the StorageClass at start-up (default class, `volumeBindingMode: WaitForFirstConsumer`,
-`reclaimPolicy: Delete`), follows PersistentVolumeClaims and PersistentVolumes (two informers), and:
+It runs in the cluster's `cloud` process, not in a node agent, so exactly one acts and it keeps working
+whichever node dies. It creates the StorageClass at start-up (default class, `volumeBindingMode:
+WaitForFirstConsumer`, `reclaimPolicy: Delete`), follows PersistentVolumeClaims and PersistentVolumes (two
+informers), and:
 
 - provisions a claim of a class whose provisioner is `PROVISIONER` once it may: at once for an
-  `Immediate` class, after the scheduler picked this node (`volume.kubernetes.io/selected-node`) for a
+  `Immediate` class, after the scheduler picked a node (`volume.kubernetes.io/selected-node`) for a
   `WaitForFirstConsumer` one. The PV (`pvc-<claim uid>`) is a `hostPath` folder
-  `<agent folder>/storage/<pv name>` with `claimRef` set, so the controller-manager's PV controller
-  binds the two at once;
+  `<cloud folder>/storage/<pv name>` with `claimRef` set, so the controller-manager's PV controller
+  binds the two at once. It has no node affinity: every node is on this machine and reads the same
+  folder, so the volume behaves as a network-attached disk, and a StatefulSet's Pod whose node died can
+  start on another node with its data (once its old Pod is gone);
 - deletes a PV of its own that is `Released` with reclaim policy `Delete` (its claim was deleted):
   the folder first, then the PV object. A PV of its own deleted by hand loses its folder too.
 
-Only folders under `<agent folder>/storage/` are ever deleted.
+Only folders under `<cloud folder>/storage/` are ever deleted.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def volume_name(claim: Mapping[str, Any]) -> str:
     return f"pvc-{claim['metadata']['uid']}"
 
 
-def should_provision(claim: Mapping[str, Any], klass: Mapping[str, Any] | None, node_name: str) -> bool:
+def should_provision(claim: Mapping[str, Any], klass: Mapping[str, Any] | None) -> bool:
     """A pending claim of one of our classes that may be provisioned now (pure)."""
     if klass is None or klass.get("provisioner") != PROVISIONER:
         return False
@@ -61,12 +65,12 @@ def should_provision(claim: Mapping[str, Any], klass: Mapping[str, Any] | None, 
     if (claim.get("status") or {}).get("phase", "Pending") != "Pending":
         return False
     if klass.get("volumeBindingMode", "Immediate") == "WaitForFirstConsumer":
-        return (meta.get("annotations") or {}).get(SELECTED_NODE) == node_name
+        return bool((meta.get("annotations") or {}).get(SELECTED_NODE))
     return True
 
 
-def persistent_volume(claim: Mapping[str, Any], klass: Mapping[str, Any], path: Path, node_name: str) -> dict[str, Any]:
-    """The hostPath PV for `claim`, pre-bound to it (pure)."""
+def persistent_volume(claim: Mapping[str, Any], klass: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The hostPath PV for `claim`, pre-bound to it, usable on every node (pure)."""
     meta, spec = claim["metadata"], claim.get("spec") or {}
     requested = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
     return {
@@ -87,17 +91,6 @@ def persistent_volume(claim: Mapping[str, Any], klass: Mapping[str, Any], path: 
                 "uid": meta["uid"],
             },
             "hostPath": {"path": str(path), "type": "DirectoryOrCreate"},
-            "nodeAffinity": {
-                "required": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node_name]}
-                            ]
-                        }
-                    ]
-                }
-            },
         },
     }
 
@@ -114,11 +107,10 @@ def should_delete(volume: Mapping[str, Any]) -> bool:
 
 
 class Provisioner:
-    def __init__(self, api_client: client.ApiClient, folder: Path, node_name: str) -> None:
+    def __init__(self, api_client: client.ApiClient, folder: Path) -> None:
         self.core = client.CoreV1Api(api_client)
         self.storage = client.StorageV1Api(api_client)
         self.root = (folder / STORAGE_FOLDER).resolve()
-        self.node_name = node_name
         self.lock = threading.Lock()
         self.claims: dict[str, dict[str, Any]] = {}
         self.volumes: dict[str, dict[str, Any]] = {}
@@ -190,7 +182,7 @@ class Provisioner:
         if (claim.get("spec") or {}).get("volumeName"):
             return
         klass = self._class_of(claim)
-        if not should_provision(claim, klass, self.node_name):
+        if not should_provision(claim, klass):
             return
         assert klass is not None
         name = volume_name(claim)
@@ -198,7 +190,7 @@ class Provisioner:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o777)  # like local-path-provisioner: any user of the Pod can write
         try:
-            self.core.create_persistent_volume(persistent_volume(claim, klass, path, self.node_name))
+            self.core.create_persistent_volume(persistent_volume(claim, klass, path))
             meta = claim["metadata"]
             log.info("provisioned %s for claim %s/%s in %s", name, meta["namespace"], meta["name"], path)
         except ApiException as exc:

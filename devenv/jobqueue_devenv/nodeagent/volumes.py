@@ -212,6 +212,30 @@ def write_files(folder: Path, files: Files) -> bool:
     return True
 
 
+# -- fsGroup ---------------------------------------------------------------------------------------
+
+FS_GROUP_VOLUMES = frozenset({"emptyDir", "persistentVolumeClaim", "ephemeral"})
+"""The volumes whose ownership the Pod's `fsGroup` changes here (the kubelet also changes written ones')."""
+
+
+def fs_group_mode(mode: int, is_dir: bool, read_only: bool) -> int:
+    """The kubelet's SetVolumeOwnership: the group may read (and write, unless read-only) everything and
+    search folders, and folders are setgid, so what a container makes there belongs to the fsGroup too."""
+    mask = 0o440 if read_only else 0o660
+    return mode | mask | (0o110 | stat.S_ISGID if is_dir else 0)
+
+
+def set_volume_ownership(root: Path, gid: int, read_only: bool) -> None:
+    """Give a volume's folder and everything in it to group `gid` (fsGroupChangePolicy `Always`: recursive,
+    each time a Pod starts with it). Symbolic links are left alone."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chown(path, -1, gid)
+        info = path.stat()
+        path.chmod(fs_group_mode(stat.S_IMODE(info.st_mode), stat.S_ISDIR(info.st_mode), read_only))
+
+
 # -- one Pod's volumes ------------------------------------------------------------------------------
 
 
@@ -248,9 +272,13 @@ class PodVolumes:
 
     def prepare(self) -> None:
         """Set up every volume not set up yet; raises VolumeError for the first that cannot be (yet)."""
+        fs_group = (self.pod["spec"].get("securityContext") or {}).get("fsGroup")
         for volume in self.specs:
             if volume["name"] not in self.ready:
-                self.ready[volume["name"]] = self._prepare(volume)
+                prepared = self._prepare(volume)
+                if fs_group is not None and prepared.kind in FS_GROUP_VOLUMES:
+                    set_volume_ownership(Path(prepared.path), int(fs_group), prepared.read_only)
+                self.ready[volume["name"]] = prepared
         self.last_refresh = self.clock()
 
     def refresh(self) -> None:

@@ -22,6 +22,7 @@ def desired(jq: JobQueue, config: Config | None = None, without_replicas: Collec
     for queue in jq.spec.queues:
         name = workers.deployment_name(jq, queue)
         objects.append(workers.deployment(jq, queue, name not in without_replicas, config))
+        objects.append(workers.disruption_budget(jq, queue))
     if jq.spec.beat.enabled:
         objects.append(beat.deployment(jq, config))
     if jq.spec.flower.enabled:

@@ -1,4 +1,10 @@
-"""One worker Deployment per queue, configured through the env of docs/worker-contract.md."""
+"""One worker Deployment per queue, configured through the env of docs/worker-contract.md, and the
+PodDisruptionBudget that paces how many of its Pods a drain may take at once.
+
+Shutdown, one fact in one place: the Pod's terminationGracePeriodSeconds (`termination_grace`) and the
+worker's deadline for handing unfinished tasks back (`shutdown_deadline`, env
+JOBQUEUE_SOFT_SHUTDOWN_TIMEOUT_SECONDS) are both computed here, the deadline `HAND_BACK_SECONDS` short of the
+kubelet's SIGKILL, so the worker cancels and requeues what still runs while it can."""
 
 from __future__ import annotations
 
@@ -41,6 +47,13 @@ SCRAPE_ANNOTATIONS: Final = {
 """For a Prometheus that discovers Pods by annotation (the chart's PodMonitor selects them by label)."""
 GRACE_BEYOND_TIME_LIMIT: Final = 30
 GRACE_WITHOUT_TIME_LIMIT: Final = 300
+HAND_BACK_SECONDS: Final = 10
+"""Of the grace period, what the worker keeps for cancelling its running tasks, requeueing their messages,
+unregistering and exiting (about a second; the rest is room for a loaded node)."""
+HOSTNAME_KEY: Final = "kubernetes.io/hostname"
+UNHEALTHY_POD_EVICTION_POLICY: Final = "AlwaysAllow"
+"""A worker Pod that is not Ready (crash-looping, still starting, cut off from Redis) serves nothing: its
+eviction never waits for the budget, so a drain is not held up by a broken Pod."""
 MEMORY_SHARE_OF_CHILDREN: Final = Decimal("0.8")
 """Of the memory limit, the share prefork children may use before they are replaced."""
 
@@ -75,14 +88,39 @@ def visibility_timeout(queue: Queue) -> int:
 
 
 def termination_grace(queue: Queue) -> int:
-    """Long enough for a warm shutdown to let the longest task finish."""
-    if queue.time_limit_seconds:
-        return queue.time_limit_seconds + GRACE_BEYOND_TIME_LIMIT
-    return GRACE_WITHOUT_TIME_LIMIT
+    """Long enough for a warm shutdown to let the longest task finish (its time limit, and a margin), at
+    most the queue's maxShutdownSeconds: a drain or a rollout waits no longer than that for one Pod."""
+    wanted = (
+        queue.time_limit_seconds + GRACE_BEYOND_TIME_LIMIT if queue.time_limit_seconds else GRACE_WITHOUT_TIME_LIMIT
+    )
+    return min(wanted, queue.max_shutdown_seconds)
+
+
+def shutdown_deadline(queue: Queue) -> int:
+    """Seconds after SIGTERM at which the worker hands back the tasks still running: just before SIGKILL."""
+    return termination_grace(queue) - HAND_BACK_SECONDS
+
+
+def spread(jq: JobQueue, queue: Queue) -> list[Manifest]:
+    """The worker Pods' topologySpreadConstraints: the spec's own (an empty list: none), else one Pod per
+    node in turn (maxSkew 1 over the hostname) among the Pods of the same rollout (`pod-template-hash`), as
+    a preference only (ScheduleAnyway): a one-node cluster, or nodes that are full, still run every Pod."""
+    if jq.spec.topology_spread_constraints is not None:
+        return [dict(constraint) for constraint in jq.spec.topology_spread_constraints]
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": HOSTNAME_KEY,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+    ]
 
 
 def initial_replicas(queue: Queue) -> int:
-    """The replicas a new worker Deployment starts with (autoscaled: minReplicas; else `replicas`, 1)."""
+    """The replicas a new worker Deployment starts with, the fewest the queue asks for (autoscaled:
+    minReplicas; else `replicas`, 1)."""
     if queue.autoscaling is not None and queue.autoscaling.enabled:
         return queue.autoscaling.min_replicas
     return 1 if queue.replicas is None else queue.replicas
@@ -109,6 +147,7 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
         Env.DEAD_LETTER_ENABLED: str(queue.dead_letter.enabled).lower(),
         Env.DEAD_LETTER_MAX_LENGTH: queue.dead_letter.max_length,
         Env.MAX_WORKER_LOSSES: queue.dead_letter.max_worker_losses,
+        Env.SOFT_SHUTDOWN_TIMEOUT_SECONDS: shutdown_deadline(queue),
     }
     variables = [
         secret_env(Env.BROKER_URL, secret, key),
@@ -168,6 +207,7 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
             },
             "spec": {
                 **placement(jq),
+                **({"topologySpreadConstraints": constraints} if (constraints := spread(jq, queue)) else {}),
                 "containers": [container],
                 "securityContext": restricted_pod(),
                 "terminationGracePeriodSeconds": termination_grace(queue),
@@ -181,3 +221,33 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
         meta["annotations"] = dict(real_name)
     manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
     return with_config_hash(manifest, config or {})
+
+
+def budget_limit(queue: Queue) -> Manifest:
+    """The budget's one number: `disruption.maxUnavailable` when set. Unset, an autoscaled queue with
+    `minReplicas` >= 1 keeps one serving (`minAvailable: 1`): a drain may evict its only worker once a
+    replacement is Ready elsewhere, which the autoscaler's drain surge starts (scaling/decide.py
+    `with_surge`). Any other queue is drained one worker at a time (`maxUnavailable: 1`): nothing would
+    start a replacement for a fixed one-replica queue, and `minAvailable` would block its drain for good."""
+    if queue.disruption.max_unavailable is not None:
+        return {"maxUnavailable": queue.disruption.max_unavailable}
+    return {"minAvailable": 1} if queue.autoscaled and initial_replicas(queue) >= 1 else {"maxUnavailable": 1}
+
+
+def disruption_budget(jq: JobQueue, queue: Queue) -> Manifest:
+    """The PodDisruptionBudget of `queue`'s workers (`budget_limit`); Pods that are not Ready are always
+    evictable. Named like the Deployment, owned by the JobQueue like it."""
+    meta = metadata(jq, deployment_name(jq, queue), naming.WORKER, queue.name)
+    real_name = naming.queue_annotations(queue.name)
+    if real_name:
+        meta["annotations"] = dict(real_name)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta,
+        "spec": {
+            **budget_limit(queue),
+            "selector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
+            "unhealthyPodEvictionPolicy": UNHEALTHY_POD_EVICTION_POLICY,
+        },
+    }

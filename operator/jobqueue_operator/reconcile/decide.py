@@ -7,7 +7,8 @@ Deployment exists, the manifest leaves `replicas` out and the autoscaler's field
 scale, and a resync after a scale changes nothing.
 
 A queue removed from the spec keeps its worker Deployment while its broker queue still holds tasks (its
-workers drain it; at least one is kept running); the Deployment is deleted once the queue is empty.
+workers drain it; at least one is kept running); the Deployment, and its PodDisruptionBudget with it, is
+deleted once the queue is empty.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class World:
     """Worker Deployments of queues no longer in the spec -> tasks their queue still holds (None: unknown)."""
     managed: ManagedBroker | None = None
     """The managed broker as the operator logged in to it (None: an external broker)."""
+    broker_node_lost: str | None = None
+    """Why the managed Redis Pod's node is gone (`nodes.gone`), read while Redis cannot be; None: not gone."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,11 @@ def _optional(jq: JobQueue, kind: str, name: str) -> bool:
     return bool(flags) and all(flags)
 
 
+def _still_draining(world: World, queue: str, deployment: str) -> bool:
+    """Whether the worker Deployment of a queue that left the spec is kept (its queue still holds tasks)."""
+    return ("Deployment", deployment) in world.children and world.leftovers.get(queue, 0) != 0
+
+
 def _prune(
     world: World, jq: JobQueue, desired: Sequence[Manifest]
 ) -> tuple[list[tuple[str, str, str]], list[DrainingQueue], list[tuple[str, int]], list[Event]]:
@@ -230,6 +238,8 @@ def _prune(
         if (kind, name) in keep:
             continue
         queue = naming.queue_of(child.get("metadata") or {})
+        if kind == "PodDisruptionBudget" and queue and _still_draining(world, queue, name):
+            continue  # a draining queue's workers keep their budget until their Deployment goes
         tasks = world.leftovers.get(queue, 0) if kind == "Deployment" and queue else 0
         if tasks == 0:
             delete.append((str(child.get("apiVersion", "v1")), kind, name))
@@ -273,7 +283,7 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
     broker: BrokerPlan | None = None
     if world.managed is not None:
         pod = broker_restart.broker_pod(world.pods, jq.name)
-        broker_state = decide_broker.broker_state(jq, world.managed, broker_state, pod)
+        broker_state = decide_broker.broker_state(jq, world.managed, broker_state, pod, world.broker_node_lost)
         asked = naming.RESTART_BROKER_ANNOTATION in ((world.body.get("metadata") or {}).get("annotations") or {})
         broker = decide_broker.plan(jq, world.managed, world.children, world.pods, desired, asked)
     queues = [_queue_observation(world, q, naming.worker_deployment(jq.name, q.name)) for q in jq.spec.queues]

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobqueue_operator import broker_password, broker_restart, naming, status
+from jobqueue_operator import broker_password, broker_restart, naming, nodes, status
 from jobqueue_operator.broker_state import ManagedState
 from jobqueue_operator.build import redis
 from jobqueue_operator.build.common import Config, Manifest
@@ -135,12 +135,39 @@ def lost_readiness(pod: Mapping[str, Any] | None) -> bool:
     return str(ready.get("lastTransitionTime") or "") > max(started)
 
 
+def node_lost_message(jq: JobQueue, pod: str, node: str, why: str) -> str:
+    """What BrokerReady says of a managed Redis whose node is gone: that Kubernetes will not start it
+    elsewhere by itself, and the one step a person takes (docs/operator.md, "A lost node")."""
+    persistence = jq.spec.broker.managed is not None and jq.spec.broker.managed.persistence.enabled
+    kept = (
+        "its new Pod reloads the append-only file from its volume (a node-local volume can only come back "
+        "with its node)"
+        if persistence
+        else "without persistence the tasks it held in memory are lost, and it starts empty"
+    )
+    return (
+        f"Redis Pod {pod} is on node {node}, which is gone ({why}): Kubernetes does not start a StatefulSet "
+        f"Pod elsewhere while its node may still run it. Once the machine is known to be off: kubectl taint "
+        f"nodes {node} {nodes.OUT_OF_SERVICE_TAINT}=nodeshutdown:NoExecute (or kubectl delete pod {pod} -n "
+        f"{jq.namespace} --force --grace-period=0); {kept}"
+    )
+
+
 def broker_state(
-    jq: JobQueue, managed: ManagedBroker, ready: status.BrokerState, pod: Mapping[str, Any] | None = None
+    jq: JobQueue,
+    managed: ManagedBroker,
+    ready: status.BrokerState,
+    pod: Mapping[str, Any] | None = None,
+    node_lost: str | None = None,
 ) -> status.BrokerState:
     """BrokerReady of a managed broker: its StatefulSet's state (`ready`), then whether the operator can
     read Redis: a Redis that refuses every credential or does not answer is not ready, whatever its Pod
-    says; one that stopped answering after it was ready is unreachable, not starting."""
+    says; one that stopped answering after it was ready is unreachable, not starting; one that cannot be
+    read while its Pod's node is gone (`node_lost`: why, `nodes.gone`) waits for a person (BrokerNodeLost)."""
+    node = nodes.node_of(pod or {})
+    if node_lost is not None and node and managed.state is None:
+        name = str(((pod or {}).get("metadata") or {}).get("name") or f"{naming.redis(jq.name)}-0")
+        return status.BrokerState(False, Reason.BROKER_NODE_LOST, node_lost_message(jq, name, node, node_lost))
     if managed.error is None:
         return ready
     if not ready.ready and not (ready.reason == Reason.REDIS_STARTING and lost_readiness(pod)):

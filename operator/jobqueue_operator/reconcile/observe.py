@@ -1,7 +1,8 @@
 """Every read one reconcile needs, and nothing else: the JobQueue's children and Pods from the API server,
 the Secrets and ConfigMaps its Pods read, the external broker's answer to PING, the managed broker's state
-(logged in as the operator: the passwords it accepts, the tasks a restart would lose), and how many tasks
-the queues removed from the spec still hold. `decide` turns this into what to do."""
+(logged in as the operator: the passwords it accepts, the tasks a restart would lose; when it cannot be
+read, whether its node is gone), and how many tasks the queues removed from the spec still hold.
+`decide` turns this into what to do."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from jobqueue_operator import broker, broker_admin, broker_restart, kube, naming
+from jobqueue_operator import broker, broker_admin, broker_restart, kube, naming, nodes
 from jobqueue_operator.build import children, redis
 from jobqueue_operator.build.common import Config, ConfigRef, Manifest, broker_url_ref, references
 from jobqueue_operator.build.workers import live_priority_steps
 from jobqueue_operator.models import JobQueue
+from jobqueue_operator.node_reads import NodeReads
 from jobqueue_operator.reconcile.decide import ExternalBroker, World
 from jobqueue_operator.reconcile.decide_broker import ManagedBroker
 
@@ -115,8 +117,18 @@ def _leftovers(
     return {queue: counts[queue].ready + counts[queue].in_flight for queue in removed}
 
 
-def read(client: kube.KubeApi, body: Mapping[str, Any]) -> World:
-    """Everything the reconcile of `body` reads."""
+def _broker_node_lost(
+    managed: ManagedBroker | None, pods: list[Manifest], jq: JobQueue, node_reads: NodeReads | None
+) -> str | None:
+    """Why the managed Redis Pod's node is gone, asked only while Redis cannot be read (None: not gone)."""
+    node = nodes.node_of(broker_restart.broker_pod(pods, jq.name) or {})
+    if node_reads is None or managed is None or managed.state is not None or not node:
+        return None
+    return nodes.gone(snapshot, node) if (snapshot := node_reads.snapshot()) is not None else None
+
+
+def read(client: kube.KubeApi, body: Mapping[str, Any], node_reads: NodeReads | None = None) -> World:
+    """Everything the reconcile of `body` reads; `node_reads`: the nodes, shared by every JobQueue."""
     try:
         jq = JobQueue.from_body(dict(body))
     except ValidationError as exc:
@@ -137,4 +149,5 @@ def read(client: kube.KubeApi, body: Mapping[str, Any]) -> World:
         broker_refusals=_broker_refusals(client, jq, found) if jq.spec.broker.managed is not None else [],
         leftovers=_leftovers(client, jq, found, managed.admin_url if managed else None),
         managed=managed,
+        broker_node_lost=_broker_node_lost(managed, pods, jq, node_reads),
     )

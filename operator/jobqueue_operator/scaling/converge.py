@@ -1,6 +1,7 @@
-"""Every write of one autoscaler tick: a dead worker's tasks put back, a managed broker's memory reserve
-opened or closed, the scale changes (idle Pods marked for removal first), the metrics, the status fields
-the autoscaler owns (only when they changed) and the Events."""
+"""Every write of one autoscaler tick: a dead worker's tasks put back, worker Pods on a gone node deleted
+(so that their ReplicaSets replace them), a managed broker's memory reserve opened or closed, the scale
+changes (idle Pods marked for removal first), the metrics, the status fields the autoscaler owns (only
+when they changed) and the Events."""
 
 from __future__ import annotations
 
@@ -46,12 +47,11 @@ def _restore(
     seen = dead.incarnation
     if memory.url.url is None:
         return None
+    why = f"{dead.why}: {dead.detail}" if dead.detail else dead.why
     try:
         done = broker.restore_incarnation(memory.url.url, seen.instance)
     except broker.BrokerError as exc:
-        return Event(
-            "Warning", Reason.WORKER_LOST, f"worker Pod {seen.pod} is gone ({dead.why}); restore failed: {exc}"
-        )
+        return Event("Warning", Reason.WORKER_LOST, f"worker Pod {seen.pod} is gone ({why}); restore failed: {exc}")
     if done.outcome != "restored":
         return None
     for queue, tasks in done.restored.items():
@@ -59,10 +59,26 @@ def _restore(
     moved = sum(done.restored.values())
     where = ", ".join(f"{tasks} on {queue}" for queue, tasks in sorted(done.restored.items())) or "none"
     message = (
-        f"worker Pod {seen.pod} of queue {seen.queue} is gone ({dead.why}): {moved} tasks it held put back "
+        f"worker Pod {seen.pod} of queue {seen.queue} is gone ({why}): {moved} tasks it held put back "
         f"at the head of their queues ({where})"
     )
     return Event("Warning", Reason.WORKER_LOST, message)
+
+
+def _delete_lost(client: kube.KubeApi, namespace: str, lost: redelivery.LostPod) -> Event:
+    """Delete a worker Pod on a gone node (an ordinary delete: its grace period, never forced). On an
+    unreachable node it counts as active for minutes, so its ReplicaSet would not replace it yet; marked for
+    deletion, it is replaced at once. It goes from the API server once its node is back, or declared off."""
+    try:
+        client.delete_pod(namespace, lost.name)
+    except kube.KubeError as exc:
+        message = f"worker Pod {lost.name} is on a gone node ({lost.detail}); deleting it failed: {exc}"
+        return Event("Warning", Reason.DELETE_FAILED, message, cause=lost.name)
+    message = (
+        f"Deleted Pod {lost.name}: its node is gone ({lost.detail}); its ReplicaSet starts a replacement now, "
+        "and the Pod stays Terminating until the node is back or known to be off"
+    )
+    return Event("Normal", Reason.DELETED, message)
 
 
 def _set_maxmemory(memory: Memory, maxmemory: int, was: int | None) -> Event | None:
@@ -109,6 +125,7 @@ def carry_out(
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
     on_broker = [_restore(memory, metrics, namespace, name, dead) for dead in plan.restore]
+    on_broker += [_delete_lost(client, namespace, lost) for lost in plan.delete_pods]  # after the restores
     if plan.maxmemory is not None:
         on_broker.append(_set_maxmemory(memory, plan.maxmemory, plan.broker.max_memory))
     done = [_scale(client, namespace, name, scale) for scale in plan.scales]

@@ -17,7 +17,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from jobqueue_operator import autoscaling, broker_memory, models, naming, oldest, rates, redelivery, startup, status
+from jobqueue_operator import (
+    autoscaling,
+    broker_memory,
+    models,
+    naming,
+    nodes,
+    oldest,
+    rates,
+    redelivery,
+    startup,
+    status,
+)
 from jobqueue_operator.broker_memory import mib
 from jobqueue_operator.build import redis as redis_build
 from jobqueue_operator.build.common import Manifest
@@ -53,6 +64,10 @@ class Seen:
     """Broker queues outside the spec that hold tasks -> how many (None: not read)."""
     memory: tuple[int, int] | None = None
     """The broker's (used, max) memory in bytes; max 0: no limit (None: not read)."""
+    node_view: nodes.Snapshot | None = None
+    """The Nodes and their Leases, read when `worker_pods` are bound to nodes (None: not read, or failed)."""
+    registry_read: bool = False
+    """`incarnations` is the broker's whole registry of these queues (not empty for want of a read)."""
 
 
 PAUSE_ANNOTATION: Final = "jobqueue.dev/autoscaling-paused"
@@ -79,6 +94,9 @@ class QueueMemory:
     first_seen: Mapping[str, float] = field(default_factory=dict)
     """When the operator first saw each message now at the end of one of the queue's lists (`oldest.py`);
     in memory only: a restarted operator counts an unstamped task's age from its restart."""
+    leaving: int = 0
+    """The queue's workers on nodes being emptied (cordoned or drained) when the Pods were last read: the
+    surge (`with_surge`) lasts between Pod reads, so it neither flaps nor grows."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,8 @@ class TickPlan:
     broker_up: bool
     restore: Sequence[redelivery.Dead] = ()
     """Dead worker incarnations whose tasks go back on their queues now."""
+    delete_pods: Sequence[redelivery.LostPod] = ()
+    """Worker Pods on a gone node to delete (after the restores), so that their ReplicaSets replace them."""
     unserved: Sequence[UnservedQueue] = ()
     draining: Mapping[str, int | None] = field(default_factory=dict)
     """Waiting + in-flight tasks of each queue that left the spec and still drains (None: not read), for the backlog."""
@@ -291,6 +311,7 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             arrivals = rates.oldest_wait_at_least(window, counts.ready)
             dated = oldest.measured(oldest.oldest(counts.tails, first_seen, now), arrivals)
         desired, current, ready = status.deployment_replicas(seen.deployments.get(queue.name))
+        leaving = leaving_workers(seen, queue.name, remembered.leaving, desired)
         learned = startup.learn(remembered.learned, (startup.pod_start(p) for p in _pods_of(seen, queue.name)))
         history, query_error = remembered.history, None
         hold: list[tuple[str, int]] = []
@@ -299,8 +320,14 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             waiting, error, query_error = _query(queue, seen, remembered, events)
             counted = None if counts is None else rates.oldest_wait(window, counts.ready)
             waited = planning_age(dated, counted)
-            observed = observation(counts, error or seen.error, desired, rates.estimate(window), waiting, waited, ready)
-            decision = autoscaling.decide(observed, policy, history, now)
+            # Workers on a node being emptied are about to go: the autoscaler plans without them, and each
+            # gets a replacement first (the surge), so the PodDisruptionBudget lets a drain evict it only
+            # once the replacement is Ready elsewhere: a drain never leaves the queue unserved.
+            base, base_ready = max(desired - leaving, 0), max(ready - leaving, 0)
+            observed = observation(
+                counts, error or seen.error, base, rates.estimate(window), waiting, waited, base_ready
+            )
+            decision = with_surge(autoscaling.decide(observed, policy, history, now), leaving)
             history = decision.history
             hold = hold_steps(history, policy.scale_down_stabilization_seconds)
             if observed.error is not None:
@@ -310,7 +337,13 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             if decision.direction != "none" or decision.reason in HELD:
                 decisions.append((queue.name, decision.direction, decision.reason))
         kept[queue.name] = replace(
-            remembered, history=history, window=window, query_error=query_error, learned=learned, first_seen=first_seen
+            remembered,
+            history=history,
+            window=window,
+            query_error=query_error,
+            learned=learned,
+            first_seen=first_seen,
+            leaving=leaving,
         )
         age, age_source = (None, None) if dated is None else dated
         ready_tasks = None if counts is None else counts.ready
@@ -356,7 +389,9 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         if verdict[0] == "False" and was.get(type_) != "False"
     ]
     deployments = [naming.worker_deployment(jq.name, q) for q in {q.name for q in jq.spec.queues} | set(draining)]
-    restore = redelivery.dead(seen.incarnations, seen.worker_pods, jq.namespace, deployments)
+    lost = nodes.lost(seen.node_view, (nodes.node_of(pod) for pod in seen.worker_pods.values()))
+    restore = redelivery.dead(seen.incarnations, seen.worker_pods, jq.namespace, deployments, lost)
+    lost_pods = redelivery.on_lost_nodes(seen.worker_pods, seen.incarnations, lost) if seen.registry_read else []
     used, limit = seen.memory if seen.memory is not None else (None, None)
     return TickPlan(
         scales=scales,
@@ -368,10 +403,38 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         events=events,
         broker_up=seen.error is None,
         restore=restore,
+        delete_pods=lost_pods,
         unserved=unserved,
         draining=_draining_tasks(seen, draining),
         broker=BrokerSeries(seen.unserved, used, limit),
         maxmemory=None if memory_verdict is None else memory_verdict.set_maxmemory,
+    )
+
+
+def leaving_workers(seen: Seen, queue: str, remembered: int, desired: int) -> int:
+    """How many of the queue's workers sit on nodes being emptied (cordoned, or marked for removal by the
+    cluster autoscaler) and are not being deleted yet: as read now, else as last read (None if unknown)."""
+    if desired == 0:
+        return 0
+    if seen.node_view is None:
+        return remembered if not seen.worker_pods else 0  # Pods read but none bound: none is leaving
+    return sum(
+        1
+        for pod in _pods_of(seen, queue)
+        if not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and nodes.leaving(seen.node_view, nodes.node_of(pod))
+    )
+
+
+def with_surge(decision: autoscaling.Decision, leaving: int) -> autoscaling.Decision:
+    """The autoscaler's decision (made without the `leaving` workers) plus one replica for each of them,
+    unless the queue goes to zero (nothing to keep serving)."""
+    if leaving == 0 or decision.replicas == 0:
+        return decision
+    return replace(
+        decision,
+        replicas=decision.replicas + leaving,
+        message=f"{decision.message}; +{leaving} while {leaving} worker(s) leave a node being drained",
     )
 
 

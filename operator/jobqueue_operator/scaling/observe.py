@@ -1,6 +1,7 @@
 """Every read of one autoscaler tick: the broker (one pipeline for every queue's depth, then the worker
 incarnations registered in it, the queues outside the spec that hold tasks and its memory), the worker
-Deployments and Pods, and the queues' Prometheus sources (sent together, each bounded by its own timeout)."""
+Deployments and Pods, the nodes of those Pods (shared by every JobQueue: `node_reads`), and the queues'
+Prometheus sources (sent together, each bounded by its own timeout)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
-from jobqueue_operator import broker, broker_admin, kube, naming, promquery, redelivery
+from jobqueue_operator import broker, broker_admin, kube, naming, nodes, promquery, redelivery
 from jobqueue_operator.build import redis
 from jobqueue_operator.build.common import Manifest, broker_url_ref
 from jobqueue_operator.build.workers import live_priority_steps
 from jobqueue_operator.models import JobQueue
+from jobqueue_operator.node_reads import NodeReads
 from jobqueue_operator.scaling.decide import Seen
 from jobqueue_worker.contract import priority_steps
 
@@ -57,7 +59,8 @@ def _broker_url(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, now: float)
 class BrokerView:
     counts: Mapping[str, broker.QueueCounts]
     error: str | None = None
-    incarnations: Sequence[redelivery.Seen] = ()
+    incarnations: Sequence[redelivery.Seen] | None = None
+    """None: not read (the broker could not be read, or failed after the depths)."""
     unserved: Mapping[str, int] | None = None
     memory: tuple[int, int] | None = None
 
@@ -131,17 +134,29 @@ def _queries(jq: JobQueue, deployments: Mapping[str, Manifest]) -> dict[str, tup
 
 
 def read(
-    client: kube.KubeApi, jq: JobQueue, cache: UrlCache, draining: Collection[str] = (), with_pods: bool = False
+    client: kube.KubeApi,
+    jq: JobQueue,
+    cache: UrlCache,
+    draining: Collection[str] = (),
+    with_pods: bool = False,
+    node_reads: NodeReads | None = None,
 ) -> Seen:
     """Everything one tick of `jq` reads; `draining`: queues left the spec whose workers still drain them
     (their depths are read too, for the backlog);
-    `with_pods`: read the worker Pods even when no worker's heartbeat lapsed (to learn their start-up)."""
+    `with_pods`: read the worker Pods even when no worker's heartbeat lapsed (to learn their start-up).
+    The worker Pods are read too for a while after a node was found gone (a Pod of ours may be bound to
+    it), and the nodes (`node_reads`, shared) whenever the Pods read are bound to nodes."""
     deployments = client.worker_deployments(jq.namespace, jq.name)
     seen = _broker(client, jq, cache, draining, deployments)
     selector = f"{naming.children_selector(jq.name)},{naming.COMPONENT_LABEL}={naming.WORKER}"
-    lapsed = any(not incarnation.alive for incarnation in seen.incarnations)  # only then can one be dead
-    wanted = lapsed or with_pods
+    incarnations = seen.incarnations or ()
+    lapsed = any(not incarnation.alive for incarnation in incarnations)  # only then can one be dead
+    node_lost = node_reads is not None and node_reads.recently_lost()
+    wanted = lapsed or with_pods or node_lost
     pods = {pod["metadata"]["name"]: pod for pod in client.pods(jq.namespace, selector)} if wanted else {}
+    snapshot = None
+    if node_reads is not None and any(nodes.node_of(pod) for pod in pods.values()):
+        snapshot = node_reads.snapshot()
     return Seen(
         jq,
         time.time(),
@@ -149,8 +164,10 @@ def read(
         seen.error,
         deployments,
         _queries(jq, deployments),
-        incarnations=seen.incarnations,
+        incarnations=incarnations,
         worker_pods=pods,
         unserved=seen.unserved,
         memory=seen.memory,
+        node_view=snapshot,
+        registry_read=seen.incarnations is not None,
     )

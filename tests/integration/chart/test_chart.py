@@ -49,12 +49,27 @@ def test_the_operator_pod_has_the_standard_labels_podlabels_and_one_health_port(
     assert {"name": "health", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
 
 
-def test_operator_deployment_is_a_hardened_singleton() -> None:
-    (deployment,) = [d for d in render() if d["kind"] == "Deployment"]
+def test_operator_deployment_is_two_hardened_replicas_spread_over_nodes() -> None:
+    documents = render()
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = spec["template"]["spec"]
+    selector = spec["selector"]["matchLabels"]
+    (spread,) = pod["topologySpreadConstraints"]
+    assert (spread["topologyKey"], spread["whenUnsatisfiable"]) == ("kubernetes.io/hostname", "ScheduleAnyway")
+    assert spread["labelSelector"]["matchLabels"] == selector
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti  # a one-node cluster runs both
+    (preferred,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert preferred["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    (budget,) = [d for d in documents if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert env["JOBQUEUE_LEASE_NAME"] == "jq-jobqueue-operator"  # one Lease per release
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert pod["securityContext"]["runAsNonRoot"] is True
     container = pod["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -62,9 +77,57 @@ def test_operator_deployment_is_a_hardened_singleton() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
+def test_one_replica_has_no_disruption_budget_and_may_do_without_an_election() -> None:
+    assert not [d for d in render("replicas=1") if d["kind"] == "PodDisruptionBudget"]
+    documents = render("replicas=1", "leaderElection.enabled=false")
+    assert not [d for d in documents if "leader-election" in d["metadata"]["name"]]
+    (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JOBQUEUE_LEADER_ELECTION"] == "false"
+
+
+def test_two_replicas_without_an_election_are_refused() -> None:
+    refused = helm("template", "jq", str(CHART), "--set", "leaderElection.enabled=false", check=False)
+    assert refused.returncode != 0
+    assert "replicas > 1 needs leaderElection.enabled" in refused.stderr
+
+
 def test_cluster_wide_rbac() -> None:
     kinds = sorted(d["kind"] for d in render() if "rbac" in d["apiVersion"])
-    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding"]
+    assert kinds == [*["ClusterRole"] * 3, *["ClusterRoleBinding"] * 3, "Role", "Role", "RoleBinding", "RoleBinding"]
+
+
+def test_the_nodes_and_the_kubelets_leases_are_only_read() -> None:
+    """A lost node's workers: the operator reads the Nodes and, in kube-node-lease only, their Leases."""
+    for sets in ((), ("watch.namespaces={apps}",)):
+        documents = {(d["kind"], d["metadata"]["name"]): d for d in render(*sets) if "rbac" in d["apiVersion"]}
+        nodes = documents[("ClusterRole", "jq-jobqueue-operator-nodes")]
+        assert nodes["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+        leases = documents[("Role", "jq-jobqueue-operator-node-leases")]
+        assert leases["metadata"]["namespace"] == "kube-node-lease"
+        assert leases["rules"] == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list"]}
+        ]
+        binding = documents[("RoleBinding", "jq-jobqueue-operator-node-leases")]
+        assert binding["subjects"][0]["namespace"] == "jobqueue-system"
+
+
+def test_the_node_lease_grace_reaches_the_operator() -> None:
+    (deployment,) = [d for d in render("nodeLeaseGraceSeconds=30") if d["kind"] == "Deployment"]
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["JOBQUEUE_NODE_LEASE_GRACE_SECONDS"] == "30"
+
+
+def test_the_leader_election_role_reaches_only_leases_and_events_of_the_release_namespace() -> None:
+    (role,) = [d for d in render() if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader-election")]
+    assert (role["metadata"]["name"], role["metadata"]["namespace"]) == (
+        "jq-jobqueue-operator-leader-election",
+        "jobqueue-system",
+    )
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
 
 
 def test_single_namespace_rbac_grants_only_reads_of_crds_and_namespaces_cluster_wide() -> None:
@@ -77,8 +140,14 @@ def test_single_namespace_rbac_grants_only_reads_of_crds_and_namespaces_cluster_
         ("Role", "media"),
         ("RoleBinding", "apps"),
         ("RoleBinding", "media"),
+        ("Role", "jobqueue-system"),  # leader election's Lease
+        ("RoleBinding", "jobqueue-system"),
+        ("Role", "kube-node-lease"),  # the kubelets' Leases, read
+        ("RoleBinding", "kube-node-lease"),
     }
-    (cluster_role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+    (cluster_role,) = [
+        d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-framework")
+    ]
     assert [rule["resources"] for rule in cluster_role["rules"]] == [["customresourcedefinitions"], ["namespaces"]]
     assert all(rule["verbs"] == ["get", "list", "watch"] for rule in cluster_role["rules"])
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
@@ -95,13 +164,24 @@ def test_a_namespace_pattern_gets_cluster_wide_rbac_and_is_passed_to_the_operato
     assert roles == [
         ("ClusterRole", "jq-jobqueue-operator"),
         ("ClusterRole", "jq-jobqueue-operator-framework"),
+        ("ClusterRole", "jq-jobqueue-operator-nodes"),
         ("ClusterRoleBinding", "jq-jobqueue-operator"),
         ("ClusterRoleBinding", "jq-jobqueue-operator-framework"),
+        ("ClusterRoleBinding", "jq-jobqueue-operator-nodes"),
+        ("Role", "jq-jobqueue-operator-leader-election"),
+        ("Role", "jq-jobqueue-operator-node-leases"),
+        ("RoleBinding", "jq-jobqueue-operator-leader-election"),
+        ("RoleBinding", "jq-jobqueue-operator-node-leases"),
     ]
     (application,) = [
         d for d in documents if d["metadata"]["name"] == "jq-jobqueue-operator" and d["kind"] == "ClusterRole"
     ]
     assert ["jobqueues"] in [rule["resources"] for rule in application["rules"]]
+    assert {  # a PodDisruptionBudget per queue's workers
+        "apiGroups": ["policy"],
+        "resources": ["poddisruptionbudgets"],
+        "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"],
+    } in application["rules"]
     (deployment,) = [d for d in documents if d["kind"] == "Deployment"]
     assert deployment["spec"]["template"]["spec"]["containers"][0]["args"][:2] == [
         "--namespace=apps",
@@ -140,7 +220,7 @@ def test_helm_install_into_the_local_cluster(
         assert "It watches every namespace." in installed.stdout
         wait_until(lambda: kubectl("get", "jq", "-A", check=False).returncode == 0, timeout=30, what="jq served")
         deployment = apps.read_namespaced_deployment(f"{release}-jobqueue-operator", namespace)
-        assert deployment.spec.strategy.type == "Recreate"
+        assert deployment.spec.strategy.type == "RollingUpdate"
 
         def can_patch() -> str:
             can = kubectl(
@@ -170,6 +250,17 @@ def test_helm_install_into_the_local_cluster(
             check=False,
         )
         assert cannot.stdout.strip() == "no"
+        # It reads the Nodes and the kubelets' Leases (a lost node), and writes neither.
+        who = f"--as=system:serviceaccount:{namespace}:{release}-jobqueue-operator"
+        asked = {
+            ("list", "nodes", "kube-node-lease"): "yes",
+            ("list", "leases.coordination.k8s.io", "kube-node-lease"): "yes",
+            ("update", "leases.coordination.k8s.io", "kube-node-lease"): "no",
+            ("patch", "nodes", "kube-node-lease"): "no",
+        }
+        for (verb, resource, where), answer in asked.items():
+            said = kubectl("auth", "can-i", verb, resource, "-n", where, who, check=False).stdout.strip()
+            assert said == answer, f"can-i {verb} {resource}: {said}"
     finally:
         helm("uninstall", release, "-n", namespace, kubeconfig=kubeconfig)
         core.delete_namespace(namespace)

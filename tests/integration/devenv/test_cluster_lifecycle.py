@@ -48,6 +48,7 @@ def test_up_twice_reuses_the_cluster_and_down_leaves_nothing(tmp_path: Path) -> 
         "kube-apiserver",
         "kube-controller-manager",
         "kube-scheduler",
+        "cloud",
         "node-agent",
     }
 

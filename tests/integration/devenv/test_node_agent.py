@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client
 
 from jobqueue_devenv import cluster
-from jobqueue_devenv.nodeagent import cleanup, memory, network
+from jobqueue_devenv.nodeagent import memory, network
 from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.waiting import wait_until
 
@@ -368,7 +368,7 @@ def test_pods_coming_and_going_change_no_mac_address_another_pod_has_cached(
     """A Linux bridge takes the lowest MAC of its ports unless one is set: every Pod added or removed then
     moved the gateway and all Service addresses under the other Pods' ARP caches (connections to Redis
     timed out for half a minute). The bridge and every Pod address have fixed MACs instead."""
-    block = network.Block.load(Path(local_cluster.directory) / cleanup.AGENT_FOLDER)
+    block = network.Block.load(Path(local_cluster.directory))
     assert block is not None
     assert link_mac(block.bridge) == block.mac(1)
 

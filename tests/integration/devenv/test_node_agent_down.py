@@ -13,7 +13,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from jobqueue_devenv import binaries, cluster, images
-from jobqueue_devenv.nodeagent import cleanup, network, runc
+from jobqueue_devenv.nodeagent import cleanup, layout, network, runc
 from jobqueue_devenv.waiting import wait_until
 from tests.integration.devenv.test_node_agent import one_shot_pod, program
 
@@ -38,8 +38,10 @@ def test_down_ends_pod_processes_and_the_pod_network_after_the_agent_was_killed(
                 what=f"{name} running",
             )
         folder = cleanup.agent_folder(directory)
-        block = network.Block.load(folder)
+        place = layout.NodeLayout.load(folder)
+        block = network.Block.load(directory)
         assert block is not None
+        assert place is not None
         wait_until(lambda: len(cleanup.pod_processes(folder)) == 4, timeout=10, what="4 processes (runc's too)")
         pods = cleanup.pod_processes(folder)
         assert (
@@ -59,5 +61,6 @@ def test_down_ends_pod_processes_and_the_pod_network_after_the_agent_was_killed(
     assert str(directory) not in Path("/proc/self/mountinfo").read_text()
     assert not directory.exists()
     assert not any(name.startswith(f"jq{block.index}p") for name in network.existing_netns())
-    assert network.bridge_owner(block.bridge) != str(folder.resolve())
-    assert not (runc.CGROUP_ROOT / "memory" / runc.cgroup_parent(block.bridge)).exists()  # runc's cgroups gone
+    assert network.bridge_owner(block.bridge) != str(directory.resolve())
+    assert not (runc.CGROUP_ROOT / "memory" / place.cgroup_parent).exists()  # runc's cgroups gone
+    assert not (runc.unified_root() / place.cgroup_parent).exists()  # the node's own cgroup too

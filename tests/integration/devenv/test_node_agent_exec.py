@@ -138,7 +138,7 @@ def test_port_forward_reaches_the_pods_own_port(pods: dict[str, str], forward: A
 
 
 def test_port_forward_to_the_managed_redis_stand_in(core: client.CoreV1Api, namespace: str, forward: Any) -> None:
-    """A redis:7.4 Pod (a host process: the local cluster has no such image) answers PING through it."""
+    """A redis:7.4 Pod (the stand-in image `make images` builds) answers PING through it, on its 127.0.0.1."""
     core.create_namespaced_pod(namespace, pod("redis", "redis:7.4", REDIS))
     wait_until(lambda: running(core, namespace, "redis"), timeout=60, what="redis running")
     local = forward("redis", 6379)

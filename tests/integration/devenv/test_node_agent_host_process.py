@@ -1,16 +1,19 @@
-"""Which Pods run as host processes: only those of the images the local cluster truly cannot get.
+"""Which Pods run as host processes: only those of the one image reserved for that.
 
 An image typo (`proj-wroker:dev`) once ran anyway, as a host process of the command, and crashed with a
-`ModuleNotFoundError` that hid the typo. Now it fails to start as on any node; the managed Redis's default
-image still runs as a host process, and its Pod says so in its status.
+`ModuleNotFoundError` that hid the typo. Now it fails to start as on any node. The managed Redis's default
+image, `redis:7.4`, once ran as a host process too; now it runs from the stand-in `make images` builds, with
+runc like every image. Only `devenv.invalid/host-process:latest` runs as a host process, and says so.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from kubernetes import client
 
+from jobqueue_devenv import images
 from jobqueue_devenv.nodeagent import hostprocess
 from jobqueue_devenv.waiting import wait_until
 
@@ -51,21 +54,50 @@ def test_an_image_typo_fails_to_start_as_the_kubelet_reports_it(core: client.Cor
         assert hostprocess.CONDITION not in {c.type for c in found.status.conditions or []}
 
 
-def test_the_managed_redis_image_runs_as_a_host_process_and_says_so(core: client.CoreV1Api, namespace: str) -> None:
+def _running(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod | None:
+    found = core.read_namespaced_pod(name, namespace)
+    statuses = found.status.container_statuses or []
+    return found if statuses and statuses[0].state.running is not None else None
+
+
+def test_the_managed_redis_default_image_runs_from_its_stand_in(core: client.CoreV1Api, namespace: str) -> None:
+    """`redis:7.4`, spelled as the operator spells it, finds the stand-in image: runc, no host process."""
+    if not images.exists(images.STAND_INS[images.REDIS.reference]):
+        pytest.fail("the redis:7.4 stand-in is not built: run `make images`")
     core.create_namespaced_pod(namespace, pod("redis", "redis:7.4", ["redis-server", "--port", "6379", "--save", ""]))
+    found = wait_until(lambda: _running(core, namespace, "redis"), timeout=60, what="redis running")
+    status = found.status.container_statuses[0]
+    assert status.container_id.startswith("runc://")
+    assert status.image == "docker.io/library/redis:7.4"
+    assert hostprocess.CONDITION not in {c.type for c in found.status.conditions or []}
+
+
+def test_another_redis_image_that_is_not_here_is_an_image_error(core: client.CoreV1Api, namespace: str) -> None:
+    """Only the exact default has a stand-in: `broker.managed.image: redis:7.2` fails as on any node."""
+    core.create_namespaced_pod(namespace, pod("redis-72", "redis:7.2", ["redis-server"]))
+    seen: set[str] = set()
+    wait_until(
+        lambda: "ErrImagePull" in waiting_reasons(core, namespace, "redis-72", seen),
+        timeout=60,
+        what="redis-72: ErrImagePull",
+    )
+    status = core.read_namespaced_pod("redis-72", namespace).status.container_statuses[0]
+    assert status.restart_count == 0
+
+
+def test_the_reserved_image_runs_as_a_host_process_and_says_so(core: client.CoreV1Api, namespace: str) -> None:
+    command = ["python", "-c", "import time; time.sleep(600)"]
+    core.create_namespaced_pod(namespace, pod("on-host", hostprocess.HOST_PROCESS_IMAGE, command))
 
     def said() -> client.V1PodCondition | None:
-        found = core.read_namespaced_pod("redis", namespace)
-        statuses = found.status.container_statuses or []
-        if not statuses or statuses[0].state.running is None:
-            return None
-        return next((c for c in found.status.conditions or [] if c.type == hostprocess.CONDITION), None)
+        found = _running(core, namespace, "on-host")
+        conditions = found.status.conditions or [] if found is not None else []
+        return next((c for c in conditions if c.type == hostprocess.CONDITION), None)
 
-    condition = wait_until(said, timeout=60, what="redis running, with its HostProcess condition")
+    condition = wait_until(said, timeout=60, what="on-host running, with its HostProcess condition")
     assert condition.status == "True"
     assert condition.reason == "NoImageOnLocalCluster"
     assert "container main runs as a host process" in condition.message
-    assert "redis-server" in condition.message
-    assert "in place of image redis:7.4" in condition.message
-    status = core.read_namespaced_pod("redis", namespace).status.container_statuses[0]
+    assert f"in place of image {hostprocess.HOST_PROCESS_IMAGE}" in condition.message
+    status = core.read_namespaced_pod("on-host", namespace).status.container_statuses[0]
     assert status.container_id == "process://main"

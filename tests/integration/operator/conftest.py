@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from jobqueue_devenv import cluster
+from jobqueue_devenv import cluster, images
 from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.operator_process import HostOperator, host_operator
 from jobqueue_devenv.paths import CRD_FILE
@@ -46,8 +46,17 @@ def custom(api_client: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api_client)
 
 
+@pytest.fixture(scope="session")
+def stand_in_images() -> None:
+    """The images of the managed Redis and Flower (`make images` builds their stand-ins): without them
+    those Pods wait in ErrImagePull and a test times out far from the cause."""
+    absent = [name for name in images.STAND_INS.values() if not images.exists(name)]
+    if absent:
+        pytest.fail(f"{', '.join(absent)} not in local storage: run `make images`")
+
+
 @pytest.fixture(scope="module")
-def operator_namespace(core: client.CoreV1Api, crd: None) -> Iterator[str]:
+def operator_namespace(core: client.CoreV1Api, crd: None, stand_in_images: None) -> Iterator[str]:
     """A namespace of this module's own, which the operator process of the module watches."""
     name = f"jqop-{uuid.uuid4().hex[:8]}"
     core.create_namespace({"metadata": {"name": name, "labels": {"jobqueue.dev/test": "true"}}})

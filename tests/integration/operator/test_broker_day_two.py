@@ -4,8 +4,8 @@ into `<jq>-redis-auth` is rotated in while tasks flow, none lost or run twice; a
 cannot read turns BrokerReady False within seconds, managed or external.
 
 The operator runs on the host through `python -m jobqueue_devenv exec` (it reaches `<jq>-redis.<ns>.svc`
-like a Pod); the node agent runs the Redis Pod as a host redis-server and the workers for real; the test
-reaches Redis at its Pod IP.
+like a Pod); the node agent runs the Redis Pod from its image (the redis:7.4 stand-in) and the workers
+for real; the test reaches Redis at its Pod IP.
 """
 
 from __future__ import annotations

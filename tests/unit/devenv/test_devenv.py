@@ -60,12 +60,16 @@ def test_parse_go_version(text: str, expected: tuple[int, int] | None) -> None:
 
 
 def test_certificates_chain_to_the_ca_and_carry_the_right_names(tmp_path: Path) -> None:
-    generated = pki.generate(tmp_path)
+    generated = pki.generate(tmp_path, ["jobqueue-local", "jobqueue-local-2"])
     ca = x509.load_pem_x509_certificate(generated.ca_cert.read_bytes())
     serving = x509.load_pem_x509_certificate(generated.apiserver_cert.read_bytes())
     admin = x509.load_pem_x509_certificate(generated.admin_cert.read_bytes())
-    for leaf in (serving, admin):
+    node = x509.load_pem_x509_certificate(generated.kubelet_cert("jobqueue-local-2").read_bytes())
+    for leaf in (serving, admin, node):
         leaf.verify_directly_issued_by(ca)
+    assert node.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "system:node:jobqueue-local-2"
+    node_sans = node.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert node_sans.get_values_for_type(x509.DNSName) == ["jobqueue-local-2"]
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
     assert "127.0.0.1" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from jobqueue_devenv import images
 from jobqueue_devenv.nodeagent import hostprocess, memory
 from jobqueue_devenv.nodeagent.backoff import BackOff, should_restart
 from jobqueue_devenv.nodeagent.names import ServiceAddress, hosts_file
 from jobqueue_devenv.nodeagent.probes import ProbeSpec, ProbeTracker, resolve_port
 from jobqueue_devenv.nodeagent.services import ready_endpoints
 from jobqueue_devenv.nodeagent.status import ContainerView, pod_status
+from jobqueue_operator.build import redis
 from jobqueue_operator.models import JobQueueSpec
 
 
@@ -106,29 +108,60 @@ def test_ready_endpoints_skip_unready_and_group_by_port_name() -> None:
 @pytest.mark.parametrize(
     ("image", "on_host"),
     [
-        ("redis:7.4", True),  # the managed Redis's default image: no build here makes it
-        ("mher/flower:2.0", True),  # Flower's default image
         (hostprocess.HOST_PROCESS_IMAGE, True),  # reserved for tests that want a host process
+        ("redis:7.4", False),  # the managed Redis's default: a stand-in image of `make images` (images.STAND_INS)
+        ("mher/flower:2.0", False),  # Flower's default: likewise
         ("proj-wroker:dev", False),  # a typo: ErrImagePull, never the command on the host
         ("ignored", False),
-        ("redis:7.2", False),  # only the exact defaults
-        ("docker.io/library/redis:7.4", False),
         ("", False),
     ],
 )
-def test_only_images_the_local_cluster_cannot_get_run_as_host_processes(image: str, on_host: bool) -> None:
+def test_only_the_reserved_image_runs_as_a_host_process(image: str, on_host: bool) -> None:
     assert hostprocess.runs_on_host(image) is on_host
 
 
 def test_the_stand_ins_are_the_operators_own_defaults() -> None:
-    """One fact, one place: the defaults come from the operator's models, not a copy."""
+    """One fact, one place: the names the stand-ins get come from the operator's models, not a copy."""
     jq = JobQueueSpec.model_validate({"image": "w", "app": "a", "queues": [{"name": "q"}], "flower": {}})
-    assert hostprocess.runs_on_host(jq.broker.managed.image)  # type: ignore[union-attr]
-    assert hostprocess.runs_on_host(jq.flower.image)
+    assert jq.broker.managed is not None
+    assert set(images.STAND_INS.values()) == {
+        images.qualified(jq.broker.managed.image),
+        images.qualified(jq.flower.image),
+    }
+    assert images.STAND_INS[images.REDIS.reference] == "docker.io/library/redis:7.4"
+    assert images.STAND_INS[images.FLOWER.reference] == "docker.io/mher/flower:2.0"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("redis:7.4", "docker.io/library/redis:7.4"),
+        ("mher/flower:2.0", "docker.io/mher/flower:2.0"),
+        ("docker.io/library/redis:7.4", "docker.io/library/redis:7.4"),
+        ("localhost/jobqueue-worker:dev", "localhost/jobqueue-worker:dev"),
+        ("registry.example.com:5000/redis:7.4", "registry.example.com:5000/redis:7.4"),
+    ],
+)
+def test_references_are_qualified_as_docker_and_the_kubelet_do(name: str, expected: str) -> None:
+    assert images.qualified(name) == expected
+
+
+def test_the_redis_stand_in_is_laid_out_as_the_official_image() -> None:
+    """The StatefulSet's runAsUser/fsGroup (build/redis.py) must fit the official image and this one alike."""
+    assert any(f"redis:x:{redis.REDIS_UID}:{redis.REDIS_UID}:" in option for option in images.REDIS.options)
+    assert 'CMD ["redis-server"]' in images.REDIS.changes
+    assert f"WORKDIR {redis.DATA_DIR}" in images.REDIS.changes
 
 
 def test_a_pod_with_a_host_process_says_so_in_its_conditions() -> None:
-    pod = {"spec": {"containers": [{"name": "redis", "image": "redis:7.4"}, {"name": "side", "image": "x:1"}]}}
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "redis", "image": hostprocess.HOST_PROCESS_IMAGE},
+                {"name": "side", "image": "x:1"},
+            ]
+        }
+    }
     views = [
         ContainerView("redis", "running", ready=True, host_executable="/usr/bin/redis-server"),
         ContainerView("side", "running", ready=True, container_id="runc://abc"),
@@ -137,7 +170,8 @@ def test_a_pod_with_a_host_process_says_so_in_its_conditions() -> None:
     said = conditions[hostprocess.CONDITION]
     assert (said["status"], said["reason"], said["lastTransitionTime"]) == ("True", "NoImageOnLocalCluster", "t9")
     assert said["message"].startswith(
-        "container redis runs as a host process (/usr/bin/redis-server) in place of image redis:7.4"
+        "container redis runs as a host process (/usr/bin/redis-server) in place of image "
+        f"{hostprocess.HOST_PROCESS_IMAGE}, the image reserved for host processes"
     )
     assert "side" not in said["message"]
     later = pod_status({**pod, "status": {"conditions": [said]}}, views, "10.213.0.9", "127.0.0.1", "t0", "t20")

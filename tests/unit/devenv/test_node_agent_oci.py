@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from jobqueue_devenv.nodeagent import kubeletapi, oci
+from jobqueue_devenv.nodeagent import kubeletapi, oci, seccomp
 from jobqueue_devenv.nodeagent.imagestore import Image
 
 IMAGE = Image("localhost/x:1", "abc", ("/l",), entrypoint=("entry",), cmd=("default",), user="10001")
@@ -134,3 +134,82 @@ def test_log_runs_current_previous_and_tail(tmp_path: Any) -> None:
     assert why == 'previous terminated container "c" in pod "p" not found'
     assert kubeletapi.tail(b"a\nb\nc", 2) == b"b\nc"
     assert kubeletapi.tail(b"a\nb\n", 0) == b""
+
+
+PROFILE = {
+    "defaultAction": "SCMP_ACT_ERRNO",
+    "defaultErrnoRet": 38,
+    "archMap": [
+        {"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]},
+        {"architecture": "SCMP_ARCH_AARCH64", "subArchitectures": ["SCMP_ARCH_ARM"]},
+    ],
+    "syscalls": [
+        {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "args": [], "includes": {}, "excludes": {}},
+        {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}, "excludes": {}},
+        {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
+        {"names": ["arm_fadvise64_64"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["arm64"]}},
+        {
+            "names": ["vhangup"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+            "excludes": {"caps": ["CAP_SYS_TTY_CONFIG"]},
+        },
+        {
+            "names": ["personality"],
+            "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 0, "value": 0, "valueTwo": 0, "op": "SCMP_CMP_EQ"}],
+        },
+    ],
+}
+
+
+def test_runtime_default_keeps_the_rules_that_fit_the_containers_capabilities_and_architecture() -> None:
+    dropped_all = seccomp.linux_seccomp(PROFILE, [], "x86_64")
+    assert dropped_all["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert dropped_all["defaultErrnoRet"] == 38
+    assert dropped_all["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    assert [rule["names"] for rule in dropped_all["syscalls"]] == [
+        ["read", "write"],
+        ["arch_prctl"],
+        ["vhangup"],
+        ["personality"],
+    ]
+    assert dropped_all["syscalls"][2] == {"names": ["vhangup"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+    assert dropped_all["syscalls"][3]["args"] == [{"index": 0, "value": 0, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]
+    admin = seccomp.linux_seccomp(PROFILE, ["CAP_SYS_ADMIN", "CAP_SYS_TTY_CONFIG"], "aarch64")
+    assert admin["architectures"] == ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+    assert [rule["names"] for rule in admin["syscalls"]] == [
+        ["read", "write"],
+        ["mount"],
+        ["arm_fadvise64_64"],
+        ["personality"],
+    ]
+
+
+def _config(context: dict[str, Any]) -> dict[str, Any]:
+    return oci.runtime_config(
+        process_args=["a"],
+        env={},
+        cwd="/",
+        user=oci.Account(1, 1, "/"),
+        context=context,
+        supplemental_groups=[],
+        hostname="p",
+        netns_path="/run/netns/jq0p2",
+        mounts=[],
+        memory_limit=None,
+        cgroups_path="/x",
+    )
+
+
+def test_a_seccomp_profile_is_applied_only_when_the_pod_or_container_asks_for_it() -> None:
+    pod = {"spec": {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}}
+    context = oci.security_context(pod, {"securityContext": {"capabilities": {"drop": ["ALL"]}}})
+    applied = _config(context)["linux"]["seccomp"]
+    assert applied["defaultAction"] == seccomp.default_profile()["defaultAction"]
+    assert {"read", "write", "exit_group"} <= {name for rule in applied["syscalls"] for name in rule["names"]}
+    unconfined = oci.security_context(pod, {"securityContext": {"seccompProfile": {"type": "Unconfined"}}})
+    assert "seccomp" not in _config(unconfined)["linux"]
+    assert "seccomp" not in _config({})["linux"]
+    with pytest.raises(oci.ConfigError, match="seccompProfile type Localhost is not supported"):
+        _config({"seccompProfile": {"type": "Localhost", "localhostProfile": "my.json"}})

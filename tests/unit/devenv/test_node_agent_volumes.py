@@ -126,6 +126,30 @@ def test_tokens_are_renewed_after_80_percent_of_their_lifetime(tmp_path: Path) -
     assert token.read_text() == "token-2"
 
 
+@pytest.mark.parametrize(
+    ("mode", "is_dir", "read_only", "expected"),
+    [
+        (0o777, True, False, 0o2777),  # an emptyDir: setgid, so what Redis makes there is the fsGroup's
+        (0o755, True, False, 0o2775),
+        (0o600, False, False, 0o660),  # a file the previous Pod's user made: its group may write it
+        (0o600, False, True, 0o640),
+        (0o700, True, True, 0o2750),
+    ],
+)
+def test_fs_group_gives_the_group_access_as_the_kubelet_does(
+    mode: int, is_dir: bool, read_only: bool, expected: int
+) -> None:
+    assert volumes.fs_group_mode(mode, is_dir, read_only) == expected
+
+
+def test_an_empty_dir_belongs_to_the_pods_fs_group(tmp_path: Path) -> None:
+    spec = dict(POD["spec"], securityContext={"fsGroup": 4321}, volumes=[{"name": "data", "emptyDir": {}}])
+    volumes.PodVolumes(dict(POD, spec=spec), tmp_path, FakeSources()).prepare()
+    folder = (tmp_path / "volumes" / "data").stat()
+    assert folder.st_gid == 4321
+    assert stat.S_IMODE(folder.st_mode) == 0o2777
+
+
 def test_an_unbound_or_missing_claim_keeps_the_pod_waiting(tmp_path: Path) -> None:
     for claim, message in (("pending", "is not bound yet"), ("nope", "not found")):
         pod = dict(POD, spec=dict(POD["spec"], volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": claim}}]))
@@ -210,25 +234,25 @@ def claim(**annotations: str) -> dict[str, Any]:
     }
 
 
-def test_wait_for_first_consumer_claims_are_provisioned_once_the_scheduler_picked_this_node() -> None:
+def test_wait_for_first_consumer_claims_are_provisioned_once_the_scheduler_picked_a_node() -> None:
     assert CLASS["volumeBindingMode"] == "WaitForFirstConsumer"
-    assert not storage.should_provision(claim(), CLASS, "node")
-    assert not storage.should_provision(claim(**{storage.SELECTED_NODE: "other"}), CLASS, "node")
-    assert storage.should_provision(claim(**{storage.SELECTED_NODE: "node"}), CLASS, "node")
-    assert storage.should_provision(claim(), dict(CLASS, volumeBindingMode="Immediate"), "node")
-    assert not storage.should_provision(claim(), dict(CLASS, provisioner="someone.else/x"), "node")
-    bound = claim(**{storage.SELECTED_NODE: "node"})
+    assert not storage.should_provision(claim(), CLASS)
+    assert storage.should_provision(claim(**{storage.SELECTED_NODE: "jobqueue-local-2"}), CLASS)
+    assert storage.should_provision(claim(), dict(CLASS, volumeBindingMode="Immediate"))
+    assert not storage.should_provision(claim(), dict(CLASS, provisioner="someone.else/x"))
+    bound = claim(**{storage.SELECTED_NODE: "jobqueue-local"})
     bound["spec"]["volumeName"] = "pvc-c-1"
-    assert not storage.should_provision(bound, CLASS, "node")
+    assert not storage.should_provision(bound, CLASS)
 
 
 def test_the_volume_is_a_pre_bound_host_path_with_the_class_reclaim_policy(tmp_path: Path) -> None:
-    volume = storage.persistent_volume(claim(), CLASS, tmp_path / "pvc-c-1", "node")
+    volume = storage.persistent_volume(claim(), CLASS, tmp_path / "pvc-c-1")
     assert volume["metadata"]["name"] == "pvc-c-1"
     assert volume["spec"]["claimRef"]["uid"] == "c-1"
     assert volume["spec"]["capacity"] == {"storage": "2Gi"}
     assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
     assert volume["spec"]["hostPath"]["path"] == str(tmp_path / "pvc-c-1")
+    assert "nodeAffinity" not in volume["spec"], "a network disk: usable on every node"
 
 
 def test_only_our_released_volumes_with_reclaim_delete_are_deleted() -> None:

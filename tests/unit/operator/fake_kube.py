@@ -35,6 +35,11 @@ class FakeKube:
     annotations: dict[str, dict[str, str]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     version: int = 0
+    node_list: list[Manifest] = field(default_factory=list)
+    lease_list: list[Manifest] = field(default_factory=list)
+    """The cluster's Nodes and their kubelet Leases (kube-node-lease)."""
+    nodes_refused: str | None = None
+    """Set: reading the nodes fails with this message (RBAC, a slow API server)."""
 
     def _stamp(self, obj: Manifest) -> Manifest:
         self.version += 1
@@ -155,6 +160,16 @@ class FakeKube:
 
     def remove_annotation(self, namespace: str, jobqueue: str, key: str) -> None:
         self.calls.append(f"remove annotation {key}")
+
+    def nodes(self) -> list[Manifest]:
+        self.calls.append("nodes")
+        if self.nodes_refused is not None:
+            raise kube.KubeError(self.nodes_refused)
+        return copy.deepcopy(self.node_list)
+
+    def node_leases(self) -> list[Manifest]:
+        self.calls.append("node leases")
+        return copy.deepcopy(self.lease_list)
 
 
 def _check_protocol(fake: FakeKube) -> kube.KubeApi:

@@ -69,7 +69,7 @@ def test_redis_with_persistence_keeps_the_claim_unless_asked() -> None:
 
 def test_external_broker_creates_no_redis_and_reads_the_users_secret() -> None:
     objects = children.desired(_sample("external-broker"))
-    assert {o["kind"] for o in objects} == {"Deployment"}
+    assert {o["kind"] for o in objects} == {"Deployment", "PodDisruptionBudget"}
     env = objects[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env[0] == {"name": "JOBQUEUE_BROKER_URL", "valueFrom": {"secretKeyRef": {"name": "redis-url", "key": "url"}}}
 
@@ -133,7 +133,9 @@ def test_max_memory_per_child(queue: dict[str, Any], kib: int) -> None:
     [
         ({"name": "q"}, 3600, 300),
         ({"name": "q", "timeLimitSeconds": 300}, 3600, 330),
-        ({"name": "q", "timeLimitSeconds": 7200}, 14400, 7230),
+        ({"name": "q", "timeLimitSeconds": 7200}, 14400, 600),  # capped by maxShutdownSeconds' default
+        ({"name": "q", "timeLimitSeconds": 7200, "maxShutdownSeconds": 9000}, 14400, 7230),
+        ({"name": "q", "maxShutdownSeconds": 60}, 3600, 60),
         ({"name": "q", "timeLimitSeconds": 60, "visibilityTimeoutSeconds": 90}, 90, 90),
     ],
 )
@@ -142,6 +144,76 @@ def test_time_limits_drive_visibility_and_grace(queue: dict[str, Any], visibilit
     assert workers.visibility_timeout(parsed) == visibility
     assert workers.termination_grace(parsed) == grace
     assert workers.visibility_timeout(parsed) > (parsed.time_limit_seconds or 0)
+
+
+@pytest.mark.parametrize(
+    "queue",
+    [
+        {"name": "q"},
+        {"name": "q", "timeLimitSeconds": 60},
+        {"name": "q", "timeLimitSeconds": 7200},
+        {"name": "q", "maxShutdownSeconds": 20},
+    ],
+)
+def test_the_worker_hands_back_before_the_kubelets_sigkill(queue: dict[str, Any]) -> None:
+    """One fact, one place: the Pod's grace period and the worker's deadline come from the same numbers."""
+    jq = _sample("media")
+    parsed = Queue.model_validate(queue)
+    deployment = workers.deployment(jq, parsed)
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    deadline = int(_env(deployment)["JOBQUEUE_SOFT_SHUTDOWN_TIMEOUT_SECONDS"])
+    assert deadline == grace - workers.HAND_BACK_SECONDS
+    assert deadline > 0
+    if parsed.time_limit_seconds and parsed.time_limit_seconds + workers.GRACE_BEYOND_TIME_LIMIT <= grace:
+        assert deadline > parsed.time_limit_seconds  # every task ends (or hits its limit) before the deadline
+
+
+def test_worker_pods_spread_over_nodes_unless_the_spec_says_otherwise() -> None:
+    jq = _sample("media")
+    queue = jq.spec.queues[0]
+    (default,) = workers.deployment(jq, queue)["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert default == {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": naming.selector_labels(jq, naming.WORKER, queue.name)},
+        "matchLabelKeys": ["pod-template-hash"],
+    }
+    zones = [{"maxSkew": 2, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule"}]
+    own = jq.model_copy(update={"spec": jq.spec.model_copy(update={"topology_spread_constraints": zones})})
+    assert workers.deployment(own, queue)["spec"]["template"]["spec"]["topologySpreadConstraints"] == zones
+    none = jq.model_copy(update={"spec": jq.spec.model_copy(update={"topology_spread_constraints": []})})
+    assert "topologySpreadConstraints" not in workers.deployment(none, queue)["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("disruption", "limit"),
+    [
+        ({}, {"maxUnavailable": 1}),
+        ({"maxUnavailable": 0}, {"maxUnavailable": 0}),
+        ({"maxUnavailable": "25%"}, {"maxUnavailable": "25%"}),
+    ],
+)
+def test_each_queue_has_a_disruption_budget_over_its_workers(disruption: dict[str, Any], limit: Any) -> None:
+    jq = _sample("media")
+    queue = Queue.model_validate({"name": "video.transcode", "disruption": disruption})
+    budget = workers.disruption_budget(jq, queue)
+    deployment = workers.deployment(jq, queue)
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["metadata"]["name"] == deployment["metadata"]["name"]
+    assert budget["metadata"]["ownerReferences"] == deployment["metadata"]["ownerReferences"]
+    assert naming.queue_of(budget["metadata"]) == "video.transcode"  # found again once the queue left the spec
+    assert budget["spec"] == {
+        **limit,
+        "selector": deployment["spec"]["selector"],
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+
+
+@pytest.mark.parametrize("bad", [-1, "25", "x%", "1.5%"])
+def test_a_bad_max_unavailable_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="maxUnavailable"):
+        Queue.model_validate({"name": "q", "disruption": {"maxUnavailable": bad}})
 
 
 def test_replicas_belong_to_the_autoscaler_once_the_deployment_exists() -> None:

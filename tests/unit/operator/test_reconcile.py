@@ -43,6 +43,7 @@ def test_a_new_jobqueue_gets_its_secret_children_status_and_events_in_that_order
         "apply Service m-redis",
         "apply StatefulSet m-redis",
         "apply Deployment m-q-worker",
+        "apply PodDisruptionBudget m-q-worker",
     }
     assert ("Normal", "Created", "Created Deployment m-q-worker") in kube.events
     assert _conditions(kube)["Ready"]["reason"] == Reason.REDIS_STARTING
@@ -60,11 +61,15 @@ def test_a_second_reconcile_of_an_unchanged_jobqueue_writes_nothing() -> None:
     assert kube.events == []
 
 
+def _last_deployment_applied(kube: FakeKube) -> dict[str, Any]:
+    return next(m for m in reversed(kube.applies) if m["kind"] == "Deployment")
+
+
 def test_an_autoscaled_queue_hands_its_replicas_to_the_autoscaler_before_the_apply_leaves_them_out() -> None:
     kube = FakeKube()
     body = _body([{"name": "q", "autoscaling": {"minReplicas": 0, "maxReplicas": 4}}])
     _run(kube, body)
-    assert kube.applies[-1]["spec"]["replicas"] == 0  # created with minReplicas
+    assert _last_deployment_applied(kube)["spec"]["replicas"] == 0  # created with minReplicas
     kube.objects[("Deployment", "m-q-worker")]["spec"]["replicas"] = 3  # someone scaled it
     kube.calls.clear()
     body["metadata"]["generation"] = 2
@@ -72,7 +77,7 @@ def test_an_autoscaled_queue_hands_its_replicas_to_the_autoscaler_before_the_app
     _run(kube, body)
     take = kube.calls.index("scale m-q-worker 3")
     assert take < kube.calls.index("apply Deployment m-q-worker")
-    assert "replicas" not in kube.applies[-1]["spec"]
+    assert "replicas" not in _last_deployment_applied(kube)["spec"]
     assert kube.objects[("Deployment", "m-q-worker")]["spec"]["replicas"] == 3
     kube.calls.clear()
     _run(kube, body)  # the autoscaler owns them now: nothing to take over, nothing to apply
@@ -144,6 +149,7 @@ def test_a_removed_queue_that_still_holds_tasks_keeps_its_workers_until_it_is_em
     body["metadata"]["generation"] = 2
     _run(kube, body)
     assert ("Deployment", "m-old-worker") in kube.objects
+    assert ("PodDisruptionBudget", "m-old-worker") in kube.objects  # a drain of its node still goes gently
     assert ("m-old-worker", 1) in kube.scales  # at least one worker drains it
     draining = kube.status[naming.FIELD_MANAGER]["drainingQueues"]
     assert draining == [{"name": "old", "deployment": "m-old-worker", "tasks": 7}]
@@ -151,6 +157,8 @@ def test_a_removed_queue_that_still_holds_tasks_keeps_its_workers_until_it_is_em
     held["old"] = 0
     _run(kube, body)
     assert ("Deployment", "m-old-worker") not in kube.objects
+    assert ("PodDisruptionBudget", "m-old-worker") not in kube.objects
+    assert ("PodDisruptionBudget", "m-a-worker") in kube.objects
     assert "drainingQueues" not in kube.status[naming.FIELD_MANAGER]
 
 
