@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +27,7 @@ from jobqueue_devenv import bench_results, cluster, demo
 from jobqueue_devenv.faults import node_scenarios
 from jobqueue_devenv.faults.checker import spread
 from jobqueue_devenv.faults.node_scenarios import NodeScenario
-from jobqueue_devenv.faults.node_stage import node_cluster, rig
+from jobqueue_devenv.faults.node_stage import bench_rig
 from jobqueue_devenv.faults.scenarios import RESTART_BOUND_S, Outcome, Size
 from jobqueue_devenv.faults.stage import stage
 
@@ -81,22 +79,15 @@ def table(found: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def run(state: cluster.ClusterState | None, scenarios: Sequence[NodeScenario], size: Size, logs: Path) -> list[Outcome]:
-    session = uuid.uuid4().hex[:5]
-    prefix = f"nodeloss-{session}"
     outcomes = []
-    with (
-        tempfile.TemporaryDirectory(prefix="jq-nodeloss-") as folder,
-        node_cluster(Path(folder) / "cluster", reuse=state) as nodes_state,
-    ):
-        kube = demo.Kube.for_cluster(nodes_state)
-        with rig(kube, prefix, logs / "operator.log", f"jqnodeloss-{session}") as here_rig:
-            for scenario in scenarios:
-                demo.say(f"{scenario.name}: {size.faults} power cuts, {size.tasks} tasks")
-                started = time.time()
-                with stage(kube, prefix, scenario.name, here_rig.ledger_url) as here:
-                    outcome = scenario(here, size, here_rig)
-                demo.say(f"{scenario.name}: {outcome.row()} in {time.time() - started:.0f} s")
-                outcomes.append(outcome)
+    with bench_rig(state, "nodeloss", logs / "operator.log") as (here_rig, prefix):
+        for scenario in scenarios:
+            demo.say(f"{scenario.name}: {size.faults} power cuts, {size.tasks} tasks")
+            started = time.time()
+            with stage(here_rig.kube, prefix, scenario.name, here_rig.ledger_url) as here:
+                outcome = scenario(here, size, here_rig)
+            demo.say(f"{scenario.name}: {outcome.row()} in {time.time() - started:.0f} s")
+            outcomes.append(outcome)
     return outcomes
 
 

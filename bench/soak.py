@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 from jobqueue_devenv import bench_results, cluster, demo
 from jobqueue_devenv.faults.node_scenarios import NODE_SCENARIOS, NodeScenario
-from jobqueue_devenv.faults.node_stage import node_cluster, rig
+from jobqueue_devenv.faults.node_stage import bench_rig
 from jobqueue_devenv.faults.scenarios import SCENARIOS, Outcome, Scenario, Size
 from jobqueue_devenv.faults.stage import Stage, ledger_broker, stage
 
@@ -87,19 +86,12 @@ def run_nodes(
     state: cluster.ClusterState, scenarios: Sequence[NodeScenario], scale: float, logs: Path
 ) -> list[Outcome]:
     """The node faults, on `state` if it has three nodes, else on a cluster of three started for them."""
-    session = uuid.uuid4().hex[:5]
-    prefix = f"soakn-{session}"
     outcomes = []
-    with (
-        tempfile.TemporaryDirectory(prefix="jq-soak-nodes-") as folder,
-        node_cluster(Path(folder) / "cluster", reuse=state) as nodes_state,
-    ):
-        kube = demo.Kube.for_cluster(nodes_state)
-        with rig(kube, prefix, logs / "node-operator.log", f"jqsoakn-{session}") as here_rig:
-            for scenario in scenarios:
-                size = scaled(scenario, scale)
-                call = partial(scenario, size=size, rig=here_rig)
-                outcomes.append(_one(kube, prefix, here_rig.ledger_url, scenario.name, size, call))
+    with bench_rig(state, "soakn", logs / "node-operator.log") as (here_rig, prefix):
+        for scenario in scenarios:
+            size = scaled(scenario, scale)
+            call = partial(scenario, size=size, rig=here_rig)
+            outcomes.append(_one(here_rig.kube, prefix, here_rig.ledger_url, scenario.name, size, call))
     return outcomes
 
 

@@ -11,7 +11,9 @@ it faults: then it measures one thing at a time.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
+import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,20 @@ def rig(kube: demo.Kube, prefix: str, log: Path, release: str) -> Iterator[Rig]:
         with only_on(kube, spare):
             ledger_url = stack.enter_context(ledger_broker(kube, prefix))
         yield Rig(kube, running, ledger_url, spare)
+
+
+@contextlib.contextmanager
+def bench_rig(state: cluster.ClusterState | None, name: str, log: Path) -> Iterator[tuple[Rig, str]]:
+    """A benchmark's rig and namespace prefix (`<name>-<session>`, release `jq<name>-<session>`): on `state`
+    if it has `NODES` nodes, else on a cluster started for it in a temporary folder and stopped afterwards."""
+    session = uuid.uuid4().hex[:5]
+    prefix = f"{name}-{session}"
+    with (
+        tempfile.TemporaryDirectory(prefix=f"jq-{name}-") as folder,
+        node_cluster(Path(folder) / "cluster", reuse=state) as nodes_state,
+        rig(demo.Kube.for_cluster(nodes_state), prefix, log, f"jq{name}-{session}") as here,
+    ):
+        yield here, prefix
 
 
 # ---- nodes ---------------------------------------------------------------------------------------------

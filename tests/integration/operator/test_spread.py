@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from kubernetes import client
 
@@ -50,26 +51,37 @@ def test_a_drain_takes_a_queues_workers_one_at_a_time(
     namespace: str,  # noqa: F811
     operator: HostOperator,  # noqa: F811
 ) -> None:
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    core = client.CoreV1Api(api)
     name = "drained"
     selector = f"jobqueue.dev/jobqueue={name},app.kubernetes.io/component=worker"
     queue = {"name": "work", "concurrency": 1, "pool": "solo", "replicas": 2}
-    target, *others = three_nodes.node_names
-    for node in others:  # both workers on `target`, so that its drain meets the budget
-        kubectl(three_nodes, "cordon", node)
-    try:
-        body = jobqueue_manifest(name, [queue], broker={"managed": {"persistence": {"enabled": False}}})
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        before = wait_until(ready_workers(core, namespace, selector, 2), timeout=180, what="two worker Pods Ready")
-    finally:
-        for node in others:
-            kubectl(three_nodes, "uncordon", node)
-    assert {pod.spec.node_name for pod in before} == {target}
+    target = _workers_on_one_node(three_nodes, api, namespace, name, queue, 2)  # so its drain meets the budget
 
     fewest = _drain(three_nodes, core, namespace, selector, target)
     after = wait_until(ready_workers(core, namespace, selector, 2, target), timeout=120, what="two workers elsewhere")
     assert target not in {pod.spec.node_name for pod in after}
     assert fewest >= 1  # the budget kept one serving while the other moved
+
+
+def _workers_on_one_node(
+    state: cluster.ClusterState, api_client: client.ApiClient, where: str, name: str, queue: dict[str, Any], count: int
+) -> str:
+    """Create the JobQueue `name` of `queue` while every node but the first is cordoned, so its `count`
+    workers all start there; uncordon the others; the node they run on."""
+    core, custom = client.CoreV1Api(api_client), client.CustomObjectsApi(api_client)
+    selector = f"jobqueue.dev/jobqueue={name},app.kubernetes.io/component=worker"
+    target, *others = state.node_names
+    for node in others:
+        kubectl(state, "cordon", node)
+    try:
+        body = jobqueue_manifest(name, [queue], broker={"managed": {"persistence": {"enabled": False}}})
+        custom.create_namespaced_custom_object(GROUP, VERSION, where, PLURAL, body)
+        before = wait_until(ready_workers(core, where, selector, count), timeout=180, what=f"{count} worker(s) Ready")
+    finally:
+        for node in others:
+            kubectl(state, "uncordon", node)
+    assert {pod.spec.node_name for pod in before} == {target}
+    return target
 
 
 def _drain(state: cluster.ClusterState, core: client.CoreV1Api, where: str, selector: str, node: str) -> int:
@@ -111,21 +123,11 @@ def test_a_drain_of_a_queues_only_worker_waits_for_its_replacement(
     namespace: str,  # noqa: F811
     operator: HostOperator,  # noqa: F811
 ) -> None:
-    core, custom, apps = client.CoreV1Api(api), client.CustomObjectsApi(api), client.AppsV1Api(api)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
     name = "alone"
     selector = f"jobqueue.dev/jobqueue={name},app.kubernetes.io/component=worker"
     queue = {"name": "work", "concurrency": 1, "pool": "solo", "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}
-    target, *others = three_nodes.node_names
-    for node in others:  # the worker on `target`
-        kubectl(three_nodes, "cordon", node)
-    try:
-        body = jobqueue_manifest(name, [queue], broker={"managed": {"persistence": {"enabled": False}}})
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        before = wait_until(ready_workers(core, namespace, selector, 1), timeout=180, what="the worker Pod Ready")
-    finally:
-        for node in others:
-            kubectl(three_nodes, "uncordon", node)
-    assert before[0].spec.node_name == target
+    target = _workers_on_one_node(three_nodes, api, namespace, name, queue, 1)
 
     fewest = _drain(three_nodes, core, namespace, selector, target)
     after = wait_until(ready_workers(core, namespace, selector, 1, target), timeout=120, what="the worker elsewhere")
