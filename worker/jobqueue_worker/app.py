@@ -9,8 +9,9 @@ them (`APP_DEFAULTS`): the result backend and the two time limits.
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from celery import Celery
 from celery.app.utils import find_app
@@ -41,6 +42,12 @@ CONNECT_TIMEOUT_SECONDS = 5
 # A command on a connection whose peer vanished without closing it would wait forever. Must stay well
 # above the transport's BRPOP timeout (1 s), or an idle consumer would time out its own BRPOP.
 SOCKET_TIMEOUT_SECONDS = 10
+# The socket timeout does not cover the consumer's BRPOP: the event loop waits for it to become readable,
+# and a broker whose node died (its address black-holed, nothing closes the connection) never makes it so:
+# the worker would wait for hours (the kernel's keepalive starts after 2 h). Probing an idle connection
+# after 10 s, 3 times 5 s apart, ends a dead one within 25 s, and the consumer reconnects (through the
+# Service, to wherever the broker now runs).
+KEEPALIVE_OPTIONS: Final = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 
 def transport_options(visibility_timeout: int, priority_steps: Sequence[int], key_prefix: str) -> dict[str, Any]:
@@ -52,6 +59,7 @@ def transport_options(visibility_timeout: int, priority_steps: Sequence[int], ke
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "socket_keepalive": True,
+        "socket_keepalive_options": dict(KEEPALIVE_OPTIONS),
     }
     if key_prefix:
         options["global_keyprefix"] = key_prefix
@@ -95,6 +103,7 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "redis_socket_keepalive": True,
+        "redis_retry_on_timeout": True,  # storing a result is idempotent: once more on a fresh connection
         "result_backend_transport_options": {**(current.get("result_backend_transport_options") or {}), **ours},
         "result_expires": settings.result_expires_seconds,
         "task_acks_late": True,

@@ -7,6 +7,10 @@ ports, connecting each client to a ready endpoint from the EndpointSlices the co
 the ClusterIPs it reads from the API itself (`ServiceNames`), so no node depends on another node or on a
 file of the cloud process; the cloud process writes the hosts file for host commands
 (`python -m jobqueue_devenv exec`). Only TCP is forwarded.
+
+The forwarder ends a client's connection when its endpoint goes silent (`ENDPOINT_KEEPALIVE`): on a real
+cluster the client talks to the Pod's address itself, and its own TCP keepalive finds a dead node's Pod
+gone; here the client talks to the forwarder, which would otherwise hold the connection open for ever.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +34,10 @@ Endpoints = dict[str, list[tuple[str, int]]]
 """Service port name -> ready (IP, port) pairs."""
 
 CONNECT_SECONDS = 3.0
+ENDPOINT_KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
+"""Probes on each connection to an endpoint: one whose node lost power (no FIN, no RST ever comes) ends
+within 25 s of its last byte, and so does the client's connection. A client that sets no keepalive of its
+own is thus treated more kindly here than on a real cluster (docs/local-cluster.md)."""
 KUBERNETES: ServiceKey = ("default", "kubernetes")
 
 
@@ -74,6 +83,7 @@ class Forwarder:
             for ip, port in targets[first:] + targets[:first]:
                 try:
                     upstream = await asyncio.wait_for(asyncio.open_connection(ip, port), CONNECT_SECONDS)
+                    _keep_alive(upstream[1])
                     break
                 except (TimeoutError, OSError):
                     continue
@@ -86,6 +96,13 @@ class Forwarder:
             for side in (writer, upstream[1]):
                 with contextlib.suppress(OSError, RuntimeError):
                     side.close()
+
+
+def _keep_alive(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in ENDPOINT_KEEPALIVE.items():
+        sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:

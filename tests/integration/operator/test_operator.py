@@ -213,9 +213,15 @@ def test_edit_remove_and_add_queues_with_an_external_broker(
     assert _env(_deployments(apps, ns, "shop")["shop-orders-worker"])["JOBQUEUE_BROKER_URL"] is None
 
     # The autoscaler owns replicas: the operator leaves them alone on the next reconcile. (Paused first,
-    # so no autoscaler tick between the scale and the edit changes them either.)
+    # so no autoscaler tick between the scale and the edit changes them either: the scale waits until the
+    # autoscaler says it is paused, since a tick already under way when the annotation lands still scales.)
     kubectl("annotate", "--overwrite", "-n", ns, "jq/shop", "jobqueue.dev/autoscaling-paused=true")
     document["metadata"]["annotations"] = {"jobqueue.dev/autoscaling-paused": "true"}
+
+    def paused(body: dict[str, Any]) -> bool:
+        return (condition(body, "ScalingActive") or {}).get("reason") == "AutoscalingPaused"
+
+    _wait_status(custom, ns, "shop", paused, "the autoscaler paused")
     apps.patch_namespaced_deployment_scale("shop-orders-worker", ns, {"spec": {"replicas": 2}})
 
     document["spec"]["queues"] = [

@@ -7,9 +7,13 @@ longer) running is not refused, it hangs (`conftest.blackhole`).
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
 import uuid
+from collections.abc import Iterator
 
+import celery.exceptions
 import pytest
 
 from jobqueue_devenv.redis_process import RedisServer
@@ -80,5 +84,68 @@ def test_sigterm_ends_an_idle_worker_when_redis_stops_answering(
             wait_until(lambda: worker.proc.poll() is not None, timeout=200, what=gone)
         finally:
             own_redis.proc.send_signal(signal.SIGCONT)
+    finally:
+        own_redis.stop()
+
+
+def _connections_to(port: int) -> list[int]:
+    """The local ports of every established TCP connection to 127.0.0.1:`port`."""
+    listing = subprocess.run(
+        ["ss", "-Htn", "state", "established", f"( dport = :{port} )"], check=True, capture_output=True, text=True
+    ).stdout
+    return [int(line.split()[2].rsplit(":", 1)[1]) for line in listing.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def silenced(server_port: int, client_ports: list[int]) -> Iterator[None]:
+    """Drop every packet of these connections, both ways, from now on: what a client sees when the node
+    of its peer loses power (no FIN, no RST, nothing). New connections are not touched."""
+    rules = [
+        ["OUTPUT", "-o", "lo", "-p", "tcp", "--sport", str(a), "--dport", str(b), "-j", "DROP"]
+        for client in client_ports
+        for a, b in ((client, server_port), (server_port, client))
+    ]
+    added: list[list[str]] = []
+    try:
+        for rule in rules:
+            subprocess.run(["iptables", "-I", *rule], check=True, capture_output=True)
+            added.append(rule)
+        yield
+    finally:
+        for rule in added:
+            subprocess.run(["iptables", "-D", *rule], check=False, capture_output=True)
+
+
+def test_a_worker_whose_broker_went_silent_consumes_from_the_new_one(
+    start_worker: StartWorker, own_redis: RedisServer
+) -> None:
+    """The broker's node lost power and the broker came back elsewhere (same address, as a Service's).
+    The consumer waits in BRPOP on a connection nobody will ever close, which no command timeout covers:
+    only the worker's TCP keepalive probes end it (docs/worker-contract.md), and then it must consume
+    from the new broker. Without them it waits for hours."""
+    own_redis.start()
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    try:
+        worker = start_worker(queue, redis_url=own_redis.url)
+        sender = producer.producer_app(own_redis.url)
+        try:
+            for result in producer.send(sender, queue, "noop", 1):
+                result.get(timeout=30)
+        finally:
+            sender.close()
+        held = _connections_to(own_redis.port)
+        assert held, "the worker holds no connection to its broker"
+        with silenced(own_redis.port, held):
+            own_redis.stop()  # its goodbyes are dropped: the worker's connections stay open on its side
+            own_redis.start()  # the "new node": same address, empty
+            sender = producer.producer_app(own_redis.url)
+            try:
+                (result,) = producer.send(sender, queue, "noop", 1)
+                try:
+                    result.get(timeout=120)
+                except celery.exceptions.TimeoutError:
+                    pytest.fail(f"the worker did not consume from the new broker ({worker.log})")
+            finally:
+                sender.close()
     finally:
         own_redis.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 from celery import Celery
@@ -65,12 +66,14 @@ def test_limits_and_transport_options_come_from_the_environment() -> None:
         "socket_connect_timeout": 5,
         "socket_timeout": 10,
         "socket_keepalive": True,
+        "socket_keepalive_options": {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3},
         "global_keyprefix": "media:",
     }
     assert config["broker_transport_options"] == expected
     assert config["result_backend_transport_options"] == expected
     assert config["worker_enable_soft_shutdown_on_idle"] is False
     assert (config["redis_socket_connect_timeout"], config["redis_socket_timeout"]) == (5, 10)
+    assert config["redis_retry_on_timeout"] is True
 
 
 def test_the_users_transport_options_are_kept_but_ours_win() -> None:
