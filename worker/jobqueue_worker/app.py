@@ -48,6 +48,8 @@ SOCKET_TIMEOUT_SECONDS = 10
 # after 10 s, 3 times 5 s apart, ends a dead one within 25 s, and the consumer reconnects (through the
 # Service, to wherever the broker now runs).
 KEEPALIVE_OPTIONS: Final = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
+# Attempts after the first to store a result, when the result backend's connection broke.
+RESULT_STORE_RETRIES: Final = 2
 
 
 def transport_options(visibility_timeout: int, priority_steps: Sequence[int], key_prefix: str) -> dict[str, Any]:
@@ -103,7 +105,11 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "redis_socket_keepalive": True,
-        "redis_retry_on_timeout": True,  # storing a result is idempotent: once more on a fresh connection
+        # A result store that failed on a broken connection (its broker's node lost power) is tried again on
+        # a fresh one: Celery retries only its idempotent backend calls (store, read, forget), never a
+        # pipeline such as a chord's counter, which a connection-level retry_on_timeout would run twice.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": RESULT_STORE_RETRIES,
         "result_backend_transport_options": {**(current.get("result_backend_transport_options") or {}), **ours},
         "result_expires": settings.result_expires_seconds,
         "task_acks_late": True,

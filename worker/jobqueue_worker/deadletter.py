@@ -30,7 +30,7 @@ from billiard.einfo import ExceptionWithTraceback  # type: ignore[import-untyped
 from billiard.exceptions import WorkerLostError  # type: ignore[import-untyped]
 from celery import Celery, bootsteps, signals
 from celery.backends.base import Backend
-from celery.exceptions import Ignore, Reject, Retry, Terminated, TimeLimitExceeded
+from celery.exceptions import BackendStoreError, Ignore, Reject, Retry, Terminated, TimeLimitExceeded
 from celery.utils.objects import Bunch
 from celery.utils.serialization import get_pickled_exception
 from celery.worker import request as celery_request
@@ -292,6 +292,15 @@ def _failure_reason(exc: BaseException) -> DeadLetterReason:
     return DeadLetterReason.FAILED
 
 
+def _why(exc: Exception) -> BaseException:
+    """The error that made the store fail: Celery's BackendStoreError, raised once its retries ran out
+    (`result_backend_always_retry`), says only that it failed; the last attempt's error says why."""
+    context: BaseException | None = exc.__context__
+    if isinstance(exc, BackendStoreError) and context is not None:
+        return context
+    return exc
+
+
 def _patch_backend() -> None:
     """Patch Celery's result backends (every subclass inherits both methods) in this process, once."""
     if getattr(Backend, "_jobqueue_patched", False):
@@ -306,7 +315,7 @@ def _patch_backend() -> None:
         except Exception as exc:
             message = (
                 f"the task ran and returned, but its result could not be stored in "
-                f"{resultcheck.location(self)}: {describe(exc)}"
+                f"{resultcheck.location(self)}: {describe(_why(exc))}"
             )
             raise ResultNotStored(message) from exc
 

@@ -73,7 +73,7 @@ def test_limits_and_transport_options_come_from_the_environment() -> None:
     assert config["result_backend_transport_options"] == expected
     assert config["worker_enable_soft_shutdown_on_idle"] is False
     assert (config["redis_socket_connect_timeout"], config["redis_socket_timeout"]) == (5, 10)
-    assert config["redis_retry_on_timeout"] is True
+    assert (config["result_backend_always_retry"], config["result_backend_max_retries"]) == (True, 2)
 
 
 def test_the_users_transport_options_are_kept_but_ours_win() -> None:
