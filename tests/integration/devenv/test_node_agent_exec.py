@@ -129,19 +129,22 @@ def forward(local_cluster: cluster.ClusterState, namespace: str) -> Iterator[Any
 
 
 @pytest.mark.parametrize("name", ["on-host", "from-image"])
-def test_port_forward_reaches_the_pods_own_port(pods: dict[str, str], forward: Any, name: str) -> None:
+def test_port_forward_reaches_the_pods_own_port(
+    kubectl: Kubectl, namespace: str, pods: dict[str, str], forward: Any, name: str
+) -> None:
+    # "Running" is the process started, not yet listening (a loaded machine takes seconds to start Python),
+    # and kubectl gives up a forwarding whose first connection the Pod refuses: wait for the server first.
+    probe = "import socket; socket.create_connection(('127.0.0.1', 8080), 2).close()"
+    wait_until(
+        lambda: kubectl("exec", "-n", namespace, name, "--", "python", "-c", probe, check=False).returncode == 0,
+        timeout=60,
+        what=f"the server in {name} listening",
+    )
     local = forward(name, 8080)
-
-    def listing() -> bytes:
+    for _ in range(3):  # one connection after another over the same forwarding
         with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=30) as response:
             assert response.status == 200
-            return bytes(response.read())
-
-    # "Running" is the process started, not yet listening (a loaded machine takes seconds to start Python):
-    # until it listens, a forwarded connection is closed, as a kubelet's is.
-    wait_until(listing, timeout=60, what=f"the server in {name} answering through the forwarding")
-    for _ in range(3):  # then one connection after another over the same forwarding
-        assert b"Directory listing" in listing()
+            assert b"Directory listing" in response.read()
 
 
 def test_port_forward_to_the_managed_redis_stand_in(core: client.CoreV1Api, namespace: str, forward: Any) -> None:
