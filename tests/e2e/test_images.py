@@ -1,9 +1,10 @@
 """The images are what the docs promise: numeric non-root users, entrypoints, the operator on a read-only
-root, `jobqueue-worker` as PID 1 doing a warm shutdown on the kubelet's SIGTERM, and a worker image
-extended by a user as docs/worker.md shows, run through a JobQueue."""
+root, the worker doing a warm shutdown on the kubelet's SIGTERM and ending on one that comes while it
+starts, and a worker image extended by a user as docs/worker.md shows, run through a JobQueue."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,12 @@ from typing import Any
 import pytest
 
 from jobqueue_devenv import demo, images
+from jobqueue_devenv.deployer import namespace_for
 from jobqueue_devenv.nodeagent.imagestore import ImageStore
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer, records
-from tests.e2e.conftest import Deploy
+from jobqueue_worker.contract import WORKER_COMMAND
+from tests.e2e.conftest import PREFIX, Deploy
 
 OPERATOR, WORKER, EXAMPLES = images.OPERATOR.reference, images.WORKER.reference, images.EXAMPLES.reference
 MEDIA_IMAGE = "localhost/jobqueue-test-media:dev"
@@ -33,7 +36,7 @@ def in_any_layer(image: str, path: str) -> bool:
 
 def test_the_images_run_as_numeric_non_root_users_with_the_documented_entrypoints() -> None:
     worker, operator, examples = config(WORKER), config(OPERATOR), config(EXAMPLES)
-    assert (worker["User"], worker["Entrypoint"], worker.get("Cmd")) == ("10001", ["jobqueue-worker"], None)
+    assert (worker["User"], worker["Entrypoint"], worker.get("Cmd")) == ("10001", list(WORKER_COMMAND), None)
     assert worker["WorkingDir"] == "/app"
     assert "PYTHONPATH=/app" in worker["Env"]
     assert operator["User"] == "65532:65532"
@@ -85,6 +88,58 @@ def test_the_worker_is_pid_1_and_finishes_its_task_on_the_kubelets_sigterm(deplo
     wait_until(
         lambda: "Warm shutdown" in demo.pod_log(kube, pod, "worker"), timeout=60, what="the warm shutdown logged"
     )
+
+
+SLOW_START = "import time\ntime.sleep(600)\n"
+"""A sitecustomize that holds the interpreter's start (before any code of the worker runs) for long enough."""
+
+
+def slow_starting_worker(name: str) -> dict[str, Any]:
+    """The worker image with the operator's command and a grace period of 300 s, held in the interpreter's
+    start by a sitecustomize: a SIGTERM now comes before Python could have a handler for it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 300,
+            "containers": [
+                {
+                    "name": "worker",
+                    "image": WORKER,
+                    "imagePullPolicy": "Never",
+                    "command": list(WORKER_COMMAND),
+                    "env": [{"name": "PYTHONPATH", "value": "/slow"}],
+                    "volumeMounts": [{"name": "slow", "mountPath": "/slow"}],
+                }
+            ],
+            "volumes": [{"name": "slow", "configMap": {"name": name}}],
+        },
+    }
+
+
+def test_a_worker_pod_deleted_while_its_worker_starts_ends_at_once_not_after_its_grace_period(
+    kube: demo.Kube, request: pytest.FixtureRequest
+) -> None:
+    """The kubelet stops a container deleted during its start right after starting it; a PID 1 without a
+    handler drops the signal (the worker ran on for its whole grace period, and took tasks). dumb-init, the
+    command's PID 1, passes it to the worker, whose default action ends it."""
+    with namespace_for(kube, PREFIX, request.node.name) as namespace:
+        config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "early"},
+                      "data": {"sitecustomize.py": SLOW_START}}  # fmt: skip
+        for manifest in (config_map, slow_starting_worker("early")):
+            kube.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+        wait_until(
+            lambda: "running" in (kube.get("pod", "early", "-n", namespace)["status"].get("containerStatuses")
+                                  or [{"state": {}}])[0]["state"],
+            timeout=120, what="the worker container running",
+        )  # fmt: skip
+        kube.kubectl("delete", "pod", "early", "-n", namespace, "--wait=false")
+        wait_until(
+            lambda: not kube.get("pods", "-n", namespace, "--field-selector", "metadata.name=early")["items"],
+            timeout=120,  # well within the 300 s grace period a dropped SIGTERM would wait out
+            what="the Pod gone",
+        )
 
 
 MEDIA_CELERY = """from celery import Celery

@@ -100,9 +100,11 @@ def _run(settings: WorkerSettings) -> int:
 def _exit_on_early_sigterm() -> None:
     """Until Celery installs its SIGTERM handler (warm shutdown), SIGTERM ends the worker at once.
 
-    As PID 1 of a container the worker gets no default action: the kernel drops a signal that has no
-    handler, so a Pod deleted while its worker starts would wait out its whole grace period, and its worker
-    would take tasks meanwhile. `main` installs it first, before any import that takes time.
+    Under the image's and the operator's command (`contract.WORKER_COMMAND`) dumb-init is PID 1 and SIGTERM's
+    default action would end the worker anyway. Started as PID 1 itself (a command of one's own), the worker
+    gets no default action: the kernel drops a signal that has no handler, so a Pod deleted while its worker
+    starts would wait out its whole grace period, taking tasks meanwhile. `main` installs this first, before
+    any import that takes time; the interpreter's own start (tens of milliseconds) stays uncovered there.
     """
     signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 

@@ -17,6 +17,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+INIT_COMMAND: Final = ("dumb-init", "--single-child", "--")
+"""PID 1 of the worker and beat containers (dumb-init, a dependency of the `worker` extra), before the real
+command. The kernel drops a signal to a namespace's PID 1 that has no handler for it, and Python installs
+none for SIGTERM until the entry point runs: a Pod deleted while its container started (the kubelet stops it
+right after it starts) kept running until its grace period ended, minutes. dumb-init blocks every signal at
+once and passes SIGTERM to its one child, which, not being PID 1, is ended by it until Celery's handler is in.
+`--single-child`: the pool's processes are not signalled (Celery's warm shutdown is the main process's)."""
+WORKER_COMMAND: Final = (*INIT_COMMAND, "jobqueue-worker")
+"""The worker container's command (docs/worker-contract.md, "Process")."""
+
 METRICS_PORT: Final = 9808
 """The worker Pod's one HTTP port (container port name `metrics`): /metrics, /healthz, /readyz."""
 METRICS_PORT_NAME: Final = "metrics"

@@ -22,6 +22,7 @@ from jobqueue_operator.build.common import (
     with_config_hash,
 )
 from jobqueue_operator.models import JobQueue
+from jobqueue_worker.contract import INIT_COMMAND
 
 SCHEDULE_DIR: Final = "/var/run/beat"
 
@@ -32,7 +33,7 @@ def deployment(jq: JobQueue, config: Config | None = None) -> Manifest:
         "name": "beat",
         "image": jq.spec.image,
         "imagePullPolicy": jq.spec.image_pull_policy,
-        "command": ["celery"],
+        "command": [*INIT_COMMAND, "celery"],
         "args": [
             "--app",
             jq.spec.app,

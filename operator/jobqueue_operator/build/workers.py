@@ -35,6 +35,7 @@ from jobqueue_worker.contract import (
     DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
     METRICS_PORT,
     METRICS_PORT_NAME,
+    WORKER_COMMAND,
     Env,
     priority_steps,
 )
@@ -176,7 +177,7 @@ def deployment(jq: JobQueue, queue: Queue, with_replicas: bool = True, config: C
         "name": "worker",
         "image": jq.spec.image,
         "imagePullPolicy": jq.spec.image_pull_policy,
-        "command": ["jobqueue-worker"],
+        "command": list(WORKER_COMMAND),
         "env": env(jq, queue),
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "livenessProbe": {

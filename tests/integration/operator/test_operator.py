@@ -21,6 +21,7 @@ from kubernetes import client
 from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.paths import REPO
 from jobqueue_devenv.waiting import TimedOut, wait_until
+from jobqueue_worker.contract import WORKER_COMMAND
 from tests.conftest import Kubectl
 from tests.integration.operator.conftest import GROUP, VERSION, apply_jobqueue, get_jobqueue
 
@@ -119,7 +120,7 @@ def test_sample_with_three_queues_and_a_managed_broker(
         (owner,) = deployment.metadata.owner_references
         assert (owner.kind, owner.uid, owner.controller) == ("JobQueue", uid, True)
         container = deployment.spec.template.spec.containers[0]
-        assert container.command == ["jobqueue-worker"]
+        assert container.command == list(WORKER_COMMAND)
         assert container.env[0].value_from.secret_key_ref.name == "media-redis-auth"
         assert container.readiness_probe.http_get.path == "/readyz"
     assert [deployments[f"media-{q}-worker"].spec.replicas for q in ("high", "low", "thumbnails")] == [0, 1, 2]

@@ -103,7 +103,7 @@ def test_worker_follows_the_contract() -> None:
     spec = deployment["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] > 300
     container = spec["containers"][0]
-    assert container["command"] == ["jobqueue-worker"]
+    assert container["command"] == ["dumb-init", "--single-child", "--", "jobqueue-worker"]
     assert container["ports"] == [{"name": "metrics", "containerPort": 9808, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
