@@ -19,17 +19,17 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from jobqueue_devenv import bench_results, cluster, demo
+from bench.soak import finish, run_one
+from jobqueue_devenv import cluster
 from jobqueue_devenv.faults import node_scenarios
 from jobqueue_devenv.faults.checker import spread
 from jobqueue_devenv.faults.node_scenarios import NodeScenario
 from jobqueue_devenv.faults.node_stage import bench_rig
 from jobqueue_devenv.faults.scenarios import RESTART_BOUND_S, Outcome, Size
-from jobqueue_devenv.faults.stage import stage
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT = REPO / "bench" / "results" / "nodeloss.json"
@@ -79,16 +79,11 @@ def table(found: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def run(state: cluster.ClusterState | None, scenarios: Sequence[NodeScenario], size: Size, logs: Path) -> list[Outcome]:
-    outcomes = []
     with bench_rig(state, "nodeloss", logs / "operator.log") as (here_rig, prefix):
-        for scenario in scenarios:
-            demo.say(f"{scenario.name}: {size.faults} power cuts, {size.tasks} tasks")
-            started = time.time()
-            with stage(here_rig.kube, prefix, scenario.name, here_rig.ledger_url) as here:
-                outcome = scenario(here, size, here_rig)
-            demo.say(f"{scenario.name}: {outcome.row()} in {time.time() - started:.0f} s")
-            outcomes.append(outcome)
-    return outcomes
+        return [
+            run_one(here_rig.kube, prefix, here_rig.ledger_url, s.name, size, partial(s, size=size, rig=here_rig))
+            for s in scenarios
+        ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,19 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes = run(state, SCENARIOS, size, logs)
     found = rows(outcomes)
     print("\n".join(table(found)))
-    problems = [f"{o.scenario}: {p}" for o in outcomes for p in o.problems]
-    print("\n".join(problems) if problems else "every bound held")
-    record = {
-        "benchmark": "nodeloss",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 1),
-        "kills": args.kills,
-        "measures": found,
-        "scenarios": [o.row() for o in outcomes],
-    }
-    bench_results.write(args.json, record)
-    lost = sum(o.verdict.counts()["lost"] for o in outcomes)
-    return 1 if lost or problems else 0
+    scenarios = [o.row() for o in outcomes]
+    return finish(outcomes, "nodeloss", started, args.json, kills=args.kills, measures=found, scenarios=scenarios)
 
 
 if __name__ == "__main__":

@@ -21,26 +21,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "operator"), str(REPO / "devenv")]
 
-from jobqueue_devenv import bench_results, binaries, cluster  # noqa: E402
+from jobqueue_devenv import bench_results  # noqa: E402
+from jobqueue_devenv.bench_cluster import apply_crd, cluster_for_bench, fresh_namespace, print_seconds  # noqa: E402
+from jobqueue_devenv.demo import UNPULLED_IMAGE, jobqueue_document  # noqa: E402
 from jobqueue_devenv.operator_process import HostOperator, host_operator  # noqa: E402
-from jobqueue_devenv.paths import CRD_FILE  # noqa: E402
 from jobqueue_devenv.redis_process import RedisServer  # noqa: E402
 from jobqueue_devenv.waiting import wait_until  # noqa: E402
 from jobqueue_operator import election  # noqa: E402
@@ -100,9 +97,8 @@ class Namespace:
 
     def apply(self, jobqueue: str) -> None:
         broker = {"external": {"urlSecretRef": {"name": "broker", "key": "url"}}}
-        spec = {"image": "example.invalid/worker:1", "app": "tasks.app:app", "broker": broker}
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "JobQueue", "metadata": {"name": jobqueue}}
-        body["spec"] = {**spec, "queues": [{"name": "q", "replicas": 0}]}
+        queues = [{"name": "q", "replicas": 0}]
+        body = jobqueue_document(jobqueue, image=UNPULLED_IMAGE, app="tasks.app:app", broker=broker, queues=queues)
         self.custom.create_namespaced_custom_object(GROUP, VERSION, self.name, PLURAL, body)
 
     def acted(self, jobqueue: str) -> bool:
@@ -133,21 +129,16 @@ def one_round(here: Namespace, operators: list[HostOperator], jobqueue: str, kil
 
 
 def measure(kubeconfig: str, runs: int) -> dict[str, Any]:
-    kubectl = binaries.find().kubectl
-    env = dict(os.environ, KUBECONFIG=kubeconfig)
-    subprocess.run([kubectl, "apply", "--server-side", "--force-conflicts", "-f", CRD_FILE], env=env, check=True)
-    subprocess.run([kubectl, "wait", "--for=condition=Established", "crd/jobqueues.jobqueue.dev"], env=env, check=True)
-    api = config.new_client_from_config(config_file=kubeconfig)
-    core = client.CoreV1Api(api)
-    here = Namespace(api, f"bench-failover-{uuid.uuid4().hex[:6]}")
-    core.create_namespace({"metadata": {"name": here.name}})
     lease_seconds: list[float] = []
     acted_seconds: list[float] = []
     handover_seconds: list[float] = []
+    api = apply_crd(kubeconfig)
     with (
+        fresh_namespace(api, "bench-failover") as name,
         tempfile.TemporaryDirectory(prefix="jq-failover-") as tmp,
         RedisServer.running(Path(tmp), password=None) as redis,
     ):
+        here, core = Namespace(api, name), client.CoreV1Api(api)
         core.create_namespaced_secret(here.name, {"metadata": {"name": "broker"}, "stringData": {"url": redis.url}})
         rig = Rig(kubeconfig, here.name, Path(tmp))
         try:
@@ -165,7 +156,6 @@ def measure(kubeconfig: str, runs: int) -> dict[str, Any]:
                 print(f"round {round_ + 1}/{2 * runs} ({'SIGKILL' if kill else 'SIGTERM'}): Lease in {lease:.2f} s")
         finally:
             rig.close()
-            core.delete_namespace(here.name)
     worst = election.takeover_seconds(election.LEASE_DURATION_SECONDS, election.RETRY_PERIOD_SECONDS)
     return {
         "lease_seconds": lease_seconds,
@@ -180,31 +170,14 @@ def measure(kubeconfig: str, runs: int) -> dict[str, Any]:
     }
 
 
-@contextlib.contextmanager
-def _cluster() -> Iterator[str]:
-    """The cluster KUBECONFIG points at when it is a healthy local one, else one of our own."""
-    state = cluster.ClusterState.load(Path(os.environ["KUBECONFIG"]).parent) if os.environ.get("KUBECONFIG") else None
-    if state is not None and cluster.is_healthy(state):
-        yield state.kubeconfig
-        return
-    with tempfile.TemporaryDirectory(prefix="jq-bench-") as tmp:
-        own, _ = cluster.up(Path(tmp) / "cluster", binaries.find())
-        try:
-            yield own.kubeconfig
-        finally:
-            cluster.down(Path(tmp) / "cluster")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="leaders killed (and as many handed over cleanly)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})")
     args = parser.parse_args()
-    with _cluster() as kubeconfig:
-        result = measure(kubeconfig, args.runs)
-    for label in ("lease_seconds", "acted_seconds", "handover_seconds"):
-        values = result[label]
-        print(f"{label:<18} median {statistics.median(values):6.2f} s   worst {max(values):6.2f} s   runs {values}")
+    with cluster_for_bench() as state:
+        result = measure(state.kubeconfig, args.runs)
+    print_seconds(result, ["lease_seconds", "acted_seconds", "handover_seconds"])
     bench_results.write(args.json, {"benchmark": "operator_failover", "runs": args.runs, **result})
 
 

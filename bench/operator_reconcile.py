@@ -42,9 +42,10 @@ from typing import Any
 import urllib3
 from kubernetes import client, config, watch
 
-from jobqueue_devenv import bench_results, binaries, cluster, versions
+from jobqueue_devenv import bench_results, versions
+from jobqueue_devenv.bench_cluster import apply_crd, cluster_for_bench
+from jobqueue_devenv.demo import UNPULLED_IMAGE, jobqueue_document
 from jobqueue_devenv.operator_process import host_operator
-from jobqueue_devenv.paths import CRD_FILE
 from jobqueue_operator import naming
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,21 +58,13 @@ RESYNC_SECONDS = float(os.environ.get("JOBQUEUE_RESYNC_SECONDS", "30"))
 
 def jobqueue(name: str) -> dict[str, Any]:
     """A JobQueue like the media sample: managed Redis, three queues, none of them wanting workers now."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "example.invalid/worker:1",
-            "app": "jobqueue_worker.demo:app",
-            "broker": {"managed": {"persistence": {"enabled": False}}},
-            "queues": [
-                {"name": "high", "concurrency": 4, "autoscaling": {"minReplicas": 0, "maxReplicas": 20}},
-                {"name": "low", "concurrency": 2, "autoscaling": {"minReplicas": 0, "maxReplicas": 5}},
-                {"name": "thumbnails", "concurrency": 8, "pool": "threads", "replicas": 0},
-            ],
-        },
-    }
+    queues = [
+        {"name": "high", "concurrency": 4, "autoscaling": {"minReplicas": 0, "maxReplicas": 20}},
+        {"name": "low", "concurrency": 2, "autoscaling": {"minReplicas": 0, "maxReplicas": 5}},
+        {"name": "thumbnails", "concurrency": 8, "pool": "threads", "replicas": 0},
+    ]
+    broker = {"managed": {"persistence": {"enabled": False}}}
+    return jobqueue_document(name, image=UNPULLED_IMAGE, app="jobqueue_worker.demo:app", broker=broker, queues=queues)
 
 
 def expected_children(name: str) -> set[tuple[str, str]]:
@@ -283,11 +276,7 @@ def one_round(api: client.ApiClient, kubeconfig: str, runs: int, many: int, log:
 
 
 def measure(kubeconfig: str, runs: int, many: int, rounds: int) -> list[dict[str, Any]]:
-    kubectl = binaries.find().kubectl
-    env = dict(os.environ, KUBECONFIG=kubeconfig)
-    subprocess.run([kubectl, "apply", "--server-side", "--force-conflicts", "-f", CRD_FILE], env=env, check=True)
-    subprocess.run([kubectl, "wait", "--for=condition=Established", "crd/jobqueues.jobqueue.dev"], env=env, check=True)
-    api = config.new_client_from_config(config_file=kubeconfig)
+    api = apply_crd(kubeconfig)
     results = []
     with tempfile.TemporaryDirectory(prefix="jq-bench-operator-") as tmp:
         for number in range(rounds):
@@ -330,18 +319,8 @@ def main() -> None:
     parser.add_argument("--many", type=int, default=100, help="JobQueues created at once")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything, each with a fresh operator")
     args = parser.parse_args()
-    state = None
-    if os.environ.get("KUBECONFIG"):
-        state = cluster.ClusterState.load(Path(os.environ["KUBECONFIG"]).parent)
-    if state is not None and cluster.is_healthy(state):
+    with cluster_for_bench() as state:
         rounds = measure(state.kubeconfig, args.runs, args.many, args.rounds)
-    else:
-        with tempfile.TemporaryDirectory(prefix="jq-bench-") as tmp:
-            own, _ = cluster.up(Path(tmp) / "cluster", binaries.find())
-            try:
-                rounds = measure(own.kubeconfig, args.runs, args.many, args.rounds)
-            finally:
-                cluster.down(Path(tmp) / "cluster")
     report(rounds)
     bench_results.write(
         RESULTS,

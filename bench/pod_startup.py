@@ -13,20 +13,17 @@ Usage: python bench/pod_startup.py [RUNS]
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
 
-from jobqueue_devenv import bench_results, binaries, cluster, images, versions
+from jobqueue_devenv import bench_results, images, versions
+from jobqueue_devenv.bench_cluster import cluster_for_bench, fresh_namespace
 from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
-from jobqueue_devenv.waiting import wait_until
 
 RESULTS = Path(__file__).parent / "results" / "pod_startup.json"
 TARGET_SECONDS = 2.0
@@ -68,16 +65,12 @@ def one_pod(core: client.CoreV1Api, namespace: str, name: str, image: str) -> di
 
 
 def measure(kubeconfig: str, runs: int) -> dict[str, list[dict[str, float]]]:
-    core = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    namespace = f"bench-pods-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    try:
-        wait_until(lambda: core.read_namespaced_service_account("default", namespace), timeout=30, what="default SA")
+    api = config.new_client_from_config(config_file=kubeconfig)
+    core = client.CoreV1Api(api)
+    with fresh_namespace(api, "bench-pods") as namespace:
         return {
             case: [one_pod(core, namespace, f"{case}-{i}", image) for i in range(runs)] for case, image in CASES.items()
         }
-    finally:
-        core.delete_namespace(namespace)
 
 
 def table(case: str, samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -95,18 +88,8 @@ def table(case: str, samples: list[dict[str, float]]) -> dict[str, dict[str, flo
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    state = None
-    if os.environ.get("KUBECONFIG"):
-        state = cluster.ClusterState.load(Path(os.environ["KUBECONFIG"]).parent)
-    if state is not None and cluster.is_healthy(state):
+    with cluster_for_bench() as state:
         samples = measure(state.kubeconfig, runs)
-    else:
-        with tempfile.TemporaryDirectory(prefix="jq-bench-") as tmp:
-            own, _ = cluster.up(Path(tmp) / "cluster", binaries.find())
-            try:
-                samples = measure(own.kubeconfig, runs)
-            finally:
-                cluster.down(Path(tmp) / "cluster")
     process = table("process", samples["process"])
     image = table("image", samples["image"])
     worst = process["bound -> Ready"]["max"]

@@ -36,13 +36,15 @@ REPO = Path(__file__).resolve().parent.parent
 RESULT = REPO / "bench" / "results" / "soak.json"
 COLUMNS = ("scenario", "tasks", "lost", "duplicated", "interrupted", "stuck", "faults", "recovery_median_s",
            "recovery_worst_s")  # fmt: skip
+TOTALS = ("tasks", "lost", "duplicated", "interrupted", "stuck")
+"""The columns summed over every scenario."""
 
 
 def table(rows: Sequence[dict[str, Any]]) -> list[str]:
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in COLUMNS}
     lines = ["  ".join(c.ljust(widths[c]) for c in COLUMNS)]
     lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in COLUMNS) for r in rows]
-    total = {c: sum(r[c] for r in rows) for c in ("tasks", "lost", "duplicated", "interrupted", "stuck")}
+    total = {c: sum(r[c] for r in rows) for c in TOTALS}
     lines.append(f"total: {total['tasks']} tasks, {total['lost']} lost, {total['duplicated']} duplicated, "
                  f"{total['interrupted']} interrupted, {total['stuck']} stuck")  # fmt: skip
     return lines
@@ -52,7 +54,7 @@ def scaled(scenario: Scenario | NodeScenario, scale: float) -> Size:
     return replace(scenario.soak, tasks=max(scenario.soak.faults, int(scenario.soak.tasks * scale)))
 
 
-def _one(
+def run_one(
     kube: demo.Kube, prefix: str, ledger_url: str, name: str, size: Size, call: Callable[[Stage], Outcome]
 ) -> Outcome:
     """One scenario in its own namespace; one failing to run is reported, the others still run."""
@@ -67,6 +69,18 @@ def _one(
     return outcome
 
 
+def finish(outcomes: Sequence[Outcome], benchmark: str, started: float, path: Path, **fields: Any) -> int:
+    """After the table: every problem (or that every bound held), the JSON record written to `path`, and the
+    exit code: 1 when a task was lost or a bound broken."""
+    problems = [f"{o.scenario}: {p}" for o in outcomes for p in o.problems]
+    print("\n".join(problems) if problems else "every bound held")
+    when = datetime.now(UTC).isoformat(timespec="seconds")
+    record = {"benchmark": benchmark, "when": when, "seconds": round(time.time() - started, 1), **fields}
+    bench_results.write(path, record)
+    lost = sum(o.row()["lost"] for o in outcomes)
+    return 1 if lost or problems else 0
+
+
 def run(kube: demo.Kube, scenarios: Sequence[Scenario], scale: float, logs: Path) -> list[Outcome]:
     session = uuid.uuid4().hex[:5]
     prefix = f"soak-{session}"
@@ -78,7 +92,7 @@ def run(kube: demo.Kube, scenarios: Sequence[Scenario], scale: float, logs: Path
         for scenario in scenarios:
             size = scaled(scenario, scale)
             call = partial(scenario, size=size, operator=op)
-            outcomes.append(_one(kube, prefix, ledger_url, scenario.name, size, call))
+            outcomes.append(run_one(kube, prefix, ledger_url, scenario.name, size, call))
     return outcomes
 
 
@@ -91,7 +105,7 @@ def run_nodes(
         for scenario in scenarios:
             size = scaled(scenario, scale)
             call = partial(scenario, size=size, rig=here_rig)
-            outcomes.append(_one(here_rig.kube, prefix, here_rig.ledger_url, scenario.name, size, call))
+            outcomes.append(run_one(here_rig.kube, prefix, here_rig.ledger_url, scenario.name, size, call))
     return outcomes
 
 
@@ -116,19 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes += run_nodes(state, chosen_nodes, args.scale, logs) if chosen_nodes else []
     rows = [o.row() for o in outcomes]
     print("\n".join(table(rows)))
-    problems = [f"{o.scenario}: {p}" for o in outcomes for p in o.problems]
-    print("\n".join(problems) if problems else "every bound held")
-    record = {
-        "benchmark": "soak",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.time() - started, 1),
-        "scale": args.scale,
-        "scenarios": rows,
-        "total": {c: sum(r[c] for r in rows) for c in ("tasks", "lost", "duplicated", "interrupted", "stuck")},
-    }
-    bench_results.write(args.json, record)
-    lost = record["total"]["lost"]
-    return 1 if lost or problems else 0
+    total = {c: sum(r[c] for r in rows) for c in TOTALS}
+    return finish(outcomes, "soak", started, args.json, scale=args.scale, scenarios=rows, total=total)
 
 
 if __name__ == "__main__":

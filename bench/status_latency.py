@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
-import statistics
-import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 
-from jobqueue_devenv import bench_results, binaries, cluster
+from jobqueue_devenv import bench_results
+from jobqueue_devenv.bench_cluster import apply_crd, cluster_for_bench, fresh_namespace, print_seconds
 from jobqueue_devenv.operator_process import host_operator
-from jobqueue_devenv.paths import CRD_FILE
 from jobqueue_devenv.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,21 +100,14 @@ def secret_seconds(api: client.ApiClient, namespace: str, i: int) -> float:
 
 
 def measure(kubeconfig: str, runs: int) -> dict[str, Any]:
-    kubectl = binaries.find().kubectl
-    env = dict(os.environ, KUBECONFIG=kubeconfig)
-    subprocess.run([kubectl, "apply", "--server-side", "--force-conflicts", "-f", CRD_FILE], env=env, check=True)
-    subprocess.run([kubectl, "wait", "--for=condition=Established", "crd/jobqueues.jobqueue.dev"], env=env, check=True)
-    api = config.new_client_from_config(config_file=kubeconfig)
-    core = client.CoreV1Api(api)
-    namespace = f"bench-status-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    wait_until(lambda: core.read_namespaced_service_account("default", namespace), timeout=30, what="default SA")
-    try:
-        with tempfile.TemporaryDirectory() as tmp, host_operator(kubeconfig, namespace, Path(tmp) / "operator.log"):
-            crash = [round(crash_seconds(api, namespace, i), 2) for i in range(runs)]
-            secret = [round(secret_seconds(api, namespace, i), 2) for i in range(runs)]
-    finally:
-        core.delete_namespace(namespace)
+    api = apply_crd(kubeconfig)
+    with (
+        fresh_namespace(api, "bench-status") as namespace,
+        tempfile.TemporaryDirectory() as tmp,
+        host_operator(kubeconfig, namespace, Path(tmp) / "operator.log"),
+    ):
+        crash = [round(crash_seconds(api, namespace, i), 2) for i in range(runs)]
+        secret = [round(secret_seconds(api, namespace, i), 2) for i in range(runs)]
     return {"crash_to_condition_seconds": crash, "secret_to_worker_on_new_value_seconds": secret}
 
 
@@ -126,20 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    state = None
-    if os.environ.get("KUBECONFIG"):
-        state = cluster.ClusterState.load(Path(os.environ["KUBECONFIG"]).parent)
-    if state is not None and cluster.is_healthy(state):
+    with cluster_for_bench() as state:
         result = measure(state.kubeconfig, args.runs)
-    else:
-        with tempfile.TemporaryDirectory(prefix="jq-bench-") as tmp:
-            own, _ = cluster.up(Path(tmp) / "cluster", binaries.find())
-            try:
-                result = measure(own.kubeconfig, args.runs)
-            finally:
-                cluster.down(Path(tmp) / "cluster")
-    for label, values in result.items():
-        print(f"{label:<36} median {statistics.median(values):6.2f} s   worst {max(values):6.2f} s   runs {values}")
+    print_seconds(result)
     bench_results.write(RESULTS, {"benchmark": "status_latency", "runs": args.runs, **result})
 
 

@@ -48,6 +48,13 @@ TEST_RESYNC_SECONDS: Final = 3
 """The tests' and benchmarks' operators reconcile this often: they wait less for status to follow."""
 METRICS_PORT: Final = 8081
 """The operator's /metrics port in its Pod (jobqueue-operator's default)."""
+UNPULLED_IMAGE: Final = "example.invalid/worker:1"
+"""The image of a JobQueue whose workers are never meant to run (tests and benchmarks of the operator alone)."""
+
+
+def jobqueue_document(name: str, **spec: Any) -> dict[str, Any]:
+    """A JobQueue as a user writes it, with `spec` as given."""
+    return {"apiVersion": GROUP_VERSION, "kind": "JobQueue", "metadata": {"name": name}, "spec": spec}
 
 
 @dataclass(frozen=True)

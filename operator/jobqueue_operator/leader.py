@@ -86,15 +86,9 @@ class _Lock(LeaseLock):  # type: ignore[misc]
     def create(self, name: str, namespace: str, election_record: Any) -> bool:
         if self.refusing:
             return False
-        before = time.monotonic()
-        try:
-            created = bool(super().create(name, namespace, election_record))
-        except Exception as exc:
-            logger.warning("cannot create Lease %s/%s: %s", namespace, name, exc)
-            return False
-        if created:
-            self.renewed = before
-        return created
+        return self._write(
+            "create", name, namespace, lambda: super(_Lock, self).create(name, namespace, election_record)
+        )
 
     def update(self, name: str, namespace: str, updated_record: Any) -> bool:
         if self.refusing or self.lease_reference is None:
@@ -102,15 +96,21 @@ class _Lock(LeaseLock):  # type: ignore[misc]
         spec = self.lease_reference.spec
         if spec is not None and spec.holder_identity != updated_record.holder_identity:
             spec.lease_transitions = (spec.lease_transitions or 0) + 1
+        return self._write(
+            "update", name, namespace, lambda: super(_Lock, self).update(name, namespace, updated_record)
+        )
+
+    def _write(self, verb: str, name: str, namespace: str, write: Callable[[], Any]) -> bool:
+        """One write of the Lease: a failure is a refusal (logged), a success notes when it was sent."""
         before = time.monotonic()
         try:
-            updated = bool(super().update(name, namespace, updated_record))
-        except Exception as exc:
-            logger.warning("cannot update Lease %s/%s: %s", namespace, name, exc)
+            done = bool(write())
+        except Exception as exc:  # the client's loop dies on anything but an ApiException
+            logger.warning("cannot %s Lease %s/%s: %s", verb, namespace, name, exc)
             return False
-        if updated:
+        if done:
             self.renewed = before  # the write may have landed as soon as it was sent: count from then
-        return updated
+        return done
 
 
 def _exit_now(reason: str) -> None:

@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client
 
 from jobqueue_devenv import cluster, images
+from jobqueue_devenv.demo import UNPULLED_IMAGE, jobqueue_document
 from jobqueue_devenv.nodeagent.hostprocess import HOST_PROCESS_IMAGE
 from jobqueue_devenv.operator_process import HostOperator, host_operator
 from jobqueue_devenv.paths import CRD_FILE
@@ -121,9 +122,22 @@ def get_jobqueue(custom: client.CustomObjectsApi, namespace: str, name: str) -> 
 def jobqueue_manifest(name: str, queues: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     """A JobQueue of the worker's built-in demo app on the node agent's reserved host-process image: its
     workers run as host processes from this checkout (docs/local-cluster.md), the image is never pulled."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {"image": HOST_PROCESS_IMAGE, "app": "jobqueue_worker.demo:app", "queues": queues, **spec},
-    }
+    return jobqueue_document(name, image=HOST_PROCESS_IMAGE, app="jobqueue_worker.demo:app", queues=queues, **spec)
+
+
+def external_jobqueue(name: str, secret: str, queues: list[dict[str, Any]]) -> dict[str, Any]:
+    """A JobQueue on an external broker whose URL is key `url` of Secret `secret`; its image is never pulled
+    (tests of the operator's objects, not of workers)."""
+    broker = {"external": {"urlSecretRef": {"name": secret, "key": "url"}}}
+    return jobqueue_document(name, image=UNPULLED_IMAGE, app="tasks.app:app", broker=broker, queues=queues)
+
+
+def url_secret(core: client.CoreV1Api, namespace: str, name: str, url: str) -> None:
+    """Secret `name` holding a broker URL under key `url`: created, or replaced when it exists."""
+    body = {"metadata": {"name": name}, "stringData": {"url": url}}
+    try:
+        core.replace_namespaced_secret(name, namespace, body)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        core.create_namespaced_secret(namespace, body)

@@ -17,7 +17,9 @@ from jobqueue_devenv.operator_process import HostOperator, host_operator
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import election
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, VERSION, apply_jobqueue, get_jobqueue
+from tests.integration.operator.conftest import apply_jobqueue, external_jobqueue, get_jobqueue
+
+QUEUES = [{"name": "q", "replicas": 0}]
 
 
 def _identity(operator: HostOperator) -> str:
@@ -35,20 +37,6 @@ def _samples(operator: HostOperator) -> dict[str, float]:
 def _reconciled(custom: client.CustomObjectsApi, namespace: str, name: str) -> bool:
     body = get_jobqueue(custom, namespace, name)
     return bool((body.get("status") or {}).get("observedGeneration") == body["metadata"]["generation"])
-
-
-def _jobqueue(name: str, secret: str) -> dict[str, object]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "example.invalid/worker:1",
-            "app": "tasks.app:app",
-            "broker": {"external": {"urlSecretRef": {"name": secret, "key": "url"}}},
-            "queues": [{"name": "q", "replicas": 0}],
-        },
-    }
 
 
 def test_one_of_two_operators_leads_and_the_other_takes_over_when_it_is_killed(
@@ -87,7 +75,7 @@ def test_one_of_two_operators_leads_and_the_other_takes_over_when_it_is_killed(
         leader = identities[wait_until(elected, timeout=60, what="one of the two leads")]
         standby = second if leader is first else first
 
-        apply_jobqueue(kubectl, ns, _jobqueue("before", "broker"))
+        apply_jobqueue(kubectl, ns, external_jobqueue("before", "broker", QUEUES))
         wait_until(lambda: _reconciled(custom, ns, "before"), timeout=90, what="the leader reconciles 'before'")
         assert _samples(leader)["jobqueue_operator_leader"] == 1
         assert _samples(standby)["jobqueue_operator_leader"] == 0
@@ -98,7 +86,7 @@ def test_one_of_two_operators_leads_and_the_other_takes_over_when_it_is_killed(
         leader.process.kill()  # SIGKILL: no release, the standby must wait the lease out
         leader.process.wait()
         wait_until(lambda: holder() == _identity(standby), timeout=90, what="the standby holds the Lease")
-        apply_jobqueue(kubectl, ns, _jobqueue("after", "broker"))
+        apply_jobqueue(kubectl, ns, external_jobqueue("after", "broker", QUEUES))
         wait_until(lambda: _reconciled(custom, ns, "after"), timeout=90, what="the new leader reconciles 'after'")
         assert _samples(standby)["jobqueue_operator_leader"] == 1
         assert _samples(standby)["jobqueue_reconcile_duration_seconds_count"] > 0

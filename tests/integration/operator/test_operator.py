@@ -23,7 +23,12 @@ from jobqueue_devenv.paths import REPO
 from jobqueue_devenv.waiting import TimedOut, wait_until
 from jobqueue_worker.contract import WORKER_COMMAND
 from tests.conftest import Kubectl
-from tests.integration.operator.conftest import GROUP, VERSION, apply_jobqueue, get_jobqueue
+from tests.integration.operator.conftest import (
+    apply_jobqueue,
+    external_jobqueue,
+    get_jobqueue,
+    url_secret,
+)
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -76,30 +81,6 @@ def _table_row(output: str) -> dict[str, str]:
     starts = [header.index(name) for name in names]
     ends = [*starts[1:], None]
     return {name: row[start:end].strip() for name, start, end in zip(names, starts, ends, strict=True)}
-
-
-def _external(name: str, secret: str, queues: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JobQueue",
-        "metadata": {"name": name},
-        "spec": {
-            "image": "example.invalid/worker:1",
-            "app": "tasks.app:app",
-            "broker": {"external": {"urlSecretRef": {"name": secret, "key": "url"}}},
-            "queues": queues,
-        },
-    }
-
-
-def _url_secret(core: client.CoreV1Api, namespace: str, name: str, url: str) -> None:
-    body = {"metadata": {"name": name}, "stringData": {"url": url}}
-    try:
-        core.replace_namespaced_secret(name, namespace, body)
-    except client.ApiException as exc:
-        if exc.status != 404:
-            raise
-        core.create_namespaced_secret(namespace, body)
 
 
 def test_sample_with_three_queues_and_a_managed_broker(
@@ -202,9 +183,9 @@ def test_edit_remove_and_add_queues_with_an_external_broker(
     redis_url: str,
 ) -> None:
     ns = operator_namespace
-    _url_secret(core, ns, "shop-broker", redis_url)
+    url_secret(core, ns, "shop-broker", redis_url)
     queues = [{"name": n, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}} for n in ("orders", "mail", "audit")]
-    document = _external("shop", "shop-broker", queues)
+    document = external_jobqueue("shop", "shop-broker", queues)
     apply_jobqueue(kubectl, ns, document)
     body = _wait_status(custom, ns, "shop", _ready("AllQueuesAvailable", "True"), "shop Ready")
     assert condition(body, "BrokerReady")["reason"] == "BrokerReachable"  # type: ignore[index]
@@ -295,8 +276,8 @@ def test_a_bad_external_broker_is_not_ready_with_a_reason_and_an_event(
     ns = operator_namespace
     name = f"bad-{case}"
     if secret is not None:
-        _url_secret(core, ns, name, secret)
-    apply_jobqueue(kubectl, ns, _external(name, name, [{"name": "q", "replicas": 0}]))
+        url_secret(core, ns, name, secret)
+    apply_jobqueue(kubectl, ns, external_jobqueue(name, name, [{"name": "q", "replicas": 0}]))
     body = _wait_status(custom, ns, name, _ready(reason), f"{name} not Ready with {reason}")
     assert words in condition(body, "Ready")["message"]  # type: ignore[index]
     assert ":1/0" not in condition(body, "Ready")["message"] or case == "closed-port"  # type: ignore[index]
@@ -308,7 +289,7 @@ def test_a_bad_external_broker_is_not_ready_with_a_reason_and_an_event(
     wait_until(warned, timeout=30, what=f"a Warning event {reason}")
 
     # Fixed, it converges without anyone touching the JobQueue.
-    _url_secret(core, ns, name, redis_url)
+    url_secret(core, ns, name, redis_url)
     _wait_status(custom, ns, name, _ready("AllQueuesAvailable", "True"), f"{name} Ready once the Secret is fixed")
     assert "Traceback" not in operator.read_text()
     kubectl("delete", "jq", "-n", ns, name)

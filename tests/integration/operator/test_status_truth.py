@@ -28,7 +28,7 @@ from jobqueue_devenv.redis_process import RedisServer
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import kube as operator_kube
 from tests.conftest import Kubectl, helm
-from tests.integration.operator.conftest import apply_jobqueue, get_jobqueue, jobqueue_manifest
+from tests.integration.operator.conftest import apply_jobqueue, get_jobqueue, jobqueue_manifest, url_secret
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +58,6 @@ def _wait_condition(
 
 def _stamp(value: str) -> float:
     return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
-
-
-def _secret(core: client.CoreV1Api, namespace: str, name: str, url: str) -> None:
-    body = {"metadata": {"name": name}, "stringData": {"url": url}}
-    try:
-        core.replace_namespaced_secret(name, namespace, body)
-    except client.ApiException as exc:
-        if exc.status != 404:
-            raise
-        core.create_namespaced_secret(namespace, body)
 
 
 def test_ready_follows_the_redis_pod_within_seconds_with_the_default_resync(
@@ -151,7 +141,7 @@ def test_a_wrong_redis_password_is_an_authentication_failure_not_unreachable(
     server.start()
     request_stop = server.stop
     wrong = f"redis://:not-the-password@127.0.0.1:{server.port}/0"
-    _secret(core, ns, "auth-url", wrong)
+    url_secret(core, ns, "auth-url", wrong)
     document = jobqueue_manifest(
         "auth",
         [{"name": "q", "replicas": 0}],
@@ -162,7 +152,7 @@ def test_a_wrong_redis_password_is_an_authentication_failure_not_unreachable(
         found = _wait_condition(custom, ns, "auth", "BrokerReady", lambda c: c["reason"] == "BrokerAuthFailed")
         assert "not-the-password" not in found["message"]  # never the password
         started = time.monotonic()
-        _secret(core, ns, "auth-url", server.url)
+        url_secret(core, ns, "auth-url", server.url)
         _wait_condition(custom, ns, "auth", "BrokerReady", lambda c: c["status"] == "True", timeout=30)
         assert time.monotonic() - started < 15  # the Secret's change is watched, not waited out on a resync
     finally:
@@ -183,7 +173,7 @@ def test_a_changed_broker_secret_rolls_the_workers(
     operator_namespace: str,
 ) -> None:
     ns = operator_namespace
-    _secret(core, ns, "roll-url", "redis://10.0.0.1:6379/0")
+    url_secret(core, ns, "roll-url", "redis://10.0.0.1:6379/0")
     document = jobqueue_manifest(
         "roll",
         [{"name": "q", "replicas": 1}],
@@ -197,7 +187,7 @@ def test_a_changed_broker_secret_rolls_the_workers(
         what="a Pod",
     )
     changed_at = time.monotonic()
-    _secret(core, ns, "roll-url", "redis://10.0.0.2:6379/0")
+    url_secret(core, ns, "roll-url", "redis://10.0.0.2:6379/0")
     after = wait_until(
         lambda: (h := _template_hash(apps, ns, "roll-q-worker")) != before and h, timeout=30, what="a new hash"
     )
@@ -239,7 +229,7 @@ def test_the_reconciler_never_undoes_a_scale(
     time: the last scale always wins, replicas belong to the autoscaler's field manager alone, and a
     reconcile after a scale posts no `Updated Deployment`."""
     ns = operator_namespace
-    _secret(core, ns, "race-url", "redis://10.0.0.1:6379/0")
+    url_secret(core, ns, "race-url", "redis://10.0.0.1:6379/0")
     document = jobqueue_manifest(
         "race",
         [{"name": "q", "autoscaling": {"minReplicas": 0, "maxReplicas": 9}}],
