@@ -11,6 +11,7 @@ their own (`three_nodes`): pytest-xdist runs them in one worker, one after the o
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -93,6 +94,8 @@ def three_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clu
     try:
         yield state
     finally:
+        # The agents' and control plane's logs outlive the cluster (its folder goes), for a failure's story.
+        shutil.copytree(directory / "logs", tmp_path_factory.getbasetemp() / "three-nodes-logs", dirs_exist_ok=True)
         cluster.down(directory)
 
 

@@ -20,11 +20,13 @@ from typing import Any, Final
 import redis
 from celery import Celery
 
-from jobqueue_devenv import demo
+from jobqueue_devenv import demo, nodes
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_worker import producer
 
 READY_TIMEOUT: Final = 180
+LOG_LINES: Final = 20
+"""Lines of a node agent's log shown per Pod a failed tear-down left behind."""
 """Seconds for a JobQueue to become Ready: Redis starting, the workers connecting to it."""
 
 
@@ -109,6 +111,24 @@ def tear_down(kube: demo.Kube, namespace: str) -> None:
     until its grace period ends), then everything else; returns when no Pod of the namespace is left."""
     kube.kubectl("delete", "jobqueues", "--all", "-n", namespace, "--cascade=orphan")  # the operator lets go
     kube.kubectl("delete", "deployments", "--all", "-n", namespace, "--wait=true", "--timeout=120s")
-    kube.kubectl("wait", "--for=delete", "pods", "-n", namespace, "-l", "app.kubernetes.io/component!=broker",
-                 "--timeout=120s")  # fmt: skip
+    try:
+        kube.kubectl("wait", "--for=delete", "pods", "-n", namespace, "-l", "app.kubernetes.io/component!=broker",
+                     "--timeout=120s")  # fmt: skip
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n{pod_report(kube, namespace)}") from None
     kube.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")
+
+
+def pod_report(kube: demo.Kube, namespace: str) -> str:
+    """What a failed wait shows: each Pod of `namespace` (node, phase, being deleted since), and what its
+    node's agent last logged about it (CI keeps only the test's output)."""
+    lines = []
+    for pod in kube.get("pods", "-n", namespace)["items"]:
+        meta, node = pod["metadata"], pod["spec"].get("nodeName") or ""
+        phase = (pod.get("status") or {}).get("phase")
+        lines.append(f"{meta['name']} on {node or 'no node'}: {phase}, deleted at {meta.get('deletionTimestamp')}")
+        log = nodes.agent_log(kube.directory, node) if node else None
+        if log is not None and log.exists():
+            about = [line for line in log.read_text(errors="replace").splitlines() if meta["name"] in line]
+            lines += [f"  {line}" for line in about[-LOG_LINES:]]
+    return "\n".join(lines)

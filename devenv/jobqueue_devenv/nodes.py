@@ -122,7 +122,7 @@ def start(cluster_directory: Path, node: str, timeout: float = START_TIMEOUT) ->
     state.save()
     api_client = config.new_client_from_config(config_file=state.kubeconfig)
     core, coordination = client.CoreV1Api(api_client), client.CoordinationV1Api(api_client)
-    log = Path(state.directory) / "logs" / f"{record.name}.log"
+    log = agent_log(Path(state.directory), node)
 
     def up_again() -> str | None:
         if not processes.is_running(record):
@@ -135,6 +135,11 @@ def start(cluster_directory: Path, node: str, timeout: float = START_TIMEOUT) ->
         outcome = f"was not Ready within {timeout:g}s"
     if outcome != "ready":
         raise DevenvError(f"the agent of node {node} {outcome}: {processes.log_tail(log)}", f"see {log}")
+
+
+def agent_log(cluster_directory: Path, node: str) -> Path:
+    """The log file of `node`'s agent (every boot appends to it)."""
+    return Path(cluster_directory) / "logs" / f"{layout.folder_name(node)}.log"
 
 
 def listing(cluster_directory: Path) -> list[tuple[str, str]]:

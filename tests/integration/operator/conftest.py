@@ -122,7 +122,8 @@ def get_jobqueue(custom: client.CustomObjectsApi, namespace: str, name: str) -> 
 def jobqueue_manifest(name: str, queues: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     """A JobQueue of the worker's built-in demo app on the node agent's reserved host-process image: its
     workers run as host processes from this checkout (docs/local-cluster.md), the image is never pulled."""
-    return jobqueue_document(name, image=HOST_PROCESS_IMAGE, app="jobqueue_worker.demo:app", queues=queues, **spec)
+    defaults = {"image": HOST_PROCESS_IMAGE, "app": "jobqueue_worker.demo:app"}
+    return jobqueue_document(name, **{**defaults, "queues": queues, **spec})
 
 
 def external_jobqueue(name: str, secret: str, queues: list[dict[str, Any]]) -> dict[str, Any]:

@@ -30,11 +30,11 @@ import pytest
 import redis
 from kubernetes import client, config
 
-from jobqueue_devenv import binaries, cluster, nodes
-from jobqueue_devenv.deployer import condition
+from jobqueue_devenv import binaries, cluster, demo, nodes
+from jobqueue_devenv.deployer import condition, pod_report
 from jobqueue_devenv.operator_process import HostOperator
 from jobqueue_devenv.paths import CRD_FILE
-from jobqueue_devenv.waiting import wait_until
+from jobqueue_devenv.waiting import TimedOut, wait_until
 from jobqueue_operator import broker
 from jobqueue_worker import producer, records
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
@@ -272,11 +272,15 @@ def test_a_managed_redis_on_a_dead_node_is_told_with_the_step_and_clears_when_th
     assert node in event.message
 
     nodes.start(Path(three_nodes.directory), node)  # back, empty: its agent starts the Redis Pod bound to it
-    back = wait_until(
-        lambda: (found := broker_ready(api, namespace, name)) and found["status"] == "True" and found,
-        timeout=180,
-        what="BrokerReady True again",
-    )
+    try:
+        back = wait_until(
+            lambda: (found := broker_ready(api, namespace, name)) and found["status"] == "True" and found,
+            timeout=180,
+            what="BrokerReady True again",
+        )
+    except TimedOut as exc:
+        story = pod_report(demo.Kube.for_cluster(three_nodes), namespace)
+        raise TimedOut(f"{exc}; BrokerReady {broker_ready(api, namespace, name)}\n{story}") from None
     assert back["reason"] == "RedisReady"
     assert len(events(api, namespace, name, "BrokerNodeLost")) == 1  # one Event for the cause
     print(f"node {node} killed: BrokerNodeLost after {told_after:.1f}s")

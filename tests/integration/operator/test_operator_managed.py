@@ -17,6 +17,7 @@ from kubernetes import client
 from jobqueue_devenv import cluster
 from jobqueue_devenv.deployer import condition
 from jobqueue_devenv.waiting import wait_until
+from jobqueue_worker.contract import WORKER_COMMAND
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
 
 
@@ -71,7 +72,7 @@ def test_a_managed_broker_jobqueue_with_three_queues_becomes_ready(
     selector = "jobqueue.dev/jobqueue=shop"
     pods = core.list_namespaced_pod(ns, label_selector=f"{selector},app.kubernetes.io/component=worker").items
     assert sorted(p.metadata.labels["jobqueue.dev/queue"] for p in pods) == ["bulk", "high", "low"]
-    assert {p.spec.containers[0].command[0] for p in pods} == {"jobqueue-worker"}
+    assert {tuple(p.spec.containers[0].command) for p in pods} == {WORKER_COMMAND}
 
     # The autoscaler's tick reads queue depth from the managed Redis by its Service name.
     wait_until(
