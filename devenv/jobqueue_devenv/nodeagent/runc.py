@@ -30,6 +30,9 @@ from jobqueue_devenv.nodeagent import containers
 log = logging.getLogger("node-agent.runc")
 
 RUNC = "runc"
+SIGNAL_RETRY_SECONDS = 0.05
+KILL_PATIENCE_SECONDS = 5.0
+"""How long a SIGKILL waits for a container that runc has not registered yet."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _MOUNT_AND_RUN = (
     'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4" '
@@ -95,14 +98,26 @@ class RuncContainer:
             self.close()
         return code
 
-    def signal_main(self, sig: signal.Signals) -> None:
-        """Signal PID 1 of the container, as the kubelet's runtime does."""
-        _runc(self.root, "kill", self.id, str(int(sig)))
+    def signal_main(self, sig: signal.Signals, patience: float = KILL_PATIENCE_SECONDS) -> bool:
+        """Signal PID 1 of the container, as the kubelet's runtime does. Returns whether it was delivered.
+
+        The run is spawned before runc has created the container (the overlay is mounted first), and `runc
+        kill` refuses a container it does not know yet: a Pod deleted while it started got no SIGTERM at all
+        and ran until its grace period ended. A kubelet's runtime has created the container before it says it
+        started, so the signal is tried again until runc knows it, the run ended, or `patience` seconds passed.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            if _runc(self.root, "kill", self.id, str(int(sig))).returncode == 0:
+                return True
+            if self.popen.poll() is not None or time.monotonic() >= deadline:
+                return False
+            time.sleep(SIGNAL_RETRY_SECONDS)
 
     def kill_group(self) -> None:
         """SIGKILL the container (PID 1 of its PID namespace: the kernel ends every other process with it)."""
         if self.popen.poll() is None:
-            _runc(self.root, "kill", self.id, "KILL")
+            self.signal_main(signal.SIGKILL)
 
     def wait(self, timeout: float) -> int | None:
         try:
@@ -114,8 +129,9 @@ class RuncContainer:
 
     def stop(self, grace: float) -> int:
         """SIGTERM to PID 1, up to `grace` seconds to exit, then SIGKILL."""
-        self.signal_main(signal.SIGTERM)
-        code = self.wait(grace)
+        deadline = time.monotonic() + grace
+        self.signal_main(signal.SIGTERM, patience=grace)
+        code = self.wait(deadline - time.monotonic())
         if code is None:
             self.kill_group()
             code = self.wait(10)
