@@ -16,10 +16,8 @@ from pathlib import Path
 from kubernetes import client, config
 
 from jobqueue_devenv import binaries, cluster
-from jobqueue_devenv.paths import CRD_FILE
+from jobqueue_devenv.paths import CRD_FILE, CRD_NAME
 from jobqueue_devenv.waiting import wait_until
-
-CRD_NAME = "jobqueues.jobqueue.dev"
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from jobqueue_devenv.errors import DevenvError
 from jobqueue_devenv.nodeagent import layout as nodeagent_layout
 from jobqueue_devenv.nodeagent import logs as nodeagent_logs
 from jobqueue_devenv.paths import CHART as CHART
+from jobqueue_devenv.paths import CRD_NAME
 from jobqueue_devenv.paths import REPO as REPO
 from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
@@ -141,7 +142,7 @@ def install_chart(
             "upgrade", "--install", release, str(CHART), "--namespace", namespace, "--create-namespace",
             "--values", values.name,
         )  # fmt: skip
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=30s", "crd/jobqueues.jobqueue.dev")
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{CRD_NAME}")
     wait_until(lambda: kube.kubectl("get", "jobqueues", "-A") is not None, timeout=30, what="JobQueues served")
 
 

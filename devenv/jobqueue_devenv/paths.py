@@ -8,7 +8,9 @@ from typing import Final
 
 REPO: Final = Path(__file__).resolve().parents[2]
 CHART: Final = REPO / "charts" / "jobqueue-operator"
-CRD_FILE: Final = CHART / "crds" / "jobqueues.jobqueue.dev.yaml"
+CRD_NAME: Final = "jobqueues.jobqueue.dev"
+"""The JobQueue CRD's name in the API (`kubectl wait crd/<name>`)."""
+CRD_FILE: Final = CHART / "crds" / f"{CRD_NAME}.yaml"
 """The JobQueue CRD: its one source file, in the chart."""
 
 

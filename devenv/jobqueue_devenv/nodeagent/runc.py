@@ -32,7 +32,8 @@ log = logging.getLogger("node-agent.runc")
 RUNC = "runc"
 SIGNAL_RETRY_SECONDS = 0.05
 KILL_PATIENCE_SECONDS = 5.0
-"""How long a SIGKILL waits for a container that runc has not registered yet."""
+"""How long a signal without a grace period of its own (a SIGKILL) is tried on a container runc does not know
+yet; a SIGTERM is tried for its grace period."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _MOUNT_AND_RUN = (
     'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$4" '
