@@ -35,6 +35,8 @@ class RedisServer:
     """Persistence (AOF) in `directory`, so that a restart keeps the data."""
     databases: int | None = None
     """How many numbered databases (redis-server's default, 16, when None)."""
+    extra_args: tuple[str, ...] = ()
+    """More command-line options, e.g. `("--replicaof", "127.0.0.1", "6380")` (`sentinel_process.SentinelGroup`)."""
 
     @property
     def url(self) -> str:
@@ -57,6 +59,7 @@ class RedisServer:
         args += ["--appendonly", "yes" if self.appendonly else "no"]
         if self.databases is not None:
             args += ["--databases", str(self.databases)]
+        args += self.extra_args
         with (self.directory / "redis.log").open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: self.client().ping(), timeout=10, what=f"redis-server on port {self.port}")

@@ -12,6 +12,11 @@ Reading depth follows kombu's Redis transport (docs/autoscaling.md, "Measurement
 All of it is read in ONE pipeline per JobQueue. Building the commands and parsing the replies are pure
 functions (`commands`, `parse`), so only `read_counts` does I/O; the same split holds for the sections
 below (docs/worker-contract.md describes the keys).
+
+Every client is opened by `client_for`: a redis:// or rediss:// URL is the broker itself; a sentinel://
+URL (kombu's form: `sentinel://[:password@]host[:port][/db]`, several `;`-separated) names the Sentinels,
+which are asked for the current master of `master_name` (redis-py's `Sentinel.master_for`), so that depth
+reads, redelivery, the memory reserve and the reachability check follow a failover (docs/broker.md).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis
+import redis.sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from jobqueue_operator import oldest
 from jobqueue_worker import contract, restore
@@ -33,6 +41,13 @@ from jobqueue_worker.restore import RestoreOutcome as RestoreOutcome
 
 SCHEMES: Final = ("redis", "rediss", "sentinel")
 TIMEOUT_SECONDS: Final = 2.0
+SENTINEL_PORT: Final = 26379
+"""A Sentinel's port when its sentinel:// URL names none (kombu's SentinelTransport.default_port)."""
+SENTINEL_RETRIES: Final = 0
+"""Each Sentinel is asked once per look-up: the next one is the retry, so a dead one costs one timeout."""
+MASTER_RETRIES: Final = 0
+"""A master connection that fails is not retried (the next tick is the retry): a read through Sentinel
+fails after at most (Sentinels + 1) timeouts, one per Sentinel that does not answer and one for the master."""
 
 Command = tuple[str, ...]
 
@@ -49,13 +64,11 @@ _where = contract.redacted
 
 
 def first_address(url: str) -> str:
-    """A redis:// or rediss:// URL to PING: the URL itself, or the first sentinel of a sentinel:// list."""
+    """A redis:// or rediss:// URL checked (a sentinel:// one: `parse_sentinel`): its first `;` entry."""
     scheme = urlsplit(url).scheme
     if scheme not in SCHEMES:
         raise BrokerError(f"the broker URL must start with redis://, rediss:// or sentinel://, not {scheme or '?'}://")
     first = url.split(";")[0]
-    if scheme == "sentinel":
-        first = "redis" + first[len("sentinel") :]
     try:
         if urlsplit(first).hostname is None:
             raise BrokerError(f"the broker URL {_where(first)} names no host")
@@ -65,22 +78,139 @@ def first_address(url: str) -> str:
     return first
 
 
-def ping(url: str, timeout: float = TIMEOUT_SECONDS) -> None:
-    """PING the broker (for sentinel://, the first sentinel); raises BrokerError when it does not answer."""
-    address = first_address(url)
-    connection = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
+def is_sentinel(url: str) -> bool:
+    """A sentinel:// URL: its clients reach the master through the Sentinels it lists."""
+    return urlsplit(url).scheme == "sentinel"
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """A sentinel:// URL as kombu reads it: every Sentinel's address; the credentials and database of the
+    first, used for the master (and, the managed broker's rule, the same password for the Sentinels)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    username: str | None
+    password: str | None
+    db: int
+
+
+def parse_sentinel(url: str) -> SentinelUrl:
+    """The Sentinels of a sentinel:// URL (`;`-separated entries, each sentinel://); raises BrokerError."""
+    entries = [entry for entry in url.split(";") if entry.strip()]
+    addresses = []
+    for entry in entries:
+        parts = urlsplit(entry.strip())
+        if parts.scheme != "sentinel":
+            raise BrokerError(f"every entry of a sentinel:// broker URL must be sentinel://, not {_where(entry)}")
+        try:
+            port = parts.port or SENTINEL_PORT
+        except ValueError:
+            raise BrokerError("the broker URL has an invalid port") from None
+        if not parts.hostname:
+            raise BrokerError(f"the broker URL {_where(entry)} names no host")
+        addresses.append((parts.hostname, port))
+    if not addresses:
+        raise BrokerError("the sentinel:// broker URL names no Sentinel")
+    first = urlsplit(entries[0].strip())
+    db = first.path.strip("/") or "0"
+    if not db.isdigit():
+        raise BrokerError(f"the broker URL's database must be a number, not {db!r}")
+    return SentinelUrl(tuple(addresses), first.username or None, first.password, int(db))
+
+
+def sentinel_clients(url: str, timeout: float = TIMEOUT_SECONDS) -> list[redis.Redis]:
+    """One client per Sentinel of a sentinel:// URL (the URL's password: Redis and Sentinel share it),
+    answers decoded, each asked once (`SENTINEL_RETRIES`). Close them."""
+    parsed = parse_sentinel(url)
+    return [
+        redis.Redis(host, port, **_sentinel_options(parsed, timeout), decode_responses=True)
+        for host, port in parsed.sentinels
+    ]
+
+
+def _sentinel_options(parsed: SentinelUrl, timeout: float) -> dict[str, Any]:
+    return {
+        "password": parsed.password,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), SENTINEL_RETRIES),
+    }
+
+
+@contextlib.contextmanager
+def client_for(
+    url: str, timeout: float = TIMEOUT_SECONDS, master_name: str = contract.SENTINEL_MASTER_NAME
+) -> Iterator[redis.Redis]:
+    """A client of the broker's master, closed when the block ends: for redis:// and rediss:// the URL's
+    server; for sentinel:// the master the Sentinels name for `master_name` now (asked again whenever a
+    connection is opened, so a failover between two reads is followed). Every socket operation is bounded
+    by `timeout`. Raises BrokerError for a malformed URL; Redis errors inside the block are the caller's."""
+    if not is_sentinel(url):
+        client = redis.Redis.from_url(first_address(url), socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    parsed = parse_sentinel(url)
+    group = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(parsed.sentinels),
+        sentinel_kwargs=_sentinel_options(parsed, timeout),
+        username=parsed.username,
+        password=parsed.password,
+        db=parsed.db,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), MASTER_RETRIES),
+    )
+    master: redis.Redis = group.master_for(master_name)  # type: ignore[no-untyped-call]
     try:
-        connection.ping()
+        yield master
+    finally:
+        master.close()
+        group.close()
+
+
+def describe(url: str, master_name: str = contract.SENTINEL_MASTER_NAME) -> str:
+    """Where a URL leads, for messages (never a password): the server, or the Sentinels and the master name."""
+    if not is_sentinel(url):
+        return _where(first_address(url))
+    sentinels = ", ".join(f"{host}:{port}" for host, port in parse_sentinel(url).sentinels)
+    return f"the master {master_name!r} of the Sentinels {sentinels}"
+
+
+def ping(url: str, timeout: float = TIMEOUT_SECONDS, master_name: str = contract.SENTINEL_MASTER_NAME) -> None:
+    """PING the broker (for sentinel://, the master the Sentinels name); raises BrokerError when it does not
+    answer, BrokerAuthError when it refuses the credentials."""
+    where = describe(url, master_name)
+    try:
+        with client_for(url, timeout, master_name) as connection:
+            connection.ping()
+    except redis.sentinel.MasterNotFoundError as exc:
+        if _SENTINEL_AUTH_REFUSAL in str(exc):
+            raise BrokerAuthError(f"{where}: the Sentinels refuse the password in the broker URL") from None
+        raise BrokerError(f"{where} does not answer PING: {_said(exc)}") from None
     except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
-        raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
+        raise BrokerAuthError(f"{where} refuses the credentials in the broker URL: {exc}") from None
     except redis.ResponseError as exc:
         if _is_auth_refusal(exc):
-            raise BrokerAuthError(f"{_where(address)} refuses the credentials in the broker URL: {exc}") from None
-        raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
+            raise BrokerAuthError(f"{where} refuses the credentials in the broker URL: {exc}") from None
+        raise BrokerError(f"{where} does not answer PING: {exc}") from None
     except redis.RedisError as exc:
-        raise BrokerError(f"{_where(address)} does not answer PING: {exc}") from None
-    finally:
-        connection.close()
+        raise BrokerError(f"{where} does not answer PING: {_said(exc)}") from None
+
+
+_SENTINEL_AUTH_REFUSAL: Final = "AuthenticationError"
+"""How redis-py's MasterNotFoundError names a Sentinel that refused the password (it lists each one's error)."""
+
+
+def _said(exc: redis.RedisError) -> str:
+    """A Redis error for a message: redis-py's MasterNotFoundError lists every Sentinel client's repr."""
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+        if _SENTINEL_AUTH_REFUSAL in str(exc):
+            return "the Sentinels refuse the password in the broker URL"
+        return "no Sentinel names a working master (they do not answer, do not know the name, or see it down)"
+    return str(exc)
 
 
 def _is_auth_refusal(exc: redis.ResponseError) -> bool:
@@ -226,29 +356,27 @@ def parse(queues: Sequence[QueueKeys], replies: Sequence[Any]) -> dict[str, Queu
 def read_counts(
     url: str, queues: Sequence[QueueKeys], prefix: str = "", timeout: float = TIMEOUT_SECONDS
 ) -> Mapping[str, QueueCounts]:
-    """Read every queue of one JobQueue in one pipeline; raises BrokerError when Redis cannot be read.
-
-    sentinel:// URLs are not measured (the master name is a transport option, not part of the URL)."""
+    """Read every queue of one JobQueue in one pipeline; raises BrokerError when Redis cannot be read."""
     with connected(url, timeout, "measuring") as client:
         replies = run(client, commands(queues, prefix))
     return parse(queues, replies)
 
 
 @contextlib.contextmanager
-def connected(url: str, timeout: float = TIMEOUT_SECONDS, purpose: str = "reading") -> Iterator[redis.Redis]:
-    """A client for one block of commands; any Redis failure inside becomes a BrokerError.
-
-    sentinel:// URLs are refused (the master name is a transport option, not part of the URL)."""
-    if urlsplit(url).scheme == "sentinel":
-        raise BrokerError(f"{purpose} a sentinel:// broker is not supported")
-    address = first_address(url)
-    client = redis.Redis.from_url(address, socket_timeout=timeout, socket_connect_timeout=timeout)
+def connected(
+    url: str,
+    timeout: float = TIMEOUT_SECONDS,
+    purpose: str = "reading",
+    master_name: str = contract.SENTINEL_MASTER_NAME,
+) -> Iterator[redis.Redis]:
+    """A client of the broker's master for one block of commands (`client_for`); any Redis failure inside
+    becomes a BrokerError that says what was being done (`purpose`)."""
+    where = describe(url, master_name)
     try:
-        yield client
+        with client_for(url, timeout, master_name) as client:
+            yield client
     except redis.RedisError as exc:
-        raise BrokerError(f"{_where(address)} cannot be read: {exc}") from None
-    finally:
-        client.close()
+        raise BrokerError(f"{where} cannot be read ({purpose}): {_said(exc)}") from None
 
 
 def run(client: redis.Redis, pipeline: Sequence[Command]) -> list[Any]:

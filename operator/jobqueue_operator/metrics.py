@@ -59,6 +59,13 @@ class BrokerSeries:
     """Broker queues outside the spec that hold tasks -> how many."""
     used_memory: int | None = None
     max_memory: int | None = None
+    replicas: Mapping[str, int] | None = None
+    """A Sentinel-managed broker's replicas per state (`broker_replication.REPLICA_STATES`); None: not one, or
+    its master was not read."""
+    lag_seconds: int | None = None
+    """The largest replication lag of its replicas, in seconds since their last acknowledgement."""
+    lag_bytes: int | None = None
+    """The largest distance between the master's replication offset and a replica's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,7 @@ class OperatorMetrics(Collector):
         self._restarts: dict[Key, _Restarts] = {}
         self._brokers: dict[Key, BrokerSeries] = {}
         self._redelivered: dict[Key, Counter[tuple[str, str]]] = {}
+        self._failovers: dict[Key, int] = {}
         self._started = time.time()
         """Pods created before this were restarted, or not, before the operator could count: baseline."""
         self.reconcile_seconds = Histogram(
@@ -158,6 +166,12 @@ class OperatorMetrics(Collector):
     def set_broker(self, namespace: str, jobqueue: str, series: BrokerSeries) -> None:
         with self._lock:
             self._brokers[(namespace, jobqueue)] = series
+
+    def count_failovers(self, namespace: str, jobqueue: str, failovers: int) -> None:
+        """Failovers of a Sentinel-managed broker seen (0: its counter exists from the first look on)."""
+        with self._lock:
+            key = (namespace, jobqueue)
+            self._failovers[key] = self._failovers.get(key, 0) + failovers
 
     def count_redelivered(self, namespace: str, jobqueue: str, queue: str, reason: str, tasks: int) -> None:
         """Tasks of a dead worker the operator put back on `queue`."""
@@ -218,6 +232,7 @@ class OperatorMetrics(Collector):
             self._restarts.pop(key, None)
             self._brokers.pop(key, None)
             self._redelivered.pop(key, None)
+            self._failovers.pop(key, None)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # rendered at scrape time only; nothing to check for clashes up front
@@ -321,7 +336,44 @@ class OperatorMetrics(Collector):
             if series.used_memory is not None and series.max_memory is not None:
                 used.add_metric([namespace, jobqueue], series.used_memory)
                 limit.add_metric([namespace, jobqueue], series.max_memory)
-        return [redelivered, unserved, used, limit]
+        return [redelivered, unserved, used, limit, *self._collect_replication()]
+
+    def _collect_replication(self) -> list[Metric]:
+        """A Sentinel-managed broker's replicas, replication lag and failovers (called under the lock)."""
+        replicas = GaugeMetricFamily(
+            "jobqueue_broker_replicas",
+            "Replicas of a Sentinel-managed broker by state: in_sync (within min-replicas-max-lag of the master), "
+            "lagging, syncing (taking a full copy) or down (known to the Sentinels, not streamed to).",
+            labels=[*QUEUE_LABELS[:2], "state"],
+        )
+        lag = GaugeMetricFamily(
+            "jobqueue_broker_replication_lag_seconds",
+            "The largest replication lag of the broker's replicas: seconds since a replica last acknowledged "
+            "the master's stream (what min-replicas-max-lag compares).",
+            labels=QUEUE_LABELS[:2],
+        )
+        behind = GaugeMetricFamily(
+            "jobqueue_broker_replication_lag_bytes",
+            "The largest distance, in bytes, between the master's replication offset and a replica's: what a "
+            "failover to that replica would lose now.",
+            labels=QUEUE_LABELS[:2],
+        )
+        failovers = CounterMetricFamily(
+            "jobqueue_broker_failovers",
+            "Changes of a Sentinel-managed broker's master the operator saw (Sentinel failovers), since it started.",
+            labels=QUEUE_LABELS[:2],
+        )
+        for (namespace, jobqueue), series in sorted(self._brokers.items()):
+            for state, count in sorted((series.replicas or {}).items()):
+                replicas.add_metric([namespace, jobqueue, state], count)
+            if series.lag_seconds is not None:
+                lag.add_metric([namespace, jobqueue], series.lag_seconds)
+            if series.lag_bytes is not None:
+                behind.add_metric([namespace, jobqueue], series.lag_bytes)
+        for (namespace, jobqueue), count in sorted(self._failovers.items()):
+            failovers.add_metric([namespace, jobqueue], count)
+        # Only with a Sentinel-managed broker: without one the families are not exported at all (no HELP).
+        return [family for family in (replicas, lag, behind, failovers) if family.samples]
 
     def _collect_targets_and_health(self) -> list[Metric]:
         """The spec's targets, the status conditions and the worker restarts (called under the lock)."""

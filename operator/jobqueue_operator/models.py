@@ -82,10 +82,34 @@ class Persistence(Model):
     keep_on_delete: bool = True
 
 
+SENTINEL_MEMBERS: Final = 3
+"""Redis Pods (one master, two replicas) and Sentinels of a highly available broker: fixed, so that a quorum of
+two Sentinels survives the loss of any one node."""
+SENTINEL_QUORUM: Final = 2
+
+
+class HighAvailability(Model):
+    """A managed broker of three Redis Pods watched by three Sentinels (docs/broker.md, "Managed high
+    availability"). Clients reach it through Sentinel (`sentinel://`)."""
+
+    enabled: bool = False
+    down_after_milliseconds: int = Field(default=5000, ge=1000, le=600_000)
+    """Sentinel's `down-after-milliseconds`: how long the master may not answer before it is declared down."""
+    failover_timeout_milliseconds: int = Field(default=10000, ge=1000, le=3_600_000)
+    """Sentinel's `failover-timeout`."""
+    min_replicas_to_write: int = Field(default=1, ge=0, le=SENTINEL_MEMBERS - 1)
+    """Redis's `min-replicas-to-write`: the master refuses writes unless this many replicas are in sync."""
+    min_replicas_max_lag_seconds: int = Field(default=10, ge=1, le=3600)
+    """Redis's `min-replicas-max-lag`: a replica whose last acknowledgement is older is not in sync."""
+    pod_anti_affinity: Literal["preferred", "required", "none"] = "preferred"
+    """How the Redis Pods (and, apart, the Sentinels) spread over nodes (`kubernetes.io/hostname`)."""
+
+
 class ManagedBroker(Model):
     image: str = Field(default="redis:7.4", min_length=1)
     persistence: Persistence = Persistence()
     resources: Resources | None = None
+    high_availability: HighAvailability = HighAvailability()
 
 
 class ExternalBroker(Model):

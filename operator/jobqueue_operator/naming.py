@@ -58,10 +58,14 @@ WORKER: Final = "worker"
 BROKER: Final = "broker"
 BEAT: Final = "beat"
 FLOWER: Final = "flower"
+SENTINEL: Final = "sentinel"
+"""The Sentinels of a highly available managed broker (its Redis Pods stay `broker`)."""
 
 # Keys of the managed broker's Secret.
 PASSWORD_KEY: Final = "password"
 URL_KEY: Final = "url"
+MASTER_NAME_KEY: Final = "masterName"
+"""Highly available managed broker only: the name Sentinel knows the master by (kombu's `master_name`)."""
 
 
 def bounded(name: str, limit: int = MAX_NAME) -> str:
@@ -114,6 +118,16 @@ def worker_deployment(jobqueue: str, queue: str) -> str:
 def redis(jobqueue: str) -> str:
     """The managed broker's StatefulSet and Service (the Service name is its DNS name)."""
     return bounded(f"{jobqueue}-redis")
+
+
+def sentinel(jobqueue: str) -> str:
+    """A highly available broker's Sentinel StatefulSet and the Service clients reach the Sentinels by."""
+    return bounded(f"{jobqueue}-sentinel")
+
+
+def sentinel_headless(jobqueue: str) -> str:
+    """The headless Service that gives each Sentinel Pod a stable DNS name (its StatefulSet's serviceName)."""
+    return bounded(f"{jobqueue}-sentinel-headless")
 
 
 def redis_secret(jobqueue: str) -> str:

@@ -32,6 +32,13 @@ class Reason(StrEnum):
     BROKER_MEMORY_RESERVE_OPENED = "BrokerMemoryReserveOpened"
     BROKER_MEMORY_RESERVE_CLOSED = "BrokerMemoryReserveClosed"
     BROKER_MEMORY_RESERVE_FAILED = "BrokerMemoryReserveFailed"
+    # A Sentinel-managed broker's members (the BrokerAvailable condition and the BrokerFailover Event)
+    BROKER_REPLICATED = "BrokerReplicated"
+    BROKER_NO_MASTER = "BrokerNoMaster"
+    BROKER_WRITES_REFUSED = "BrokerWritesRefused"
+    BROKER_UNDER_REPLICATED = "BrokerUnderReplicated"
+    BROKER_QUORUM_LOST = "BrokerQuorumLost"
+    BROKER_FAILOVER = "BrokerFailover"
     # The managed broker's template and password (the BrokerUpToDate condition and Events)
     BROKER_POD_CURRENT = "BrokerPodCurrent"
     BROKER_RESTART_HELD = "BrokerRestartHeld"

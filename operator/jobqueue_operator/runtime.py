@@ -8,7 +8,7 @@ import datetime
 import functools
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from jobqueue_operator import controller, kube, metrics, models, node_reads, reconcile, scaling, status
 from jobqueue_operator.settings import OperatorSettings
@@ -25,12 +25,17 @@ FOLDED_DELAY_SECONDS = 1.0
 it has the condition the reconciler folds into Ready."""
 
 
-def _folded(written: Mapping[str, Any] | None) -> str | None:
-    """The status of the tick's condition the reconciler folds into Ready and Degraded (ResultBackendReady)."""
-    for condition in (written or {}).get("conditions") or []:
-        if condition.get("type") == status.RESULT_BACKEND_READY:
-            return str(condition.get("status"))
-    return None
+FOLDED: Final = (status.RESULT_BACKEND_READY, status.BROKER_AVAILABLE)
+"""The tick's conditions the reconciler folds into Ready and Degraded."""
+
+
+def _folded(written: Mapping[str, Any] | None) -> list[tuple[str, str, str]]:
+    """(type, status, reason) of the tick's conditions the reconciler folds into Ready and Degraded."""
+    return [
+        (str(condition.get("type")), str(condition.get("status")), str(condition.get("reason")))
+        for condition in (written or {}).get("conditions") or []
+        if condition.get("type") in FOLDED
+    ]
 
 
 class Runtime:

@@ -37,7 +37,15 @@ QUEUES_SERVED: Final = "QueuesServed"
 BROKER_MEMORY_AVAILABLE: Final = "BrokerMemoryAvailable"
 RESULT_BACKEND_READY: Final = "ResultBackendReady"
 """Every running worker reaches the result backend it stores results in (as each reports in the broker)."""
-AUTOSCALER_CONDITIONS: Final = (SCALING_ACTIVE, QUEUES_SERVED, BROKER_MEMORY_AVAILABLE, RESULT_BACKEND_READY)
+BROKER_AVAILABLE: Final = "BrokerAvailable"
+"""A Sentinel-managed broker only: a master takes writes and at least one replica is in sync with it."""
+AUTOSCALER_CONDITIONS: Final = (
+    SCALING_ACTIVE,
+    QUEUES_SERVED,
+    BROKER_MEMORY_AVAILABLE,
+    RESULT_BACKEND_READY,
+    BROKER_AVAILABLE,
+)
 BROKER_UP_TO_DATE: Final = "BrokerUpToDate"
 """A managed broker only: Redis runs its current template and accepts only the Secret's password."""
 RECONCILER_CONDITIONS: Final = (BROKER_READY, WORKERS_AVAILABLE, DEGRADED, READY, BROKER_UP_TO_DATE)
@@ -92,6 +100,9 @@ class Observation:
     """Queues removed from the spec whose workers stay until the broker queue is empty."""
     broker_up_to_date: Verdict | None = None
     """A managed broker's BrokerUpToDate (a restart held, a password rotating); None: no such condition."""
+    warnings: Sequence[Problem] = field(default_factory=tuple)
+    """Wrong but still serving (a Sentinel-managed broker with too few members in sync): Degraded says it,
+    Ready does not."""
 
 
 def deployment_replicas(deployment: Mapping[str, Any] | None) -> tuple[int, int, int]:
@@ -154,6 +165,7 @@ def _degraded(observation: Observation) -> Verdict:
     found: list[tuple[str, str]] = [(p.reason, p.message) for p in observation.problems]
     if not observation.broker.ready:
         found.append((observation.broker.reason, observation.broker.message))
+    found += [(p.reason, p.message) for p in observation.warnings]
     troubled = [q for q in observation.queues if q.cause is not None]
     if troubled:
         refused = any(q.cause is not None and q.cause.kind == "refused" for q in troubled)
@@ -230,6 +242,7 @@ def with_problems(
         (*observation.problems, *problems),
         observation.draining,
         observation.broker_up_to_date,
+        observation.warnings,
     )
     return compute(again, computed.conditions, now)
 

@@ -56,6 +56,7 @@ def _run(settings: WorkerSettings) -> int:
     from jobqueue_worker import (
         completions,
         deadletter,
+        failover,
         heartbeat,
         incarnation,
         metrics,
@@ -87,11 +88,14 @@ def _run(settings: WorkerSettings) -> int:
     checker = resultcheck.Checker(app, origin, this.report_result_backend)
     checker.start()
     this.start()
+    watch = failover.install(app)  # sentinel:// only: follow a failover at once (celery/celery#6348)
     try:
         worker = app.Worker(hostname=settings.nodename, queues=[settings.queue], loglevel="INFO")
         worker.start()
         return int(worker.exitcode or 0)
     finally:
+        if watch is not None:
+            watch.stop()
         checker.stop()
         this.end()
         http.shutdown()

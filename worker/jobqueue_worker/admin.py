@@ -232,7 +232,10 @@ def main(argv: Sequence[str]) -> int:
 
     try:
         app = producer.producer_app(
-            args.broker_url, key_prefix=args.key_prefix, priority_steps=_steps(args.priority_steps)
+            args.broker_url,
+            key_prefix=args.key_prefix,
+            priority_steps=_steps(args.priority_steps),
+            master_name=os.environ.get(Env.BROKER_MASTER_NAME) or contract.SENTINEL_MASTER_NAME,
         )
     except CommandError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
+from urllib.parse import unquote, urlsplit
 
 from celery import Celery
 from celery.app.utils import find_app
 from celery.utils.imports import import_from_cwd
 
-from jobqueue_worker.contract import Env
+from jobqueue_worker.contract import SENTINEL_MASTER_NAME, Env
 from jobqueue_worker.settings import SettingsError, WorkerSettings
 
 
@@ -52,20 +53,56 @@ KEEPALIVE_OPTIONS: Final = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, so
 RESULT_STORE_RETRIES: Final = 2
 
 
-def transport_options(visibility_timeout: int, priority_steps: Sequence[int], key_prefix: str) -> dict[str, Any]:
-    """Redis transport options shared by broker and result backend (visibility timeout must be on both)."""
-    options: dict[str, Any] = {
-        "visibility_timeout": visibility_timeout,
-        "priority_steps": list(priority_steps),
-        "queue_order_strategy": "priority",
+def socket_options() -> dict[str, Any]:
+    """redis-py's connection options for every broker connection: to Redis and to the Sentinels alike."""
+    return {
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "socket_keepalive": True,
         "socket_keepalive_options": dict(KEEPALIVE_OPTIONS),
     }
+
+
+def transport_options(
+    visibility_timeout: int,
+    priority_steps: Sequence[int],
+    key_prefix: str,
+    url: str = "",
+    master_name: str = SENTINEL_MASTER_NAME,
+) -> dict[str, Any]:
+    """Redis transport options shared by broker and result backend (visibility timeout must be on both);
+    for a sentinel:// `url`, also what kombu and Celery need to find the master (`sentinel_options`)."""
+    options: dict[str, Any] = {
+        "visibility_timeout": visibility_timeout,
+        "priority_steps": list(priority_steps),
+        "queue_order_strategy": "priority",
+        **socket_options(),
+    }
     if key_prefix:
         options["global_keyprefix"] = key_prefix
-    return options
+    return {**options, **sentinel_options(url, master_name)}
+
+
+def sentinel_options(url: str, master_name: str, own_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """For a sentinel:// URL: the master's name, and how to talk to the Sentinels (`sentinel_kwargs`); nothing
+    for other URLs.
+
+    kombu's SentinelChannel and Celery's SentinelBackend take both from the transport options, not the URL.
+    `sentinel_kwargs` replaces, rather than adds to, redis-py's defaults for Sentinel connections, so it carries
+    the socket timeouts and keepalive probes again (without them, asking a frozen Sentinel would hang), and the
+    URL's password: the managed broker's Sentinels require the same one as Redis (`requirepass`). An app's own
+    `sentinel_kwargs` win key by key, e.g. `{"password": None}` for Sentinels without a password."""
+    if not url.startswith("sentinel://"):
+        return {}
+    password = urlsplit(url.split(";")[0]).password
+    kwargs = {**socket_options(), "password": unquote(password) if password else None, **(own_kwargs or {})}
+    return {"master_name": master_name, "sentinel_kwargs": kwargs}
+
+
+def master_name(settings: WorkerSettings, own_options: Mapping[str, Any] | None) -> str:
+    """The Sentinel master name: the JobQueue's (JOBQUEUE_BROKER_MASTER_NAME) wins over the app's own
+    transport option `master_name`; with neither, the managed broker's (contract.SENTINEL_MASTER_NAME)."""
+    return settings.broker_master_name or str((own_options or {}).get("master_name") or SENTINEL_MASTER_NAME)
 
 
 APP_DEFAULTS = ("result_backend", "task_time_limit", "task_soft_time_limit")
@@ -92,16 +129,25 @@ def result_backend(settings: WorkerSettings, app_backend: Any) -> tuple[Any, Res
 
 def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Celery settings to apply over the app's `current` ones (the KEPT keys): its transport options
-    (e.g. a Sentinel master_name) are merged under ours, its APP_DEFAULTS kept unless the JobQueue sets them."""
+    are merged under ours (`master_name` says when its own Sentinel master name stays), its APP_DEFAULTS kept
+    unless the JobQueue sets them."""
     current = current or {}
     ours = transport_options(settings.visibility_timeout_seconds, settings.priority_steps, settings.key_prefix)
+    own_broker = current.get("broker_transport_options") or {}
+    own_result = current.get("result_backend_transport_options") or {}
+    backend = result_backend(settings, current.get("result_backend"))[0]
+    broker_sentinel = sentinel_options(
+        settings.broker_url, master_name(settings, own_broker), own_broker.get("sentinel_kwargs")
+    )
+    result_url = backend if isinstance(backend, str) else ""
+    result_sentinel = sentinel_options(result_url, master_name(settings, own_result), own_result.get("sentinel_kwargs"))
     hard = settings.time_limit_seconds or current.get("task_time_limit") or None
     soft = settings.soft_time_limit_seconds or current.get("task_soft_time_limit") or None
     return {
         "broker_url": settings.broker_url,
-        "broker_transport_options": {**(current.get("broker_transport_options") or {}), **ours},
+        "broker_transport_options": {**own_broker, **ours, **broker_sentinel},
         "broker_connection_retry_on_startup": True,
-        "result_backend": result_backend(settings, current.get("result_backend"))[0],
+        "result_backend": backend,
         "redis_socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "redis_socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "redis_socket_keepalive": True,
@@ -110,7 +156,7 @@ def celery_config(settings: WorkerSettings, current: dict[str, Any] | None = Non
         # pipeline such as a chord's counter, which a connection-level retry_on_timeout would run twice.
         "result_backend_always_retry": True,
         "result_backend_max_retries": RESULT_STORE_RETRIES,
-        "result_backend_transport_options": {**(current.get("result_backend_transport_options") or {}), **ours},
+        "result_backend_transport_options": {**own_result, **ours, **result_sentinel},
         "result_expires": settings.result_expires_seconds,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

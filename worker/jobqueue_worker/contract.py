@@ -40,6 +40,10 @@ ACTIVE_TASKS_METRIC: Final = "jobqueue_worker_active_tasks"
 """The worker's gauge of tasks running now; the operator scrapes it to tell busy Pods from idle ones."""
 SENT_AT_HEADER: Final = "jobqueue_sent_at"
 """Message header with the send time (seconds since the epoch), stamped by `jobqueue_worker.sent_time`."""
+SENTINEL_MASTER_NAME: Final = "jobqueue"
+"""The name Redis Sentinel monitors the broker's master under (`sentinel monitor <name> ...`): the managed
+broker's Sentinels, the workers (kombu's `master_name`, unless JOBQUEUE_BROKER_MASTER_NAME says otherwise), the
+operator and the devenv's SentinelGroup all use this one."""
 
 
 class Env:
@@ -49,6 +53,7 @@ class Env:
     NAME: Final = "JOBQUEUE_NAME"
     QUEUE: Final = "JOBQUEUE_QUEUE"
     BROKER_URL: Final = "JOBQUEUE_BROKER_URL"
+    BROKER_MASTER_NAME: Final = "JOBQUEUE_BROKER_MASTER_NAME"
     RESULT_BACKEND: Final = "JOBQUEUE_RESULT_BACKEND"
     RESULT_EXPIRES_SECONDS: Final = "JOBQUEUE_RESULT_EXPIRES_SECONDS"
     CONCURRENCY: Final = "JOBQUEUE_CONCURRENCY"

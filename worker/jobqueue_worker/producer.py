@@ -10,6 +10,7 @@ reads, so a producer next to a worker needs only the queue. Values of `--arg` ar
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -26,9 +27,14 @@ from celery import Celery
 from celery.result import AsyncResult
 
 import jobqueue_worker.sent_time  # noqa: F401  # stamps the send time, for the queue-wait histogram
-from jobqueue_worker import contract, records, tasks
+from jobqueue_worker import confirm, contract, failover, records, tasks
 from jobqueue_worker.app import transport_options
-from jobqueue_worker.contract import DEFAULT_PRIORITY_STEPS, DEFAULT_VISIBILITY_TIMEOUT_SECONDS, Env
+from jobqueue_worker.contract import (
+    DEFAULT_PRIORITY_STEPS,
+    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    SENTINEL_MASTER_NAME,
+    Env,
+)
 
 PROG = "jobqueue-worker send"
 KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky", "crash")
@@ -38,25 +44,39 @@ PUBLISH_RETRY_POLICY = {"max_retries": 12, "interval_start": 0.2, "interval_step
 """About 20 s of retries for each send (kombu's default is under a second): a broker restart goes unnoticed."""
 
 
+def publish_retry_policy(broker_url: str) -> dict[str, float]:
+    """PUBLISH_RETRY_POLICY for this URL. kombu counts a retry per URL tried but waits only after a round over
+    every `;`-separated URL (e.g. each Sentinel), so the retries scale with them: still about 20 s, more than
+    a Sentinel failover takes (about 7 s with the managed broker's settings)."""
+    urls = max(1, len([entry for entry in broker_url.split(";") if entry.strip()]))
+    return {**PUBLISH_RETRY_POLICY, "max_retries": PUBLISH_RETRY_POLICY["max_retries"] * urls}
+
+
 def producer_app(
     broker_url: str,
     result_backend: str | None = None,
     key_prefix: str = "",
     priority_steps: Sequence[int] = DEFAULT_PRIORITY_STEPS,
+    master_name: str = SENTINEL_MASTER_NAME,
 ) -> Celery:
-    """A Celery app configured like the workers' (same key prefix and priority steps), for sending."""
+    """A Celery app configured like the workers' (same key prefix and priority steps; `master_name` for
+    sentinel:// URLs), for sending. On a sentinel:// broker each send waits for a replica to confirm the task
+    (`confirm.py`): a send reported done survives a failover."""
     app = Celery("jobqueue-producer", set_as_current=False)
-    options = transport_options(DEFAULT_VISIBILITY_TIMEOUT_SECONDS, priority_steps, key_prefix)
+    if broker_url.startswith("sentinel://"):
+        app.conf.broker_transport = confirm.TRANSPORT
+    backend = result_backend or broker_url
+    steps, timeout = priority_steps, DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     app.conf.update(
         broker_url=broker_url,
-        result_backend=result_backend or broker_url,
-        broker_transport_options=options,
-        result_backend_transport_options=options,
+        result_backend=backend,
+        broker_transport_options=transport_options(timeout, steps, key_prefix, broker_url, master_name),
+        result_backend_transport_options=transport_options(timeout, steps, key_prefix, backend, master_name),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         task_send_sent_event=True,
-        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        task_publish_retry_policy=publish_retry_policy(broker_url),
     )
     return app
 
@@ -82,13 +102,16 @@ def send(
     cycle = itertools.cycle(priorities)
     with app.producer_or_acquire() as producer:
         return [
-            app.send_task(
-                name,
-                kwargs=arguments,
-                queue=queue,
-                priority=next(cycle),
-                producer=producer,
-                ignore_result=ignore_result,
+            confirm.while_no_replica(
+                functools.partial(
+                    app.send_task,
+                    name,
+                    kwargs=arguments,
+                    queue=queue,
+                    priority=next(cycle),
+                    producer=producer,
+                    ignore_result=ignore_result,
+                )
             )
             for _ in range(count)
         ]
@@ -161,6 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--result-backend", default=env.get(Env.RESULT_BACKEND) or None)
     parser.add_argument("--key-prefix", default=env.get(Env.KEY_PREFIX, ""))
     parser.add_argument(
+        "--master-name",
+        default=env.get(Env.BROKER_MASTER_NAME) or SENTINEL_MASTER_NAME,
+        help=f"a sentinel:// broker's master name (default: ${Env.BROKER_MASTER_NAME}, else {SENTINEL_MASTER_NAME})",
+    )
+    parser.add_argument(
         "--priority-steps", default=env.get(Env.PRIORITY_STEPS) or ",".join(map(str, DEFAULT_PRIORITY_STEPS))
     )
     parser.add_argument("--queue", default=env.get(Env.QUEUE), help=f"default: ${Env.QUEUE}")
@@ -175,9 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--broker-url and --queue are required (or {Env.BROKER_URL} and {Env.QUEUE})")
     run_id = args.run_id or uuid.uuid4().hex
     steps = [int(step) for step in args.priority_steps.split(",")]
-    app = producer_app(args.broker_url, args.result_backend, args.key_prefix, steps)
+    app = producer_app(args.broker_url, args.result_backend, args.key_prefix, steps, args.master_name)
     try:
-        return _send_and_wait(app, args, run_id)
+        with failover.watching(app):
+            return _send_and_wait(app, args, run_id)
     except Exception as exc:  # the broker's trouble (after the retries): one line, never a traceback
         print(f"{PROG}: {broker_problem(args.broker_url, exc)}", file=sys.stderr)
         return 1

@@ -59,6 +59,8 @@ class WorkerSettings(BaseModel):
     name: str = Field("", validation_alias=Env.NAME)
     queue: str = Field(validation_alias=Env.QUEUE, pattern=r"^[^\s\x00-\x1f]+$")
     broker_url: str = Field(validation_alias=Env.BROKER_URL)
+    broker_master_name: str | None = Field(None, validation_alias=Env.BROKER_MASTER_NAME, pattern=r"^\S+$")
+    """The Sentinel master name for a sentinel:// broker (`app.master_name` says what applies when unset)."""
     result_backend: str | None = Field(None, validation_alias=Env.RESULT_BACKEND)
     result_expires_seconds: int = Field(86400, validation_alias=Env.RESULT_EXPIRES_SECONDS, ge=0)
     concurrency: int = Field(1, validation_alias=Env.CONCURRENCY, ge=1)

@@ -57,6 +57,7 @@ class Agent:
         tls: ServingTls | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
         self.kubelet_api = (
             kubeletapi.KubeletServer(
                 self.container_logs,
@@ -208,7 +209,14 @@ class Agent:
         services = Informer(
             "services", self.core.list_service_for_all_namespaces, self.services.on_service, self.stopping
         )
+        slices = Informer(
+            "endpointslices",
+            self.discovery.list_endpoint_slice_for_all_namespaces,
+            self.services.on_slice,
+            self.stopping,
+        )  # the Pods of headless Services, by name in the hosts files
         services.start()
+        slices.start()
         services.synced.wait(RESYNC_SECONDS)  # Pods' hosts files and KUBERNETES_SERVICE_HOST name the Services
         self.pods = Informer(
             "pods",

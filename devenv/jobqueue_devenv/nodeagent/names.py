@@ -1,4 +1,5 @@
-"""Hosts files that make Service names resolve, for Pods and for host commands (pure rendering)."""
+"""Hosts files that make Service names, and the Pod names of headless Services, resolve, for Pods and for host
+commands (pure rendering)."""
 
 from __future__ import annotations
 
@@ -24,18 +25,40 @@ def service_names(service: ServiceAddress, own_namespace: str | None) -> list[st
     return names
 
 
+@dataclass(frozen=True, order=True)
+class PodAddress:
+    """A Pod a headless Service names (a StatefulSet's Pod whose `subdomain` is the Service's name)."""
+
+    namespace: str
+    service: str
+    hostname: str
+    ip: str
+
+
+def pod_names(pod: PodAddress, own_namespace: str | None) -> list[str]:
+    """The names cluster DNS gives a headless Service's Pod (`<hostname>.<service>.<ns>.svc...`)."""
+    full = f"{pod.hostname}.{pod.service}.{pod.namespace}"
+    names = [f"{full}.svc.{CLUSTER_DOMAIN}", f"{full}.svc", full]
+    if own_namespace == pod.namespace:
+        names.append(f"{pod.hostname}.{pod.service}")
+    return names
+
+
 def hosts_file(
     services: Iterable[ServiceAddress],
     own_namespace: str | None,
     own_name: str | None = None,
     own_ip: str | None = None,
     base: str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    pods: Iterable[PodAddress] = (),
 ) -> str:
     lines = [base.rstrip("\n"), "# Services of the local cluster, written by the jobqueue node agent"]
     if own_name and own_ip:
         lines.append(f"{own_ip}\t{own_name}")
     for service in sorted(services):
         lines.append(f"{service.ip}\t{' '.join(service_names(service, own_namespace))}")
+    for pod in sorted(pods):
+        lines.append(f"{pod.ip}\t{' '.join(pod_names(pod, own_namespace))}")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,9 @@ ports, connecting each client to a ready endpoint from the EndpointSlices the co
 (round robin): `ServiceTable`. Every node agent writes the Service names into its Pods' hosts files from
 the ClusterIPs it reads from the API itself (`ServiceNames`), so no node depends on another node or on a
 file of the cloud process; the cloud process writes the hosts file for host commands
-(`python -m jobqueue_devenv exec`). Only TCP is forwarded.
+(`python -m jobqueue_devenv exec`). Only TCP is forwarded. A headless Service has no address and nothing to
+forward; the Pods it names (a StatefulSet's, `<pod>.<service>.<ns>.svc`) go into the same hosts files with
+their own addresses, from its EndpointSlices (`headless_pods`), as cluster DNS would answer.
 
 The forwarder ends a client's connection when its endpoint goes silent (`ENDPOINT_KEEPALIVE`): on a real
 cluster the client talks to the Pod's address itself, and its own TCP keepalive finds a dead node's Pod
@@ -21,7 +23,7 @@ import itertools
 import logging
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +125,14 @@ class HostsFiles:
     def __init__(self, host_file: Path | None = None, host_base: str = "") -> None:
         self.lock = threading.Lock()
         self.services: list[names.ServiceAddress] = []
+        self.named_pods: list[names.PodAddress] = []
+        """The Pods of headless Services."""
         self.pods: dict[str, tuple[str, str, str]] = {}
         self.host_file, self.host_base = host_file, host_base
         self._write_all()
 
     def pod_hosts(self, namespace: str, name: str, ip: str) -> str:
-        return names.hosts_file(self.services, namespace, name, ip)
+        return names.hosts_file(self.services, namespace, name, ip, pods=self.named_pods)
 
     def register(self, path: str, namespace: str, name: str, ip: str) -> None:
         with self.lock:
@@ -139,14 +143,18 @@ class HostsFiles:
         with self.lock:
             self.pods.pop(path, None)
 
-    def set_services(self, services: list[names.ServiceAddress]) -> None:
+    def set_services(self, services: list[names.ServiceAddress], pods: list[names.PodAddress] | None = None) -> None:
+        """The Services' addresses and, unless None (unchanged), the Pods of headless Services."""
         with self.lock:
             self.services = sorted(services)
+            if pods is not None:
+                self.named_pods = sorted(pods)
             self._write_all()
 
     def _write_all(self) -> None:
         if self.host_file is not None:
-            names.rewrite_in_place(str(self.host_file), names.hosts_file(self.services, None, base=self.host_base))
+            text = names.hosts_file(self.services, None, base=self.host_base, pods=self.named_pods)
+            names.rewrite_in_place(str(self.host_file), text)
         for path, (namespace, name, ip) in self.pods.items():
             with contextlib.suppress(OSError):  # the Pod is being torn down
                 names.rewrite_in_place(path, self.pod_hosts(namespace, name, ip))
@@ -167,6 +175,28 @@ def ready_endpoints(slices: Sequence[Mapping[str, Any]]) -> Endpoints:
     return {name: sorted(set(targets)) for name, targets in found.items()}
 
 
+def headless_pods(headless: Collection[ServiceKey], slices: Iterable[Mapping[str, Any]]) -> list[names.PodAddress]:
+    """The Pods each headless Service names: the endpoints of its EndpointSlices that have a hostname (the
+    controller sets it for a Pod whose `subdomain` is the Service) and are not unready (a Service that
+    publishes unready Pods has them all ready) (pure)."""
+    found: set[names.PodAddress] = set()
+    for piece in slices:
+        meta = piece.get("metadata") or {}
+        key = (meta.get("namespace", ""), (meta.get("labels") or {}).get("kubernetes.io/service-name", ""))
+        if key not in headless:
+            continue
+        for endpoint in piece.get("endpoints") or []:
+            hostname = endpoint.get("hostname")
+            if not hostname or (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            found.update(names.PodAddress(*key, hostname, address) for address in endpoint.get("addresses") or [])
+    return sorted(found)
+
+
+def is_headless(service: Mapping[str, Any]) -> bool:
+    return (service.get("spec") or {}).get("clusterIP") == "None"
+
+
 def cluster_ip(service: Mapping[str, Any]) -> str | None:
     """The address a Service is reached at, or None (deleted, headless, ExternalName) (pure)."""
     address = (service.get("spec") or {}).get("clusterIP")
@@ -183,21 +213,48 @@ def tcp_ports(service: Mapping[str, Any]) -> dict[str, int]:
 
 
 class ServiceNames:
-    """A node agent's view of the Services (fed by an informer): their names in its Pods' hosts files."""
+    """A node agent's view of the Services and the EndpointSlices (fed by informers): the Services' names,
+    and the names of the headless Services' Pods, in its Pods' hosts files."""
 
     def __init__(self, hosts: HostsFiles) -> None:
         self.hosts = hosts
         self.lock = threading.Lock()
         self.addresses: dict[ServiceKey, str] = {}
+        self.headless: set[ServiceKey] = set()
+        self.slices: dict[str, dict[str, Any]] = {}
+        self.pods: list[names.PodAddress] = []
 
     def address_of(self, namespace: str, name: str) -> str | None:
         return self.addresses.get((namespace, name))
+
+    def on_slice(self, kind: str, piece: dict[str, Any]) -> None:
+        with self.lock:
+            if kind == "DELETED":
+                self.slices.pop(piece["metadata"]["uid"], None)
+            else:
+                self.slices[piece["metadata"]["uid"]] = piece
+            self._publish_pods()
+
+    def _publish_pods(self) -> None:
+        pods = headless_pods(self.headless, self.slices.values())
+        if pods != self.pods:
+            self.pods = pods
+            self._publish(pods)
+
+    def _publish(self, pods: list[names.PodAddress] | None = None) -> None:
+        services = [names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()]
+        self.hosts.set_services(services, pods)
 
     def on_service(self, kind: str, service: dict[str, Any]) -> None:
         meta = service["metadata"]
         key = (meta["namespace"], meta["name"])
         address = cluster_ip(service) if kind != "DELETED" else None
         with self.lock:
+            if kind != "DELETED" and is_headless(service):
+                self.headless.add(key)
+            else:
+                self.headless.discard(key)
+            self._publish_pods()
             if address is None:
                 if self.addresses.pop(key, None) is None:
                     return
@@ -205,7 +262,7 @@ class ServiceNames:
                 return
             else:
                 self.addresses[key] = address
-            self.hosts.set_services([names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()])
+            self._publish()
 
 
 class ServiceTable:
@@ -216,7 +273,13 @@ class ServiceTable:
         self.apiserver_port = apiserver_port
         self.lock = threading.Lock()
         self.addresses: dict[ServiceKey, str] = {}
+        self.headless: set[ServiceKey] = set()
         self.slices: dict[str, dict[str, Any]] = {}
+
+    def _publish(self) -> None:
+        """The hosts file for host commands: the Services' names and the headless Services' Pods."""
+        services = [names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()]
+        self.hosts.set_services(services, headless_pods(self.headless, self.slices.values()))
 
     def on_service(self, kind: str, service: dict[str, Any]) -> None:
         meta = service["metadata"]
@@ -235,7 +298,11 @@ class ServiceTable:
                 self.forwarder.serve(key, address, ports)
                 if key == KUBERNETES:
                     self.forwarder.set_endpoints(key, {name: [("127.0.0.1", self.apiserver_port)] for name in ports})
-            self.hosts.set_services([names.ServiceAddress(ns, name, ip) for (ns, name), ip in self.addresses.items()])
+            if kind != "DELETED" and is_headless(service):
+                self.headless.add(key)
+            else:
+                self.headless.discard(key)
+            self._publish()
 
     def on_slice(self, kind: str, piece: dict[str, Any]) -> None:
         meta = piece["metadata"]
@@ -257,3 +324,5 @@ class ServiceTable:
                 and (s["metadata"].get("labels") or {}).get("kubernetes.io/service-name") == key[1]
             ]
             self.forwarder.set_endpoints(key, ready_endpoints(mine))
+            if key in self.headless:
+                self._publish()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from jobqueue_operator.build import beat, flower, redis, workers
+from jobqueue_operator.build import beat, flower, redis, redis_ha, sentinel, workers
 from jobqueue_operator.build.common import Config, Manifest
 from jobqueue_operator.models import JobQueue
 
@@ -17,7 +17,17 @@ def desired(jq: JobQueue, config: Config | None = None, without_replicas: Collec
     """
     config = config or {}
     objects: list[Manifest] = []
-    if jq.spec.broker.managed is not None:
+    if redis.high_availability(jq):
+        objects += [
+            redis_ha.service(jq),
+            redis_ha.statefulset(jq),
+            redis_ha.member_budget(jq),
+            sentinel.headless_service(jq),
+            sentinel.service(jq),
+            sentinel.statefulset(jq),
+            sentinel.disruption_budget(jq),
+        ]
+    elif jq.spec.broker.managed is not None:
         objects += [redis.service(jq), redis.statefulset(jq)]
     for queue in jq.spec.queues:
         name = workers.deployment_name(jq, queue)

@@ -26,8 +26,10 @@ from jobqueue_operator.build.common import (
     secret_env,
 )
 from jobqueue_operator.models import JobQueue, ManagedBroker, parse_quantity
+from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 
 PORT: Final = 6379
+SENTINEL_PORT: Final = 26379
 DATA_DIR: Final = "/data"
 REDIS_UID: Final = 999
 """The redis user of the official image."""
@@ -70,6 +72,28 @@ def url(jq: JobQueue, password: str, user: str = "") -> str:
     return f"redis://{quote(user)}:{quote(password)}@{host(jq)}:{PORT}/0"
 
 
+def high_availability(jq: JobQueue) -> bool:
+    """Whether the managed broker runs as three Redis Pods under Sentinel (docs/broker.md)."""
+    managed = jq.spec.broker.managed
+    return managed is not None and managed.high_availability.enabled
+
+
+def sentinel_host(jq: JobQueue) -> str:
+    """The DNS name of a highly available broker's Sentinel Service."""
+    return f"{naming.sentinel(jq.name)}.{jq.namespace}.svc"
+
+
+def sentinel_url(jq: JobQueue, password: str) -> str:
+    """The URL of a highly available broker (kombu's `sentinel://`; the master name is the transport option
+    `master_name`, `contract.SENTINEL_MASTER_NAME`). The Sentinels ask for the same password as Redis."""
+    return f"sentinel://:{quote(password)}@{sentinel_host(jq)}:{SENTINEL_PORT}/0"
+
+
+def client_url(jq: JobQueue, password: str) -> str:
+    """The URL producers and workers use (the Secret's `url`): Redis itself, or its Sentinels."""
+    return sentinel_url(jq, password) if high_availability(jq) else url(jq, password)
+
+
 def operator_url(jq: JobQueue, password: str) -> str:
     """The URL the operator reads and administers a managed broker with: its own user."""
     return url(jq, password, OPERATOR_USER)
@@ -77,13 +101,17 @@ def operator_url(jq: JobQueue, password: str) -> str:
 
 def secret(jq: JobQueue, password: str) -> Manifest:
     """The broker's credentials for producers and workers. Created once; afterwards the reconciler only
-    rewrites its `url` key from its `password` key (a rotation)."""
+    rewrites its `url` key from its `password` key (a rotation). A highly available broker's also names
+    the master the Sentinels watch (`masterName`)."""
+    data = {naming.PASSWORD_KEY: password, naming.URL_KEY: client_url(jq, password)}
+    if high_availability(jq):
+        data[naming.MASTER_NAME_KEY] = SENTINEL_MASTER_NAME
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": metadata(jq, naming.redis_secret(jq.name), naming.BROKER),
         "type": "Opaque",
-        "stringData": {naming.PASSWORD_KEY: password, naming.URL_KEY: url(jq, password)},
+        "stringData": data,
     }
 
 
@@ -110,12 +138,13 @@ def maxmemory(managed: ManagedBroker) -> int:
     return 0 if found is None else found.normal
 
 
-def args(managed: ManagedBroker) -> list[str]:
+def args(managed: ManagedBroker, aof: bool | None = None) -> list[str]:
     """redis-server's arguments. The working directory (/data) is where the append-only file goes. The
-    default user's password is the Secret's (`requirepass`); the operator's user is declared too."""
+    default user's password is the Secret's (`requirepass`); the operator's user is declared too.
+    `aof`: write the append-only file (default: with persistence; a highly available broker always does)."""
     persistence = (
         ["--appendonly", "yes", "--appendfsync", "everysec"]
-        if managed.persistence.enabled
+        if (managed.persistence.enabled if aof is None else aof)
         else ["--appendonly", "no", "--save", ""]
     )
     return [

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from jobqueue_operator import broker_restart, causes, naming, status
 from jobqueue_operator.build import children, drift, workers
@@ -206,6 +206,25 @@ def _reported_by_workers(body: Mapping[str, Any]) -> list[status.Problem]:
     return []
 
 
+BROKER_MEMBERS_STOP_SERVICE: Final = frozenset({Reason.BROKER_WRITES_REFUSED})
+"""BrokerAvailable reasons that stop the service while the broker still answers PING (so BrokerReady stays
+True): Ready and Degraded say them. Its other False reasons either leave the service running (too few
+members in sync, no failover possible: Degraded only) or make BrokerReady False already (no master)."""
+BROKER_MEMBERS_DEGRADE: Final = frozenset({Reason.BROKER_UNDER_REPLICATED, Reason.BROKER_QUORUM_LOST})
+
+
+def _broker_members(body: Mapping[str, Any]) -> tuple[list[status.Problem], list[status.Problem]]:
+    """(problems, warnings) from a Sentinel-managed broker's BrokerAvailable, as the tick wrote it."""
+    for condition in _previous_conditions(body):
+        if condition.type == status.BROKER_AVAILABLE and condition.status == "False":
+            found = [status.Problem(condition.reason or "", condition.message or "")]
+            if condition.reason in BROKER_MEMBERS_STOP_SERVICE:
+                return found, []
+            if condition.reason in BROKER_MEMBERS_DEGRADE:
+                return [], found
+    return [], []
+
+
 def _optional(jq: JobQueue, kind: str, name: str) -> bool:
     """Whether every reference of the spec's env to this object is marked optional."""
     flags = []
@@ -289,8 +308,15 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
     queues = [_queue_observation(world, q, naming.worker_deployment(jq.name, q.name)) for q in jq.spec.queues]
     problems = _missing_config(world, jq)
     reported = _reported_by_workers(world.body)  # its Warning is the tick's, posted when it turned False
+    stopping, degrading = _broker_members(world.body)  # the same
     observation = status.Observation(
-        jq.generation, broker_state, queues, [*problems, *reported], draining, broker.up_to_date if broker else None
+        jq.generation,
+        broker_state,
+        queues,
+        [*problems, *reported, *stopping],
+        draining,
+        broker.up_to_date if broker else None,
+        degrading,
     )
     computed = status.compute(observation, previous, now)
 

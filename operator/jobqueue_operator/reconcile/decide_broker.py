@@ -63,7 +63,7 @@ class BrokerPlan:
 
 def wanted_url(jq: JobQueue, managed: ManagedBroker) -> str | None:
     """The URL the Secret's `url` key should hold: the one for its `password` key."""
-    return None if not managed.password else redis.url(jq, managed.password)
+    return None if not managed.password else redis.client_url(jq, managed.password)
 
 
 def pod_config(jq: JobQueue, managed: ManagedBroker | None, config: Config) -> Config:
@@ -72,7 +72,7 @@ def pod_config(jq: JobQueue, managed: ManagedBroker | None, config: Config) -> C
     its `url` as rotation step 2 rewrites it, once Redis accepts the Secret's password (the Pods roll)."""
     key = ("Secret", naming.redis_secret(jq.name))
     if managed is not None and managed.missing_secret and managed.password and managed.url:
-        created = {naming.PASSWORD_KEY: managed.password, naming.URL_KEY: managed.url}
+        created = redis.secret(jq, managed.password)["stringData"]
         return {**config, key: {k: base64.b64encode(v.encode()).decode() for k, v in created.items()}}
     if managed is None or managed.state is None or not managed.password:
         return config

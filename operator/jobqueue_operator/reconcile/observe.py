@@ -75,7 +75,7 @@ def _managed(
     data = config.get(("Secret", naming.redis_secret(jq.name)))
     if data is None:  # this reconcile creates it: with this password, which the Pods' config hash uses now
         chosen = secrets.token_hex(24)
-        return ManagedBroker(own, chosen, redis.url(jq, chosen), missing_secret=True)
+        return ManagedBroker(own, chosen, redis.client_url(jq, chosen), missing_secret=True)
     password, url = kube.decoded(data, naming.PASSWORD_KEY), kube.decoded(data, naming.URL_KEY)
     seen = ManagedBroker(operator_password=own, password=password, url=url)
     pod = broker_restart.broker_pod(pods, jq.name)

@@ -48,5 +48,5 @@ def tick(
     memory.ticks += 1
     learn = memory.ticks % LEARN_EVERY_TICKS == 1
     seen = observe.read(client, jq, memory.url, draining, with_pods=learn, node_reads=node_reads)
-    plan = decide.plan(seen, memory.queues, body)
+    plan = decide.plan(seen, memory.queues, body, memory.master)
     return converge.carry_out(client, plan, dict(body), memory, metrics, seen.at)

@@ -8,7 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobqueue_operator import autoscaling, broker, broker_memory, events, kube, naming, podmetrics, redelivery, status
+from jobqueue_operator import (
+    autoscaling,
+    broker,
+    broker_memory,
+    broker_replication,
+    events,
+    kube,
+    naming,
+    podmetrics,
+    redelivery,
+    status,
+)
 from jobqueue_operator.events import Event
 from jobqueue_operator.metrics import OperatorMetrics
 from jobqueue_operator.reasons import Reason
@@ -26,6 +37,8 @@ class Memory:
     """The status body last applied, so an unchanged one is not written again."""
     broker_up: bool | None = None
     """Whether the last tick could read the broker (None: no tick yet)."""
+    master: broker_replication.MasterSeen | None = None
+    """A Sentinel-managed broker's master as last seen working (a change is a failover; None: none yet)."""
     ticks: int = 0
 
 
@@ -140,10 +153,13 @@ def carry_out(
             series[scale.queue.name] = replace(series[scale.queue.name], desired=scale.decision.replicas)
     memory.queues = kept
     memory.broker_up = plan.broker_up
+    memory.master = plan.master
     for queue, direction, reason in plan.decisions:
         metrics.count_decision(namespace, name, queue, direction, reason)
     metrics.set_queues(namespace, name, series, broker_up=plan.broker_up)
     metrics.set_broker(namespace, name, plan.broker)
+    if plan.failovers is not None:
+        metrics.count_failovers(namespace, name, plan.failovers)
 
     generation = int(metadata.get("generation", 0))
     previous = previous_conditions({"status": memory.written} if memory.written is not None else body)

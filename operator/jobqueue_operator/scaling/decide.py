@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 from jobqueue_operator import (
     autoscaling,
     broker_memory,
+    broker_replication,
     models,
     naming,
     nodes,
@@ -68,6 +69,8 @@ class Seen:
     """The Nodes and their Leases, read when `worker_pods` are bound to nodes (None: not read, or failed)."""
     registry_read: bool = False
     """`incarnations` is the broker's whole registry of these queues (not empty for want of a read)."""
+    members: broker_replication.Members | None = None
+    """A Sentinel-managed broker's members (None: a redis:// broker, or its URL could not be read)."""
 
 
 PAUSE_ANNOTATION: Final = "jobqueue.dev/autoscaling-paused"
@@ -133,6 +136,11 @@ class TickPlan:
     broker: BrokerSeries = field(default_factory=BrokerSeries)
     maxmemory: int | None = None
     """The broker's maxmemory to set now (its memory reserve opens or closes); None: leave it."""
+    master: broker_replication.MasterSeen | None = None
+    """A Sentinel-managed broker's master as last seen working, to remember for the next tick."""
+    failovers: int | None = None
+    """Failovers seen by this tick (0 or 1), for jobqueue_broker_failovers_total; None: not a Sentinel-managed
+    broker (no such series)."""
 
 
 def paused(annotations: Mapping[str, str] | None) -> bool:
@@ -275,9 +283,15 @@ def _query(
     return value, error, error
 
 
-def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any]) -> TickPlan:
+def plan(
+    seen: Seen,
+    memory: Mapping[str, QueueMemory],
+    body: Mapping[str, Any],
+    master: broker_replication.MasterSeen | None = None,
+) -> TickPlan:
     """The tick's plan for the JobQueue `seen.jq`; `memory` as the last tick left it (empty after a restart:
-    then it is seeded from the status in `body`)."""
+    then it is seeded from the status in `body`); `master`: a Sentinel-managed broker's master as the last
+    tick saw it (a change is a failover)."""
     jq: JobQueue = seen.jq
     now = seen.at
     entries = _status_entries(body)
@@ -368,6 +382,13 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             hold=hold,
         )
     unserved = _unserved(seen)
+    replication, failovers = None, None
+    if seen.members is not None:  # a Sentinel-managed broker
+        replication = broker_replication.assess(seen.members)
+        master, failover = broker_replication.follow(master, seen.members)
+        failovers = 0 if failover is None else 1
+        if failover is not None:
+            events.append(failover.event(seen.members.master_name))
     managed = jq.spec.broker.managed
     bounds = None if managed is None else redis_build.memory_bounds(managed)
     memory_verdict = None if seen.memory is None else broker_memory.assess(*seen.memory, bounds)
@@ -378,6 +399,7 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
             (status.QUEUES_SERVED, _served_condition(seen, unserved)),
             (status.BROKER_MEMORY_AVAILABLE, _memory_condition(seen.memory, bounds, memory_verdict)),
             (status.RESULT_BACKEND_READY, result_backend_condition(seen, previous_conditions(body))),
+            (status.BROKER_AVAILABLE, None if replication is None else replication.verdict),
         )
         if verdict is not None
     }
@@ -406,8 +428,17 @@ def plan(seen: Seen, memory: Mapping[str, QueueMemory], body: Mapping[str, Any])
         delete_pods=lost_pods,
         unserved=unserved,
         draining=_draining_tasks(seen, draining),
-        broker=BrokerSeries(seen.unserved, used, limit),
+        broker=BrokerSeries(
+            seen.unserved,
+            used,
+            limit,
+            replicas=None if replication is None or not replication.replicas else dict(replication.replicas),
+            lag_seconds=None if replication is None else replication.lag_seconds,
+            lag_bytes=None if replication is None else replication.lag_bytes,
+        ),
         maxmemory=None if memory_verdict is None else memory_verdict.set_maxmemory,
+        master=master,
+        failovers=failovers,
     )
 
 

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
-from jobqueue_operator import broker, broker_admin, kube, naming, nodes, promquery, redelivery
+from jobqueue_operator import broker, broker_admin, broker_sentinel, kube, naming, nodes, promquery, redelivery
+from jobqueue_operator.broker_replication import Members
 from jobqueue_operator.build import redis
 from jobqueue_operator.build.common import Manifest, broker_url_ref
 from jobqueue_operator.build.workers import live_priority_steps
@@ -63,6 +64,14 @@ class BrokerView:
     """None: not read (the broker could not be read, or failed after the depths)."""
     unserved: Mapping[str, int] | None = None
     memory: tuple[int, int] | None = None
+    members: Members | None = None
+    """A Sentinel-managed broker's members (None: a redis:// broker, or its URL was not read)."""
+
+
+def _members(url: str) -> Members | None:
+    """The members of a sentinel:// broker (read whether or not its master answers: they say why not). The
+    master name is `contract.SENTINEL_MASTER_NAME` (broker.client_for's default) for every broker so far."""
+    return broker_sentinel.read(url) if broker.is_sentinel(url) else None
 
 
 def _incarnations(url: str, queues: Collection[str]) -> list[redelivery.Seen]:
@@ -92,20 +101,22 @@ def _broker(
         for name in sorted(set(draining) - listed)
         if name in deployments
     ]
+    members = None
     try:
         url = _broker_url(client, jq, cache, time.monotonic())
+        members = _members(url)
         counts = broker.read_counts(url, keys)
     except (broker.BrokerError, kube.KubeError) as exc:
         cache.url = None  # read the Secret again next time: it may have been the cause
-        return BrokerView({}, str(exc))
+        return BrokerView({}, str(exc), members=members)
     queues = {key.name for key in keys} | set(draining)
     try:
         incarnations = _incarnations(url, queues)
         unserved = broker.unserved_queues(url, queues).waiting
         memory = broker.memory_usage(url)
     except broker.BrokerError:  # the depths were read: scale on them; the rest waits for the next tick
-        return BrokerView(counts)
-    return BrokerView(counts, None, incarnations, unserved, memory)
+        return BrokerView(counts, members=members)
+    return BrokerView(counts, None, incarnations, unserved, memory, members)
 
 
 def _query(source: tuple[str, str, int]) -> tuple[float | None, str | None]:
@@ -170,4 +181,5 @@ def read(
         memory=seen.memory,
         node_view=snapshot,
         registry_read=seen.incarnations is not None,
+        members=seen.members,
     )

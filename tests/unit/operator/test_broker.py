@@ -92,6 +92,7 @@ def test_a_short_reply_list_is_an_error_not_a_wrong_count() -> None:
         broker.parse([QueueKeys("a", (0,))], [1, None, []])
 
 
-def test_sentinel_urls_are_not_measured() -> None:
-    with pytest.raises(broker.BrokerError, match="sentinel"):
-        broker.read_counts("sentinel://10.0.0.1:26379", [QueueKeys("a")])
+def test_a_malformed_sentinel_url_is_refused_before_any_connection() -> None:
+    """sentinel:// brokers are measured through their Sentinels (tests/integration/operator/test_sentinel_client.py)."""
+    with pytest.raises(broker.BrokerError, match="must be sentinel://"):
+        broker.read_counts("sentinel://10.0.0.1:26379;redis://10.0.0.2:6379", [QueueKeys("a")])
