@@ -12,9 +12,11 @@ consumer side; see docs/broker.md, "Clients and failover".
 
 The fix is outside Celery and kombu: a thread asks the Sentinels every POLL_SECONDS which master they name
 and, when it changes, shuts down (`shutdown(SHUT_RDWR)`) every TCP connection of this process to the old
-master. Every client (the consumer's BRPOP, the producer pool, the result backend, the heartbeat) then sees a
-closed connection, as after a crash, and reconnects through the Sentinels: the path a killed master takes.
-Only an address the Sentinels no longer call master is cut, so a worker never loses a good connection.
+master, and again at every later ask while any remain (one the first cut missed, or one made through a
+Sentinel that still named the old master, see `MasterWatch.once`). Every client (the consumer's BRPOP, the
+producer pool, the result backend, the heartbeat) then sees a closed connection, as after a crash, and
+reconnects through the Sentinels: the path a killed master takes. Only an address the Sentinels no longer call
+master is cut, so a worker never loses a good connection.
 
 A killed master needs something else: the consumer's first reconnect comes before the promotion (the
 Sentinels still name the dead master, or none), and Celery then backs off 2, 4, 6 ... s between rounds of
@@ -134,6 +136,8 @@ class MasterWatch:
         self._sentinel, self._name, self._interval = sentinel, master_name, interval
         self._stop = threading.Event()
         self.master: Address | None = None
+        self.former: set[Address] = set()
+        """Every master the Sentinels replaced while this watch ran: cut again at each ask (see `once`)."""
 
     @classmethod
     def for_app(cls, app: Celery) -> MasterWatch | None:
@@ -158,18 +162,36 @@ class MasterWatch:
         self._stop.set()
 
     def once(self) -> Address | None:
-        """Ask now; on a new master, cut the old one off and return it."""
+        """Ask now; on a new master, cut the old one off and return it.
+
+        Connections to any replaced master are cut at every ask, not only at the change: a connection the
+        first cut missed, or one made later through a Sentinel that still named the old master, otherwise
+        stays on it. Most likely one such idle pooled connection lost a task: kombu writes a delivered message's
+        `HSET unacked` on a pooled connection; on the frozen old master it timed out after the BRPOP had
+        popped the message from the new master, and the message was gone (WIP-21.md, "Frozen-master lost
+        task: findings")."""
         current = self._ask()
         old = moved_from(self.master, current)
         if old is not None:
-            count = cut(old)
-            logger.warning(
-                "the Sentinels moved the broker's master from %s:%s to %s:%s: closed %d connections to the old one",
-                *old,
-                *(current or ("?", "?")),
-                count,
-            )
-        self.master = current or self.master
+            self.former.add(old)
+        if current is None:  # the Sentinels could not be asked: keep every connection
+            return None
+        for address in sorted(self.former - {current}):
+            count = cut(address)
+            if address == old:
+                logger.warning(
+                    "the Sentinels moved the broker's master from %s:%s to %s:%s: closed %d connections to the old one",
+                    *address,
+                    *current,
+                    count,
+                )
+            elif count:
+                logger.warning(
+                    "closed %d connections to %s:%s, a broker master the Sentinels replaced (made or missed since)",
+                    count,
+                    *address,
+                )
+        self.master = current
         return old
 
     def _ask(self) -> Address | None:

@@ -7,6 +7,7 @@ import os
 import socket
 
 import pytest
+import redis.sentinel
 from celery import Celery
 
 from jobqueue_worker import app as app_module
@@ -170,3 +171,38 @@ def test_looking_for_connections_leaves_no_descriptor_behind() -> None:
     for _ in range(20):
         assert failover.cut(("127.0.0.1", 9)) == 0
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_connections_to_a_replaced_master_are_cut_at_every_ask_not_only_at_the_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A connection the first cut missed (or made through a Sentinel that still named the old master) would
+    otherwise stay on the old master: one lost a task (WIP-21.md, "Frozen-master lost task: findings")."""
+    with socket.create_server(("127.0.0.1", 0)) as old, socket.create_server(("127.0.0.1", 0)) as new:
+        old_master, new_master = ("127.0.0.1", old.getsockname()[1]), ("127.0.0.1", new.getsockname()[1])
+        answers = iter([old_master, new_master, new_master, None, new_master])
+        watch = failover.MasterWatch(redis.sentinel.Sentinel([]), SENTINEL_MASTER_NAME)  # type: ignore[no-untyped-call]
+        monkeypatch.setattr(watch, "_ask", lambda: next(answers))
+        assert watch.once() is None  # the first answer: nothing known before, nothing cut
+        assert watch.once() == old_master  # the change: cut (nothing open yet)
+        late = socket.create_connection(old_master)
+        to_new = socket.create_connection(new_master)
+        accepted, _ = old.accept()
+        accepted.settimeout(10)  # without the cut, fail instead of waiting forever
+        try:
+            assert watch.once() is None  # no change, yet the late connection to the old master is cut
+            assert accepted.recv(1) == b""
+            again = socket.create_connection(old_master)
+            accepted_again, _ = old.accept()
+            accepted_again.settimeout(10)
+            assert watch.once() is None  # the Sentinels could not be asked: nothing is cut
+            again.sendall(b"x")
+            assert accepted_again.recv(1) == b"x"
+            assert watch.once() is None  # they answer again: cut
+            assert accepted_again.recv(1) == b""
+            to_new.sendall(b"still open")  # the new master's connection is never cut
+            for sock in (again, accepted_again):
+                sock.close()
+        finally:
+            for sock in (late, to_new, accepted):
+                sock.close()
