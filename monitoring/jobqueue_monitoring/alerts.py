@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from jobqueue_monitoring import links
+from jobqueue_operator.broker_replication import DEFAULT_MAX_LAG_SECONDS
+from jobqueue_operator.build.redis import SENTINEL_PORT
+from jobqueue_operator.reasons import Reason
+from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 
 Severity = Literal["critical", "warning", "info"]
 QUEUE: Final = ("namespace", "jobqueue", "queue")
@@ -39,6 +43,8 @@ class Alert:
     """Labels the expression keeps, which the description and the dashboard link may use."""
     dashboard: str = links.QUEUE_UID
     extra: dict[str, str] = field(default_factory=dict)
+    avoid: list[str] = field(default_factory=list)
+    """What not to do: steps that look like a fix and make it worse (the runbook's last section, if any)."""
 
     def rule(self, runbook_base: str = links.RUNBOOK_BASE_URL) -> dict[str, Any]:
         annotations = {
@@ -65,6 +71,90 @@ J = _by(JOBQUEUE)
 WHERE_Q = "{{ $labels.namespace }}/{{ $labels.jobqueue }} queue {{ $labels.queue }}"
 WHERE_J = "JobQueue {{ $labels.namespace }}/{{ $labels.jobqueue }}"
 STATUS = "kubectl jobqueue status <jobqueue> -n <namespace>"
+
+# -- a broker reached through Redis Sentinel (docs/broker.md): its series exist for sentinel:// brokers only
+
+AVAILABILITY = "jobqueue_broker_availability"
+"""1 for the current reason of the BrokerAvailable condition (the status condition metric has no reason)."""
+LAG_ALERT_SECONDS: Final = DEFAULT_MAX_LAG_SECONDS // 2
+"""Replicas acknowledge every second (lag 0 or 1); a stall of half of Redis's default min-replicas-max-lag is
+well past normal and short of the replica ceasing to count for min-replicas-to-write."""
+FAILOVERS_PER_HOUR: Final = 3
+"""Master changes in an hour from which the broker is said to flap (one or two are a lost Pod or node)."""
+MASTER = SENTINEL_MASTER_NAME
+AVAILABLE_MESSAGE = (
+    "kubectl get jobqueue <jobqueue> -n <namespace> "
+    "-o jsonpath='{.status.conditions[?(@.type==\"BrokerAvailable\")].message}'"
+)
+BROKER_PODS = (
+    "kubectl get pods -n <namespace> -o wide "
+    "-l 'jobqueue.dev/jobqueue=<jobqueue>,app.kubernetes.io/component in (broker,sentinel)'"
+)
+
+
+def _sentinel_cli(command: str, pod: str = "<jobqueue>-sentinel-0") -> str:
+    """A redis-cli command on a managed broker's Sentinel, with the password from its own environment."""
+    return (
+        f"kubectl exec -n <namespace> {pod} -- sh -c "
+        f"'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli --no-auth-warning -p {SENTINEL_PORT} {command}'"
+    )
+
+
+def _member_cli(command: str) -> str:
+    """A redis-cli command on a managed broker's member N (0, 1, 2)."""
+    return (
+        "kubectl exec -n <namespace> <jobqueue>-redis-<N> -- sh -c "
+        f"'REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli --no-auth-warning {command}'"
+    )
+
+
+def _availability(*reasons: Reason) -> str:
+    """The JobQueues whose BrokerAvailable reason is one of `reasons`."""
+    match = f'reason="{reasons[0]}"' if len(reasons) == 1 else f'reason=~"{"|".join(reasons)}"'
+    return f"max by ({J}) ({AVAILABILITY}{{{match}}}) == 1"
+
+
+WHICH_BROKERS = (
+    "Sentinel brokers only: the series behind it exist for a broker the operator reads through Redis Sentinel "
+    "(a `sentinel://` URL). Today that is an external broker; the operator still reads a managed "
+    "high-availability broker through one member (`redis://`), so this alert does not fire for it yet "
+    '(docs/broker.md, "What the operator tells you"). The commands below are the managed broker\'s (its Pods '
+    "`<jobqueue>-redis-N` and `<jobqueue>-sentinel-N`); the last step of *What to do* says how for your own "
+    "Sentinels."
+)
+EXTERNAL = (
+    "External Sentinels: run the same `SENTINEL` and `INFO replication` commands against your own Sentinels "
+    f"and members (`redis-cli -h <sentinel> -p {SENTINEL_PORT} -a <password> --no-auth-warning SENTINEL MASTER "
+    f"{MASTER}`, e.g. from `kubectl run -it --rm redis-check --image=redis:7.0 --restart=Never -- sh`); the "
+    f"operator asks for the master name `{MASTER}`."
+)
+MEMBERS_NOT_ROLLED = (
+    "a highly available broker's members run a changed `broker.managed` only once their Pods are replaced "
+    "(`OnDelete`), and the operator's held restart does not know the members yet: it looks at "
+    '`<jobqueue>-redis-0` only (docs/broker.md, "Managed high availability", "Not done yet")'
+)
+NO_HAND_PROMOTION = (
+    "Do not promote a member by hand (`REPLICAOF NO ONE`) or point one at another (`REPLICAOF <host> <port>`) "
+    "behind the Sentinels' back: two members then take writes as masters, and the Sentinels turn one back "
+    "into a replica, discarding the writes it took. To move the master, ask the Sentinels: "
+    f"`SENTINEL FAILOVER {MASTER}` on one of them promotes a replica the way an automatic failover does."
+)
+NO_SCALING = (
+    "Do not scale the `<jobqueue>-redis` or `<jobqueue>-sentinel` StatefulSet (to 1, or to 0 and back): "
+    "three members and three Sentinels are what the quorum of 2, `minReplicasToWrite` and the "
+    "PodDisruptionBudgets count on. A member alone has no replica: with `minReplicasToWrite` 1 it refuses every "
+    "write, and whatever it takes lives in one place."
+)
+NO_MASTER_RESTART = (
+    "Do not delete or restart the master's Pod to reset the broker while replicas are out of sync: the "
+    "Sentinels promote the most up-to-date replica they can use, and what it lacks is lost for good; with no "
+    "usable replica, the broker is left without a master."
+)
+NO_MASS_SENTINEL_DELETE = (
+    "Do not delete the Sentinel Pods together (`kubectl delete pod -l ...` is not an eviction, so the "
+    "PodDisruptionBudget does not stop it): while fewer than 2 run, no failover can happen. One at a time, each "
+    "Ready before the next."
+)
 
 ALERTS: Final = [
     Alert(
@@ -442,6 +532,268 @@ ALERTS: Final = [
         ],
         labels_in_scope=JOBQUEUE,
         dashboard=links.OVERVIEW_UID,
+    ),
+    Alert(
+        name="JobQueueBrokerNoMaster",
+        expr=_availability(Reason.BROKER_NO_MASTER, Reason.BROKER_UNREACHABLE),
+        for_="1m",
+        severity="critical",
+        summary="A Sentinel broker has had no master that takes writes for a minute.",
+        description=f"{WHERE_J}: for 1 minute the Sentinels have named no working master of its broker, or none "
+        "answered; producers cannot send and workers cannot take tasks.",
+        meaning=f"{WHICH_BROKERS} Every tick the operator asks the Sentinels which master they name for "
+        f"`{MASTER}` and asks that master. For a minute, `BrokerAvailable` has said `BrokerUnreachable` (no "
+        "Sentinel answers) or `BrokerNoMaster` (no Sentinel knows the master name, or the master they name is "
+        "flagged down, does not answer, or answers as a replica). A failover with the defaults takes "
+        "`downAfterMilliseconds` (5 s) plus a few seconds (6 to 9 s measured, docs/broker.md), so a minute "
+        "without a master means Sentinel could not promote a replica: none it reaches is fit (down, or cut off "
+        "from the master for too long), fewer than the quorum of 2 Sentinels agree the master is down, or no "
+        "majority of the Sentinels is reachable to authorize a failover. Until a master answers, every send "
+        "fails and workers wait. JobQueueBrokerDown follows after 5 minutes (the operator's own reads go "
+        "through the Sentinels too).",
+        confirm=[
+            AVAILABLE_MESSAGE,
+            BROKER_PODS,
+            _sentinel_cli(f"SENTINEL MASTER {MASTER}") + "  # flags (s_down, o_down), failover-state",
+            _sentinel_cli(f"SENTINEL REPLICAS {MASTER}") + "  # each replica's flags and master-link-down-time",
+            "kubectl logs -n <namespace> <jobqueue>-sentinel-0 --tail=100  # +sdown, +odown, +try-failover, "
+            "-failover-abort-no-good-slave, +switch-master",
+        ],
+        actions=[
+            "Sentinels that do not answer: their Pods (`kubectl describe pod -n <namespace> "
+            "<jobqueue>-sentinel-N`): Pending (with `podAntiAffinity: required`, one node per Pod), crashing "
+            "(`kubectl logs --previous`), or a NetworkPolicy between the operator and port "
+            f"{SENTINEL_PORT}.",
+            "The master is flagged down and no replica was promoted: read the Sentinel log. "
+            "`-failover-abort-no-good-slave`: no replica is fit; bring a member back (its Pod restarts and its "
+            "start-up script makes it a replica of the master the Sentinels name, docs/broker.md, "
+            '"Bootstrap"). No `+odown`: fewer than 2 Sentinels see the master down; no `+elected-leader`: no '
+            "majority of Sentinels answers (see JobQueueBrokerQuorumLost).",
+            f"No Sentinel knows the master name: an external Sentinel group must monitor its master as `{MASTER}`.",
+            EXTERNAL,
+        ],
+        labels_in_scope=JOBQUEUE,
+        dashboard=links.OVERVIEW_UID,
+        avoid=[NO_HAND_PROMOTION, NO_SCALING, NO_MASS_SENTINEL_DELETE],
+    ),
+    Alert(
+        name="JobQueueBrokerWritesRefused",
+        expr=_availability(Reason.BROKER_WRITES_REFUSED),
+        for_="1m",
+        severity="critical",
+        summary="A Sentinel broker's master refuses writes: too few replicas in sync.",
+        description=f"{WHERE_J}: its broker's master has answered writes with NOREPLICAS for 1 minute: fewer "
+        "replicas acknowledge it within min-replicas-max-lag than min-replicas-to-write asks; producers cannot "
+        "send.",
+        meaning=f"{WHICH_BROKERS} The master runs with `min-replicas-to-write` "
+        "(`highAvailability.minReplicasToWrite`, 1 by default) and `min-replicas-max-lag` (10 s): while fewer "
+        "replicas than that acknowledged its stream within the lag, it refuses every write (`NOREPLICAS`) "
+        "rather than take a task a failover could lose. Sends fail (the project's producer retries a refused "
+        "send for up to 10 s), and workers cannot record or acknowledge the tasks they take. Right after a "
+        "promotion this lasts about a second; for a minute, the replicas are down, taking a full copy, or "
+        "lagging. With the defaults this is also the case of fewer than two members in sync.",
+        confirm=[
+            AVAILABLE_MESSAGE,
+            f"max by ({J}, state) (jobqueue_broker_replicas)",
+            _member_cli("INFO replication")
+            + "  # on the master (role:master): min_slaves_good_slaves, each slaveN's state and lag",
+            BROKER_PODS,
+        ],
+        actions=[
+            "Replicas down: their Pods (`kubectl describe pod`, `kubectl logs --previous`): Pending for want of "
+            "a node or a bound volume claim, or crashing. A member that comes back replicates the master by "
+            "itself.",
+            "A replica taking a full copy (`master_sync_in_progress:1` in its `INFO replication`): wait; the "
+            "alert resolves when the copy is loaded. One that starts over and over: read the master's log for "
+            "the reason the copy was cut (for example an output buffer limit).",
+            "Replicas lagging: a replica short of CPU (throttled at its limit) or disk (its log: `Asynchronous "
+            "AOF fsync is taking too long`) acknowledges late: see JobQueueBrokerReplicationLagHigh.",
+            "To take writes without a replica while you repair (each then lives only on the master until a "
+            "replica copies it): `CONFIG SET min-replicas-to-write 0` on every member takes effect at once and "
+            "lasts until the member restarts; `highAvailability.minReplicasToWrite: 0` is the lasting setting "
+            f"({MEMBERS_NOT_ROLLED}). JobQueueBrokerUnderReplicated then says so. A choice of availability over "
+            "durability, not a fix.",
+            EXTERNAL,
+        ],
+        labels_in_scope=JOBQUEUE,
+        dashboard=links.OVERVIEW_UID,
+        avoid=[NO_MASTER_RESTART, NO_HAND_PROMOTION, NO_SCALING],
+    ),
+    Alert(
+        name="JobQueueBrokerUnderReplicated",
+        expr=_availability(Reason.BROKER_UNDER_REPLICATED),
+        for_="5m",
+        severity="warning",
+        summary="Fewer than two members of a Sentinel broker hold its writes, and it still takes them.",
+        description=f"{WHERE_J}: for 5 minutes no replica of its broker has been in sync with the master, which "
+        "still takes writes: losing the master now loses what only it holds.",
+        meaning=f"{WHICH_BROKERS} No replica is in sync with the master (streamed to, acknowledged within "
+        "`min-replicas-max-lag`), and the master takes writes anyway because `min-replicas-to-write` is 0 "
+        "(with the default of 1 it would refuse them: JobQueueBrokerWritesRefused). Every task sent now lives "
+        "only on the master: if it is lost, so are they, and a failover, if one can happen at all, promotes a "
+        "replica without them.",
+        confirm=[
+            AVAILABLE_MESSAGE,
+            f"max by ({J}, state) (jobqueue_broker_replicas)",
+            _member_cli("INFO replication") + "  # on the master: connected_slaves, each slaveN's state and lag",
+            BROKER_PODS,
+        ],
+        actions=[
+            "Bring the replicas back in sync, as in JobQueueBrokerWritesRefused's runbook (Pods down, a full "
+            "copy under way, replicas lagging).",
+            "If tasks must not be lost, set `highAvailability.minReplicasToWrite` back to 1 (and `CONFIG SET "
+            f"min-replicas-to-write 1` on every member: {MEMBERS_NOT_ROLLED}): producers are then refused while "
+            "no replica is in sync, instead of acknowledged and at risk.",
+            EXTERNAL,
+        ],
+        labels_in_scope=JOBQUEUE,
+        dashboard=links.OVERVIEW_UID,
+        avoid=[NO_MASTER_RESTART, NO_HAND_PROMOTION],
+    ),
+    Alert(
+        name="JobQueueBrokerQuorumLost",
+        expr=_availability(Reason.BROKER_QUORUM_LOST),
+        for_="5m",
+        severity="warning",
+        summary="A Sentinel broker's Sentinels could not fail over if its master were lost.",
+        description=f"{WHERE_J}: for 5 minutes SENTINEL CKQUORUM has refused: the Sentinels could not agree on, "
+        "or authorize, a failover of its broker.",
+        meaning=f"{WHICH_BROKERS} The broker works now, but `SENTINEL CKQUORUM {MASTER}` on the Sentinel "
+        "with the latest configuration refuses: the Sentinels it reaches are fewer than the quorum (2), or "
+        "fewer than a majority of all the Sentinels it knows, which a failover needs to be authorized. If the "
+        "master is lost now, no replica is promoted and JobQueueBrokerNoMaster follows.",
+        confirm=[
+            AVAILABLE_MESSAGE,
+            _sentinel_cli(f"SENTINEL CKQUORUM {MASTER}", "<jobqueue>-sentinel-<N>") + "  # on each of 0, 1, 2",
+            _sentinel_cli(f"SENTINEL SENTINELS {MASTER}") + "  # the other Sentinels it knows and their flags",
+            BROKER_PODS,
+        ],
+        actions=[
+            "Sentinel Pods not Running or not Ready: `kubectl describe pod` and `kubectl logs` them (Pending "
+            "with `podAntiAffinity: required` and fewer nodes than Pods; a crash at start). A Sentinel is Ready "
+            "once it names a master.",
+            "All Sentinel Pods run, yet they do not see each other: a NetworkPolicy or DNS between them (they "
+            f"announce and resolve their Pod names, `<jobqueue>-sentinel-N.<jobqueue>-sentinel-headless`, port "
+            f"{SENTINEL_PORT}).",
+            "External Sentinels that still count Sentinels you removed (they never forget one by themselves): "
+            f"`SENTINEL RESET {MASTER}` on each Sentinel, one at a time, 30 s apart (the Redis Sentinel "
+            "documentation's procedure for removing Sentinels).",
+            EXTERNAL,
+        ],
+        labels_in_scope=JOBQUEUE,
+        dashboard=links.OVERVIEW_UID,
+        avoid=[NO_MASS_SENTINEL_DELETE, NO_SCALING],
+    ),
+    Alert(
+        name="JobQueueBrokerReplicaOutOfSync",
+        expr=f'sum by ({J}) (max by ({J}, state) (jobqueue_broker_replicas{{state!="in_sync"}})) > 0\n'
+        f"unless on ({J})\n"
+        f"({_availability(Reason.BROKER_WRITES_REFUSED, Reason.BROKER_UNDER_REPLICATED)})",
+        for_="15m",
+        severity="warning",
+        summary="A replica of a Sentinel broker has not been in sync for 15 minutes.",
+        description=f"{WHERE_J}: {{{{ $value }}}} of its broker's replicas have not been in sync with the master "
+        "(lagging, taking a full copy, or down) for 15 minutes.",
+        meaning=f"{WHICH_BROKERS} A replica is `lagging` (its last acknowledgement older than "
+        "`min-replicas-max-lag`), `syncing` (taking a full copy) or `down` (known to the Sentinels, not "
+        "streamed to) while another still holds every write. The service works, with one copy fewer: one more "
+        "loss and the master refuses writes (JobQueueBrokerWritesRefused, which takes over from this alert), "
+        "and a failover has fewer replicas to choose from.",
+        confirm=[
+            f"max by ({J}, state) (jobqueue_broker_replicas)",
+            _sentinel_cli(f"SENTINEL REPLICAS {MASTER}") + "  # ip (the member's name), flags, master-link-status",
+            _member_cli("INFO replication") + "  # on the master: which members it streams to, their lag",
+            BROKER_PODS,
+        ],
+        actions=[
+            "`down`: the replica's Pod is not running (Pending, crashing: `kubectl describe pod`, `kubectl logs "
+            "--previous`), or runs but does not replicate: its log shows why (the master refusing its "
+            "password: a password rotation does not set a highly available broker's `masterauth` yet, "
+            'docs/broker.md, "Managed high availability", "Not done yet"; a master it cannot reach).',
+            "`syncing` for a long time: a full copy that cannot finish; read the replica's and the master's logs.",
+            "`lagging`: the replica acknowledges late (CPU throttled at its limit, a slow disk); see "
+            "JobQueueBrokerReplicationLagHigh.",
+            EXTERNAL,
+        ],
+        labels_in_scope=JOBQUEUE,
+        dashboard=links.OVERVIEW_UID,
+        avoid=[NO_MASTER_RESTART, NO_HAND_PROMOTION, NO_SCALING],
+    ),
+    Alert(
+        name="JobQueueBrokerReplicationLagHigh",
+        expr=f"max by ({J}) (max_over_time(jobqueue_broker_replication_lag_seconds[5m])) > {LAG_ALERT_SECONDS}",
+        for_="15m",
+        severity="warning",
+        summary="A Sentinel broker's replicas keep falling behind their master.",
+        description=f"{WHERE_J}: a replica of its broker has gone more than {LAG_ALERT_SECONDS} s without "
+        "acknowledging the master's stream in every 5 minutes for 15 minutes (up to {{ $value }} s in the last 5).",
+        meaning=f"{WHICH_BROKERS} A replica acknowledges the master's stream every second, so its lag (seconds "
+        f"since its last acknowledgement) is 0 or 1. Lags above {LAG_ALERT_SECONDS} s, again and again over 20 "
+        "minutes, mean a replica keeps stalling: short of CPU, waiting on its disk, or on a slow network. Past "
+        "`min-replicas-max-lag` (10 s by default) it stops counting for `min-replicas-to-write`, and the "
+        "writes it has not acknowledged are what a failover to it would lose "
+        "(`jobqueue_broker_replication_lag_bytes`). A replica that stops for good is dropped by the master "
+        "(`repl-timeout`, 60 s) and shows as `down` instead (JobQueueBrokerReplicaOutOfSync).",
+        confirm=[
+            f"max by ({J}) (jobqueue_broker_replication_lag_seconds)",
+            f"max by ({J}) (jobqueue_broker_replication_lag_bytes)",
+            _member_cli("INFO replication") + "  # on the master: each slaveN's lag; which one stalls",
+            "kubectl top pods -n <namespace> -l 'jobqueue.dev/jobqueue=<jobqueue>,app.kubernetes.io/component=broker'",
+        ],
+        actions=[
+            f"A replica at its CPU limit: raise `broker.managed.resources` (every member gets the same; "
+            f"{MEMBERS_NOT_ROLLED}).",
+            "A slow disk (the replica's log: `Asynchronous AOF fsync is taking too long`): the members' "
+            "volumes need faster storage.",
+            "Heavy writes (a burst of large tasks or results): the lag in bytes shows it; it passes with the "
+            "burst. Large results belong in the result backend's expiry (`results.expiresSeconds`), not in "
+            "the broker for long.",
+            EXTERNAL,
+        ],
+        labels_in_scope=JOBQUEUE,
+        dashboard=links.OVERVIEW_UID,
+        avoid=[NO_MASTER_RESTART, NO_HAND_PROMOTION],
+    ),
+    Alert(
+        name="JobQueueBrokerFailoversFrequent",
+        expr=f"sum by ({J}) (increase(jobqueue_broker_failovers_total[1h])) >= {FAILOVERS_PER_HOUR}",
+        for_="0m",
+        severity="warning",
+        summary="A Sentinel broker's master keeps changing.",
+        description=f"{WHERE_J}: its broker's master changed {{{{ $value | humanize }}}} times in the last hour.",
+        meaning=f"{WHICH_BROKERS} The operator counts every change of master it sees "
+        f"(`jobqueue_broker_failovers_total`, each also a `BrokerFailover` Event). {FAILOVERS_PER_HOUR} or more "
+        "in an hour: the master keeps being lost. Each failover stops sends for its duration (6 to 9 s "
+        "measured), loses what the old master acknowledged but had not replicated (a plain `apply_async`'s "
+        "last writes; not a send the project's producer confirmed), and runs again the tasks in flight on the "
+        "workers (docs/broker.md). Failovers while no operator ran are not counted, and the count starts again "
+        "with each operator leader.",
+        confirm=[
+            "kubectl get events -n <namespace> --field-selector involvedObject.name=<jobqueue>,reason=BrokerFailover",
+            BROKER_PODS + "  # RESTARTS, and the node of each member",
+            "kubectl get pods -n <namespace> <jobqueue>-redis-<N> "
+            "-o jsonpath='{.status.containerStatuses[0].lastState}'  # OOMKilled, Error",
+            "kubectl logs -n <namespace> <jobqueue>-sentinel-0 --tail=200 | grep -E 'sdown|switch-master'",
+        ],
+        actions=[
+            "Members OOM-killed: find what fills the broker (JobQueueBrokerMemoryHigh's runbook), or raise "
+            f"`broker.managed.resources.limits.memory` ({MEMBERS_NOT_ROLLED}).",
+            "Members restarting for another reason: `kubectl logs --previous` of the member.",
+            "No restarts, but `+sdown` of a master that was alive: it did not answer the Sentinels within "
+            "`downAfterMilliseconds` (a CPU-throttled master, a slow disk blocking it, network trouble between "
+            "the Sentinels' and the master's nodes). Give the members CPU, or raise "
+            "`highAvailability.downAfterMilliseconds` (failovers then take longer, and fewer pauses count as a "
+            "dead master; the Sentinels take it as their Pods roll).",
+            "Always the same node: look at the node (`kubectl describe node`), and cordon it while you do.",
+            EXTERNAL,
+        ],
+        labels_in_scope=JOBQUEUE,
+        dashboard=links.OVERVIEW_UID,
+        avoid=[
+            "Do not lower `downAfterMilliseconds` to make failovers quicker while they are frequent: more "
+            "pauses then count as a dead master.",
+            NO_HAND_PROMOTION,
+        ],
     ),
 ]
 

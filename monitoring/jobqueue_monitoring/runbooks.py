@@ -1,4 +1,5 @@
-"""docs/runbooks/<Alert>.md from the alert definitions: what it means, how to confirm it, what to do."""
+"""docs/runbooks/<Alert>.md from the alert definitions: what it means, how to confirm it, what to do, and
+what not to do where a step that looks like a fix makes it worse."""
 
 from __future__ import annotations
 
@@ -41,5 +42,8 @@ def render(alert: Alert) -> str:
         lines += [f"```{language}", command, "```", ""]
     lines += ["## What to do", ""]
     lines += [f"- {action}" for action in alert.actions]
+    if alert.avoid:
+        lines += ["", "## What not to do", ""]
+        lines += [f"- {step}" for step in alert.avoid]
     lines += ["", "Dashboards and the rest of the alerts: [docs/monitoring.md](../monitoring.md).", ""]
     return "\n".join(lines)

@@ -33,6 +33,17 @@ a full copy of the data), down (the Sentinels know it, the master does not strea
 MEMBERS_IN_SYNC_WANTED: Final = 2
 """Members (the master and its in-sync replicas) that hold every acknowledged write: below two, losing the
 master loses writes, and the condition says so."""
+AVAILABILITY_REASONS: Final[tuple[Reason, ...]] = (
+    Reason.BROKER_REPLICATED,
+    Reason.BROKER_WRITES_REFUSED,
+    Reason.BROKER_UNDER_REPLICATED,
+    Reason.BROKER_QUORUM_LOST,
+    Reason.BROKER_NO_MASTER,
+    Reason.BROKER_UNREACHABLE,
+)
+"""Every reason `assess` gives the BrokerAvailable condition: the `reason` values of
+`jobqueue_broker_availability`, so an alert rule can tell a refused write from a lost quorum (the status
+condition metric carries no reason)."""
 DEFAULT_MAX_LAG_SECONDS: Final = 10
 """Redis's own default of `min-replicas-max-lag`, used when the master does not say its setting."""
 _DOWN_FLAGS: Final = frozenset({"s_down", "o_down", "disconnected"})

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobqueue_operator import naming, oldest
+from jobqueue_operator import broker_replication, naming, oldest
 from jobqueue_operator.models import JobQueueSpec
 
 # From milliseconds (a tick of a small JobQueue) to a minute (a reconcile waiting on a slow API server).
@@ -66,6 +66,9 @@ class BrokerSeries:
     """The largest replication lag of its replicas, in seconds since their last acknowledgement."""
     lag_bytes: int | None = None
     """The largest distance between the master's replication offset and a replica's."""
+    availability: str | None = None
+    """A Sentinel-managed broker's BrokerAvailable reason (`broker_replication.AVAILABILITY_REASONS`); None:
+    not one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +361,12 @@ class OperatorMetrics(Collector):
             "failover to that replica would lose now.",
             labels=QUEUE_LABELS[:2],
         )
+        availability = GaugeMetricFamily(
+            "jobqueue_broker_availability",
+            "The reason of a Sentinel-managed broker's BrokerAvailable condition: 1 for the current one, 0 for the "
+            "others (BrokerReplicated is the healthy one).",
+            labels=[*QUEUE_LABELS[:2], "reason"],
+        )
         failovers = CounterMetricFamily(
             "jobqueue_broker_failovers",
             "Changes of a Sentinel-managed broker's master the operator saw (Sentinel failovers), since it started.",
@@ -370,10 +379,14 @@ class OperatorMetrics(Collector):
                 lag.add_metric([namespace, jobqueue], series.lag_seconds)
             if series.lag_bytes is not None:
                 behind.add_metric([namespace, jobqueue], series.lag_bytes)
+            if series.availability is not None:
+                for reason in broker_replication.AVAILABILITY_REASONS:
+                    current = 1.0 if reason == series.availability else 0.0
+                    availability.add_metric([namespace, jobqueue, reason], current)
         for (namespace, jobqueue), count in sorted(self._failovers.items()):
             failovers.add_metric([namespace, jobqueue], count)
         # Only with a Sentinel-managed broker: without one the families are not exported at all (no HELP).
-        return [family for family in (replicas, lag, behind, failovers) if family.samples]
+        return [family for family in (replicas, lag, behind, availability, failovers) if family.samples]
 
     def _collect_targets_and_health(self) -> list[Metric]:
         """The spec's targets, the status conditions and the worker restarts (called under the lock)."""

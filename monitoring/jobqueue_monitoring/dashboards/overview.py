@@ -1,5 +1,5 @@
 """The overview dashboard: every JobQueue at a glance (backlog, oldest task, workers, throughput, failures,
-brokers), and the operator itself."""
+brokers, the replication of brokers reached through Sentinel), and the operator itself."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ from grafana_foundation_sdk.builders import dashboard
 
 from jobqueue_monitoring import alerts, links
 from jobqueue_monitoring.dashboards.common import (
+    DATASOURCE,
     JOBQUEUE_SELECTOR,
     RATE,
     SELECTOR,
     base,
     dashboards_link,
+    increments,
     instant_table,
     series,
     single_stat,
+    timeline,
 )
 
 TITLE = "JobQueue / Overview"
@@ -27,9 +30,21 @@ QUEUE_LINK = (
 )
 
 
+SENTINEL_ONLY = "Sentinel brokers only (a sentinel:// broker URL; docs/broker.md)."
+
+
 def build() -> dashboard.Dashboard:
+    failovers = (
+        dashboard.AnnotationQuery()
+        .name("Broker failovers")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("red")
+        .expr(increments(f"jobqueue_broker_failovers_total{{{JOBQUEUE_SELECTOR}}}", "1m", J) + " > 0")
+    )
     return (
         base(links.OVERVIEW_UID, TITLE, "Every JobQueue: backlog, workers, throughput, failures and brokers.")
+        .annotation(failovers)
         .link(dashboards_link("Queues"))
         .with_row(dashboard.Row("At a glance"))
         .with_panel(
@@ -235,6 +250,85 @@ def build() -> dashboard.Dashboard:
                         "{{namespace}}/{{jobqueue}} {{queue}}",
                     )
                 ],
+            )
+        )
+        .with_row(dashboard.Row("Broker replication (Sentinel)"))
+        .with_panel(
+            timeline(
+                "Broker availability",
+                "The reason of each Sentinel broker's BrokerAvailable condition over time: BrokerReplicated "
+                "(healthy), BrokerWritesRefused, BrokerUnderReplicated, BrokerQuorumLost, BrokerNoMaster or "
+                "BrokerUnreachable (alerts JobQueueBrokerWritesRefused, ...UnderReplicated, ...QuorumLost and "
+                f"...NoMaster fire after 1 to 5 minutes of one). {SENTINEL_ONLY}",
+                [
+                    (
+                        f"max by ({J}, reason) (jobqueue_broker_availability{{{JOBQUEUE_SELECTOR}}})",
+                        "{{namespace}}/{{jobqueue}} {{reason}}",
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            series(
+                "Broker replicas by state",
+                "Replicas of each Sentinel broker by state: in_sync (acknowledged within min-replicas-max-lag), "
+                "lagging, syncing (taking a full copy), down. Absent while no working master is read. "
+                f"{SENTINEL_ONLY}",
+                "short",
+                [
+                    (
+                        f"max by ({J}, state) (jobqueue_broker_replicas{{{JOBQUEUE_SELECTOR}}})",
+                        "{{namespace}}/{{jobqueue}} {{state}}",
+                    )
+                ],
+            )
+        )
+        .with_panel(
+            series(
+                "Broker replication lag",
+                "The largest replica lag of each Sentinel broker: seconds since a replica last acknowledged the "
+                "master's stream (0 or 1 when healthy; JobQueueBrokerReplicationLagHigh fires when it passes "
+                f"{alerts.LAG_ALERT_SECONDS} s again and again). {SENTINEL_ONLY}",
+                "s",
+                [
+                    (
+                        f"max by ({J}) (jobqueue_broker_replication_lag_seconds{{{JOBQUEUE_SELECTOR}}})",
+                        "{{namespace}}/{{jobqueue}}",
+                    )
+                ],
+                width=8,
+            )
+        )
+        .with_panel(
+            series(
+                "Broker replication lag (bytes)",
+                "The largest distance between each Sentinel broker's master and a replica, in bytes: what a "
+                "failover to that replica would lose now (a few hundred bytes is normal: replicas acknowledge "
+                f"once a second). {SENTINEL_ONLY}",
+                "bytes",
+                [
+                    (
+                        f"max by ({J}) (jobqueue_broker_replication_lag_bytes{{{JOBQUEUE_SELECTOR}}})",
+                        "{{namespace}}/{{jobqueue}}",
+                    )
+                ],
+                width=8,
+            )
+        )
+        .with_panel(
+            series(
+                "Broker failovers in the last hour",
+                "Changes of each Sentinel broker's master the operator saw in the last hour (each a "
+                f"BrokerFailover Event; JobQueueBrokerFailoversFrequent fires at {alerts.FAILOVERS_PER_HOUR}). "
+                f"The count starts again with each operator leader. {SENTINEL_ONLY}",
+                "short",
+                [
+                    (
+                        f"sum by ({J}) (increase(jobqueue_broker_failovers_total{{{JOBQUEUE_SELECTOR}}}[1h]))",
+                        "{{namespace}}/{{jobqueue}}",
+                    )
+                ],
+                width=8,
             )
         )
         .with_row(dashboard.Row("Operator"))

@@ -435,6 +435,7 @@ def plan(
             replicas=None if replication is None or not replication.replicas else dict(replication.replicas),
             lag_seconds=None if replication is None else replication.lag_seconds,
             lag_bytes=None if replication is None else replication.lag_bytes,
+            availability=None if replication is None else replication.verdict[1],
         ),
         maxmemory=None if memory_verdict is None else memory_verdict.set_maxmemory,
         master=master,

@@ -161,6 +161,8 @@ def test_after_the_master_is_killed_the_tick_names_the_new_master_and_posts_a_fa
         assert f"{old[0]}:{old[1]} down" in condition["message"]
         print(condition["message"])
         assert metrics.registry.get_sample_value("jobqueue_broker_replicas", {**labels, "state": "down"}) == 1
+        replicated = {**labels, "reason": Reason.BROKER_REPLICATED}  # what the alert rules select on
+        assert metrics.registry.get_sample_value("jobqueue_broker_availability", replicated) == 1
 
 
 def test_a_master_without_replicas_in_sync_refuses_writes_and_the_condition_says_so(

@@ -139,6 +139,25 @@ def test_no_working_master_is_not_available_and_has_no_replica_series(
     assert seen.lag_seconds is None
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"replicas": (Replica("10.0.0.2:6379"),), "good_replicas": 0},
+        {"replicas": (Replica("10.0.0.2:6379"),), "good_replicas": None, "min_replicas_to_write": None},
+        {"quorum_problem": "NOQUORUM 1 usable Sentinels"},
+        {"master": None},
+        {"error": "s1:26379: ConnectionError"},
+    ],
+    ids=["replicated", "writes-refused", "under-replicated", "quorum-lost", "no-master", "unreachable"],
+)
+def test_every_reason_of_broker_available_is_a_value_of_the_availability_series(changes: dict[str, Any]) -> None:
+    """The alert rules select on `jobqueue_broker_availability{reason}`: a reason missing from the list would
+    export all zeros, and its alert would never fire."""
+    reason = broker_replication.assess(_healthy(**changes)).verdict[1]
+    assert reason in broker_replication.AVAILABILITY_REASONS
+
+
 def test_replicas_are_known_from_the_sentinels_and_the_master() -> None:
     sentinel_view = [
         {"ip": "10.0.0.2", "port": 6379, "flags": "slave", "master-link-status": "ok"},
@@ -240,6 +259,19 @@ def _condition(kube: FakeKube) -> dict[str, Any] | None:
     return next((c for c in conditions if c["type"] == status.BROKER_AVAILABLE), None)
 
 
+def _availability(metrics: OperatorMetrics) -> str:
+    """The one reason `jobqueue_broker_availability` says is current (1), every other reason being 0."""
+    values = {
+        reason: metrics.registry.get_sample_value(
+            "jobqueue_broker_availability", {"namespace": "ns", "jobqueue": "m", "reason": reason}
+        )
+        for reason in broker_replication.AVAILABILITY_REASONS
+    }
+    (current,) = [reason for reason, value in values.items() if value == 1]
+    assert {value for reason, value in values.items() if reason != current} == {0}
+    return current
+
+
 def test_a_tick_on_a_sentinel_broker_says_its_members_and_a_failover(looks: list[Members]) -> None:
     kube, memory, metrics = _kube(SENTINEL_URL), scaling.Memory(), OperatorMetrics()
     looks += [
@@ -258,6 +290,7 @@ def test_a_tick_on_a_sentinel_broker_says_its_members_and_a_failover(looks: list
     assert metrics.registry.get_sample_value("jobqueue_broker_replicas", in_sync) == 2
     labels = {"namespace": "ns", "jobqueue": "m"}
     assert metrics.registry.get_sample_value("jobqueue_broker_replication_lag_bytes", labels) == 100
+    assert _availability(metrics) == Reason.BROKER_REPLICATED
 
     scaling.tick(kube, _body(), memory, metrics)  # the master is down: no master, a Warning, no failover yet
     condition = _condition(kube)
@@ -265,6 +298,7 @@ def test_a_tick_on_a_sentinel_broker_says_its_members_and_a_failover(looks: list
     assert (condition["status"], condition["reason"]) == ("False", Reason.BROKER_NO_MASTER)
     assert not [e for e in kube.events if e[1] == Reason.BROKER_FAILOVER]
     assert metrics.registry.get_sample_value("jobqueue_broker_replicas", in_sync) is None
+    assert _availability(metrics) == Reason.BROKER_NO_MASTER
 
     scaling.tick(kube, _body(), memory, metrics)  # a replica was promoted
     condition = _condition(kube)
@@ -284,6 +318,8 @@ def test_a_redis_broker_has_no_members_condition_and_no_replication_series(looks
     labels = {"namespace": "ns", "jobqueue": "m"}
     assert metrics.registry.get_sample_value("jobqueue_broker_failovers_total", labels) is None
     assert metrics.registry.get_sample_value("jobqueue_broker_replicas", {**labels, "state": "in_sync"}) is None
+    reason = {**labels, "reason": Reason.BROKER_REPLICATED}
+    assert metrics.registry.get_sample_value("jobqueue_broker_availability", reason) is None
 
 
 # -- the reconciler folds it into Ready and Degraded
