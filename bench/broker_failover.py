@@ -1,4 +1,4 @@
-"""How fast the workers and the project's producer follow a Redis Sentinel failover: host processes only.
+"""How fast the workers and the project's producer follow a Redis Sentinel failover: host processes, or the cluster.
 
 A Sentinel group (`jobqueue_devenv.sentinel_process`: three redis-server, three Sentinels, the managed
 broker's settings) and one real `jobqueue-worker` on its sentinel:// URL. Each round faults the master
@@ -16,8 +16,14 @@ round waits out Sentinel's own pause between failovers of one master (2 x failov
     PYTHONPATH=devenv:worker .venv/bin/python bench/broker_failover.py [--runs 5] [--fault kill|freeze|both]
         [--json OUT]
 
-Not yet: lost and duplicated counts under steady load (the ledger of the cluster scenarios), and the single
-broker's Pod restart as the baseline (issue 21).
+With `--cluster` it measures the managed broker on the local cluster instead (KUBECONFIG's cluster if it has
+three nodes, else one started for it), with the fault scenarios' own code and ledger under a steady load sent
+by the confirming producer: `broker-master-killed` (`jobqueue_devenv.faults.broker_scenarios`: the HA
+broker's master Pod force-deleted `--runs` times) and, as the baseline, `redis-restart` (the single broker's
+Pod force-deleted `--runs` times, `jobqueue_devenv.faults.scenarios`): for each, the fault to a task sent
+after it started (median, worst) and the lost and duplicated counts.
+
+    PYTHONPATH=devenv:worker:operator .venv/bin/python bench/broker_failover.py --cluster [--runs 20] [--json OUT]
 """
 
 from __future__ import annotations
@@ -33,13 +39,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "worker"), str(REPO / "devenv")]
+sys.path[:0] = [str(REPO), str(REPO / "worker"), str(REPO / "devenv"), str(REPO / "operator")]
 
-from jobqueue_devenv import bench_results  # noqa: E402
+from bench.soak import finish, run_one  # noqa: E402
+from jobqueue_devenv import bench_results, cluster  # noqa: E402
+from jobqueue_devenv.faults import broker_scenarios, scenarios  # noqa: E402
+from jobqueue_devenv.faults.node_stage import bench_rig  # noqa: E402
 from jobqueue_devenv.processes import free_port, stop_group  # noqa: E402
 from jobqueue_devenv.sentinel_process import SentinelGroup  # noqa: E402
 from jobqueue_devenv.waiting import wait_until  # noqa: E402
@@ -103,12 +113,43 @@ def one_round(group: SentinelGroup, fault: str) -> dict[str, float]:
     return {"promoted_seconds": round(promoted, 2), "service_seconds": round(service, 2)}
 
 
+CLUSTER_TASKS_PER_RUN = 50
+"""Tasks of the steady load per fault on the cluster (4 a second: a round lasts at least the failover)."""
+
+
+def on_cluster(runs: int, path: Path) -> int:
+    """The HA broker's master killed `runs` times and the single broker's Pod `runs` times, on the cluster;
+    exit 1 when a task was lost or a bound broken (as `bench.soak`)."""
+    kubeconfig = os.environ.get("KUBECONFIG")
+    state = cluster.ClusterState.load(Path(kubeconfig).parent) if kubeconfig else None
+    size = scenarios.Size(runs * CLUSTER_TASKS_PER_RUN, runs)
+    logs = path.parent / "broker-failover-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with bench_rig(state, "brokerfo", logs / "operator.log") as (rig, prefix):
+        ha = partial(broker_scenarios.broker_master_killed, size=size, rig=rig)
+        single = partial(scenarios.redis_restart, size=size)
+        outcomes = [
+            run_one(rig.kube, prefix, rig.ledger_url, "broker-master-killed", size, ha),
+            run_one(rig.kube, prefix, rig.ledger_url, "redis-restart", size, single),
+        ]
+    found = {o.scenario: o.row() for o in outcomes}
+    for name, row in found.items():
+        print(f"{name:<22} service back median {row['recovery_median_s']} s, worst {row['recovery_worst_s']} s; "
+              f"{row['tasks']} tasks, {row['lost']} lost, {row['duplicated']} duplicated")  # fmt: skip
+    measured = {"high_availability": found["broker-master-killed"], "single_broker_baseline": found["redis-restart"]}
+    return finish(outcomes, "broker_failover", started, path, mode="cluster", runs=runs, **measured)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="failovers per kind of fault")
     parser.add_argument("--fault", choices=("kill", "freeze", "both"), default="both")
+    parser.add_argument("--cluster", action="store_true", help="the managed broker on the local cluster")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})")
     args = parser.parse_args()
+    if args.cluster:
+        sys.exit(on_cluster(args.runs, args.json))
     faults = ("kill", "freeze") if args.fault == "both" else (args.fault,)
     result: dict[str, Any] = {}
     logs = Path(tempfile.mkdtemp(prefix="broker-failover-"))

@@ -1,6 +1,7 @@
 """The fault-injection suite at soak size: every scenario of `jobqueue_devenv.faults.scenarios` with at
 least 10,000 tasks in all, on the local cluster, then the node faults of `jobqueue_devenv.faults.node_scenarios`
-on a cluster of three nodes; a table (scenario, tasks, lost, duplicated, interrupted, recovery) and
+on a cluster of three nodes, with the managed highly available broker's faults of
+`jobqueue_devenv.faults.broker_scenarios`; a table (scenario, tasks, lost, duplicated, interrupted, recovery) and
 bench/results/soak.json.
 
     python -m bench.soak [--scenario NAME ...] [--scale 1.0] [--json OUT]
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jobqueue_devenv import bench_results, cluster, demo
+from jobqueue_devenv.faults.broker_scenarios import BROKER_SCENARIOS
 from jobqueue_devenv.faults.node_scenarios import NODE_SCENARIOS, NodeScenario
 from jobqueue_devenv.faults.node_stage import bench_rig
 from jobqueue_devenv.faults.scenarios import SCENARIOS, Outcome, Scenario, Size
@@ -111,7 +113,7 @@ def run_nodes(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
-    names = [s.name for s in (*SCENARIOS, *NODE_SCENARIOS)]
+    names = [s.name for s in (*SCENARIOS, *NODE_SCENARIOS, *BROKER_SCENARIOS)]
     parser.add_argument("--scenario", action="append", choices=names, help="run only these (default: all)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's task count")
     parser.add_argument("--json", type=Path, default=RESULT, help=f"default: {RESULT.relative_to(REPO)}")
@@ -122,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if state is None:
         raise SystemExit("KUBECONFIG does not point at a `jobqueue_devenv up` cluster")
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    chosen_nodes = [s for s in NODE_SCENARIOS if not args.scenario or s.name in args.scenario]
+    chosen_nodes = [s for s in (*NODE_SCENARIOS, *BROKER_SCENARIOS) if not args.scenario or s.name in args.scenario]
     logs = args.json.parent / "soak-logs"
     logs.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -60,6 +60,7 @@ THREE_NODE_MODULES: Final = (
     "tests/integration/operator/test_lost_node.py",
     "tests/integration/operator/test_spread.py",
     "tests/e2e/node_faults/test_node_faults.py",
+    "tests/e2e/broker_faults/test_broker_faults.py",
 )
 """The modules that use `three_nodes`: one xdist scope (`pytest_xdist_make_scheduler`), so one worker runs
 them all on one three-node cluster instead of each starting its own."""

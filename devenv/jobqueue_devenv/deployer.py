@@ -112,8 +112,9 @@ def tear_down(kube: demo.Kube, namespace: str) -> None:
     kube.kubectl("delete", "jobqueues", "--all", "-n", namespace, "--cascade=orphan")  # the operator lets go
     kube.kubectl("delete", "deployments", "--all", "-n", namespace, "--wait=true", "--timeout=120s")
     try:
-        kube.kubectl("wait", "--for=delete", "pods", "-n", namespace, "-l", "app.kubernetes.io/component!=broker",
-                     "--timeout=120s")  # fmt: skip
+        # The Sentinels stay with the broker: a worker on a sentinel:// broker finds its Redis through them.
+        kube.kubectl("wait", "--for=delete", "pods", "-n", namespace, "-l",
+                     "app.kubernetes.io/component notin (broker,sentinel)", "--timeout=120s")  # fmt: skip
     except RuntimeError as exc:
         raise RuntimeError(f"{exc}\n{pod_report(kube, namespace)}") from None
     kube.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s")

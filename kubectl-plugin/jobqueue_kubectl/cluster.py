@@ -81,14 +81,18 @@ class Cluster:
         items.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or e["metadata"].get("creationTimestamp"))
         return items[-limit:] if limit > 0 else []
 
-    def secret_value(self, namespace: str, name: str, key: str) -> str:
+    def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """Every key of a Secret, decoded."""
         secret = self._call(
             f"Secret {namespace}/{name}", client.CoreV1Api(self.api).read_namespaced_secret, name, namespace
         )
-        data = secret.data or {}
+        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        data = self.secret_data(namespace, name)
         if key not in data:
             raise PluginError(f"Secret {namespace}/{name} has no key {key}")
-        return base64.b64decode(data[key]).decode()
+        return data[key]
 
     def pod_ip(self, namespace: str, name: str) -> str | None:
         try:

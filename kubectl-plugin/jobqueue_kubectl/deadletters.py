@@ -67,6 +67,7 @@ def run(
         (int(q.get("priorityLevels", DEFAULT_PRIORITY_LEVELS)) for q in spec.get("queues") or [] if q["name"] == queue),
         DEFAULT_PRIORITY_LEVELS,
     )
-    url = override_url or sending.reachable_url(api, body, sending.broker_url(api, body))
-    sending.ping(url)
+    url, master_name = sending.broker(api, body)
+    url = override_url or sending.reachable_url(api, body, url)
+    sending.ping(url, master_name)  # the worker's command below asks for JOBQUEUE_BROKER_MASTER_NAME's master
     return admin.main(worker_argv(action, url, queue, priority_steps(levels), options))

@@ -27,7 +27,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.sentinel
@@ -115,7 +115,14 @@ def parse_sentinel(url: str) -> SentinelUrl:
     db = first.path.strip("/") or "0"
     if not db.isdigit():
         raise BrokerError(f"the broker URL's database must be a number, not {db!r}")
-    return SentinelUrl(tuple(addresses), first.username or None, first.password, int(db))
+    # percent-decoded, as kombu and redis-py's from_url read a URL's credentials
+    username, password = first.username, first.password
+    return SentinelUrl(
+        tuple(addresses),
+        unquote(username) if username else None,
+        None if password is None else unquote(password),
+        int(db),
+    )
 
 
 def sentinel_clients(url: str, timeout: float = TIMEOUT_SECONDS) -> list[redis.Redis]:
@@ -129,7 +136,10 @@ def sentinel_clients(url: str, timeout: float = TIMEOUT_SECONDS) -> list[redis.R
 
 
 def _sentinel_options(parsed: SentinelUrl, timeout: float) -> dict[str, Any]:
+    """The URL's user and password log in to the Sentinels too (the managed broker's Sentinels declare the
+    operator's user; without a user, Sentinel's default user with the password)."""
     return {
+        "username": parsed.username,
         "password": parsed.password,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -604,6 +614,68 @@ def memory_usage(url: str, timeout: float = TIMEOUT_SECONDS) -> tuple[int, int]:
 
 
 def set_maxmemory(url: str, maxmemory: int, timeout: float = TIMEOUT_SECONDS) -> None:
-    """CONFIG SET maxmemory on a managed broker (at run time: no restart, nothing lost). Raises BrokerError."""
-    with connected(url, timeout, "configuring") as client:
-        client.config_set("maxmemory", maxmemory)
+    """CONFIG SET maxmemory on a managed broker (at run time: no restart, nothing lost). Through Sentinel, on
+    every member the Sentinels see up (`members`), the master first: a replica promoted later serves with the
+    same maxmemory. Raises BrokerError (naming the members not set) when one of them cannot be set."""
+    if not is_sentinel(url):
+        with connected(url, timeout, "configuring") as client:
+            client.config_set("maxmemory", maxmemory)
+        return
+    failed = []
+    for where in members(url, timeout):
+        try:
+            with instance_client(url, where, timeout) as client:
+                client.config_set("maxmemory", maxmemory)
+        except redis.RedisError as exc:
+            failed.append(f"{where}: {_said(exc)}")
+    if failed:
+        raise BrokerError(f"maxmemory not set on {len(failed)} member(s): {'; '.join(failed)}")
+
+
+def members(url: str, timeout: float = TIMEOUT_SECONDS, master_name: str = contract.SENTINEL_MASTER_NAME) -> list[str]:
+    """`host:port` of the members of a sentinel:// broker that the first Sentinel that answers sees up: the
+    master first, then each replica it does not flag down or disconnected (a member that is down cannot be
+    written to now; one that comes back restarted starts from its arguments and the Secret, one that was
+    frozen is found again by the next look). Raises BrokerError when no Sentinel answers."""
+    errors = []
+    clients = sentinel_clients(url, timeout)
+    try:
+        for client in clients:
+            try:
+                state: Any = client.sentinel_master(master_name)
+                known: Any = client.sentinel_slaves(master_name)
+            except redis.RedisError as exc:
+                errors.append(_said(exc))
+                continue
+            replicas = [
+                f"{one['ip']}:{one['port']}"
+                for one in known
+                if not (one.get("is_sdown") or one.get("is_odown") or one.get("is_disconnected"))
+            ]
+            return [f"{state['ip']}:{state['port']}", *replicas]
+    finally:
+        for client in clients:
+            client.close()
+    raise BrokerError(f"{describe(url, master_name)}: no Sentinel names the members: {'; '.join(errors)}")
+
+
+@contextlib.contextmanager
+def instance_client(url: str, where: str, timeout: float = TIMEOUT_SECONDS) -> Iterator[redis.Redis]:
+    """A client of one member or Sentinel (`host:port`) of a sentinel:// broker, logged in with the URL's
+    user and password; every socket operation bounded, nothing retried."""
+    parsed = parse_sentinel(url)
+    host, _, port = where.rpartition(":")
+    client = redis.Redis(
+        host,
+        int(port),
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), MASTER_RETRIES),
+    )
+    try:
+        yield client
+    finally:
+        client.close()

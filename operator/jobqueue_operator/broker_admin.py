@@ -91,24 +91,78 @@ def read_managed(
         accepted = _accepted(client.execute_command("ACL", "GETUSER", DEFAULT_USER))  # type: ignore[no-untyped-call]
         held = held_tasks(client) if count_held else None
         aof = str(client.info("persistence").get("aof_enabled", 0)) == "1"
-    return url, ManagedState(as_operator, accepted, held, aof)
+    if not broker.is_sentinel(url):
+        return url, ManagedState(as_operator, accepted, held, aof)
+    every, somewhere, unread = accepted_by_instances(url, timeout)
+    return url, ManagedState(as_operator, every, held, aof, somewhere, unread)
+
+
+def instances(url: str, timeout: float = broker.TIMEOUT_SECONDS) -> list[str]:
+    """`host:port` of every Sentinel of a sentinel:// URL and every member they see up (`broker.members`):
+    each keeps its own ACL users (nothing of ACL replicates), so a password is changed on each. Raises
+    BrokerError when no Sentinel answers."""
+    sentinels = [f"{host}:{port}" for host, port in broker.parse_sentinel(url).sentinels]
+    return [*sentinels, *broker.members(url, timeout)]
+
+
+def accepted_by_instances(
+    url: str, timeout: float = broker.TIMEOUT_SECONDS
+) -> tuple[frozenset[str], frozenset[str], tuple[str, ...]]:
+    """The password hashes every instance that answers accepts, those one of them accepts, and the instances
+    that could not be read (with why)."""
+    every: frozenset[str] | None = None
+    somewhere: frozenset[str] = frozenset()
+    unread = []
+    for where in instances(url, timeout):
+        try:
+            with broker.instance_client(url, where, timeout) as client:
+                found = _accepted(client.execute_command("ACL", "GETUSER", DEFAULT_USER))  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            unread.append(f"{where}: {type(exc).__name__}: {exc}")
+            continue
+        every = found if every is None else every & found
+        somewhere |= found
+    return every or frozenset(), somewhere, tuple(unread)
+
+
+def _on_each(url: str, command: Sequence[str], timeout: float = broker.TIMEOUT_SECONDS) -> None:
+    """Run one command on the broker: one Redis, or every member and Sentinel of a sentinel:// URL (each that
+    answers gets it; raises BrokerError naming those that did not, after trying all: the next reconcile
+    tries them again)."""
+    if not broker.is_sentinel(url):
+        with broker.connected(url, purpose="configuring") as client:
+            client.execute_command(*command)  # type: ignore[no-untyped-call]
+        return
+    failed = []
+    for where in instances(url, timeout):
+        try:
+            with broker.instance_client(url, where, timeout) as client:
+                client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            failed.append(f"{where}: {type(exc).__name__}: {exc}")
+    if failed:
+        raise broker.BrokerError(f"{' '.join(command[:2])} failed on {len(failed)} instance(s): {'; '.join(failed)}")
 
 
 def ensure_operator_user(url: str, user: str, password: str, permissions: Sequence[str]) -> None:
     """Create (or reset the password of) the operator's own user, logged in with `url` (the Secret's): a
-    Redis started before the user existed gets it at run time, no restart."""
+    Redis started before the user existed gets it at run time, no restart. Through Sentinel (the operator's
+    Secret was made again, with a new password) the password is ADDED on every member and Sentinel, never
+    reset: replication and the Sentinels still log in with the one they started with."""
+    if broker.is_sentinel(url):
+        _on_each(url, ("ACL", "SETUSER", user, "on", f">{password}", *permissions))
+        return
     with broker.connected(url, purpose="configuring") as client:
         client.execute_command("ACL", "SETUSER", user, "on", "resetpass", f">{password}", *permissions)  # type: ignore[no-untyped-call]
 
 
 def add_password(url: str, password: str) -> None:
-    """The default user accepts `password` as well as those it accepted (a rotation's first step)."""
-    with broker.connected(url, purpose="configuring") as client:
-        client.execute_command("ACL", "SETUSER", DEFAULT_USER, "on", f">{password}")  # type: ignore[no-untyped-call]
+    """The default user accepts `password` as well as those it accepted (a rotation's first step); through
+    Sentinel on every member and Sentinel."""
+    _on_each(url, ("ACL", "SETUSER", DEFAULT_USER, "on", f">{password}"))
 
 
 def keep_only_password(url: str, password: str) -> None:
-    """The default user accepts `password` only (a rotation's last step). Connections already logged in
-    with another password stay open; new ones are refused."""
-    with broker.connected(url, purpose="configuring") as client:
-        client.execute_command("ACL", "SETUSER", DEFAULT_USER, "on", "resetpass", f">{password}")  # type: ignore[no-untyped-call]
+    """The default user accepts `password` only (a rotation's last step); through Sentinel on every member
+    and Sentinel. Connections already logged in with another password stay open; new ones are refused."""
+    _on_each(url, ("ACL", "SETUSER", DEFAULT_USER, "on", "resetpass", f">{password}"))

@@ -62,11 +62,14 @@ def decide(
     accepted: frozenset[str],
     stale_pods: Sequence[str],
     probe_reads_password: bool,
+    accepted_somewhere: frozenset[str] | None = None,
 ) -> Step:
     """`secret`: the Secret's name; `password`/`url`: its keys now; `wanted_url`: the URL for `password`;
     `accepted`: what Redis accepts; `stale_pods`: Pods of the JobQueue that do not run with the current
     configuration; `probe_reads_password`: the running Redis's readiness probe logs in with the password it
-    started with (a Redis made before this operator version)."""
+    started with (a Redis made before this operator version). A highly available broker: `accepted` is what
+    EVERY member and Sentinel accepts (the new password is added until each does) and `accepted_somewhere`
+    what at least one does (an old password is dropped while one still accepts it)."""
     new = digest(password)
     if new not in accepted:
         message = (
@@ -83,7 +86,7 @@ def decide(
             f"from it; the Pods that read it roll"
         )
         events.append(Event("Normal", Reason.BROKER_PASSWORD_ROTATING, message))
-    old = accepted - {new}
+    old = (accepted if accepted_somewhere is None else accepted_somewhere) - {new}
     if not old:
         return Step(url=rewrite, events=events)
     if rewrite is not None or stale_pods:

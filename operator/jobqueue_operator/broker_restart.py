@@ -12,6 +12,9 @@ itself) and the reconciler deletes the Pod only when that loses nothing:
 - otherwise HOLD, and say how many tasks a restart would lose now, what is waiting and how to proceed;
   Redis restarts by itself once the tasks are done. Tasks that cannot be counted (Redis cannot be read)
   hold the restart too.
+
+A highly available broker's members roll one replica at a time while the broker is whole; its master is
+never deleted by the operator, it waits for a hand-over (`roll_members`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from typing import Any, Final
 
 from jobqueue_operator import naming
 from jobqueue_operator.broker_state import Held
+from jobqueue_operator.models import SENTINEL_MEMBERS
 from jobqueue_operator.reasons import Reason
+from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 
 REVISION_LABEL: Final = "controller-revision-hash"
 """The StatefulSet controller's label on each Pod: the revision of the template it was made from."""
@@ -42,6 +47,8 @@ class Verdict:
     lost: int = 0
     """Tasks the restart decided now loses (the user asked for it)."""
     asked: bool = False
+    pod: str | None = None
+    """The Pod to delete (a highly available broker's member); None: the single broker's `<jq>-redis-0`."""
 
 
 def _container(spec: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -152,7 +159,69 @@ def _restart(found: tuple[str, ...], why: str, lost: int = 0, asked: bool = Fals
 
 def restarted_message(verdict: Verdict) -> str:
     """The `BrokerRestarted` Event of a restart decided by `decide`."""
-    return f"Redis Pod deleted, to start on the new template ({'; '.join(verdict.changes)}): {verdict.why}"
+    which = f"Redis Pod {verdict.pod}" if verdict.pod else "Redis Pod"
+    return f"{which} deleted, to start on the new template ({'; '.join(verdict.changes)}): {verdict.why}"
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    """Running, Ready and not being deleted (a deleted Pod may still say Ready while it stops)."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return ready and _running(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def roll_members(
+    jobqueue: str,
+    statefulset: Mapping[str, Any] | None,
+    pods: Sequence[Mapping[str, Any]],
+    master: str | None,
+    in_sync: int,
+    unreadable: str,
+) -> Verdict:
+    """A highly available broker's members onto a changed template, one REPLICA at a time and only while the
+    broker is whole: every member Pod Ready, the Sentinels' master answering (`master`, its `host:port`; None:
+    none, `unreadable` says why), both replicas in sync (`in_sync`, the replicas the master streams to
+    within `min-replicas-max-lag`). A replica's restart then costs nothing: the master and the other
+    replica stay in sync (`min-replicas-to-write` holds), and the replica re-syncs.
+    The master is never deleted by the operator (a delete is a failover after `downAfterMilliseconds`, in
+    which writes are refused, and Sentinel's own hand-over can drop writes the master takes meanwhile): it
+    waits, and the status says to hand it over with `SENTINEL FAILOVER`, after which it is a replica and
+    rolls like one. The restart annotation is not honoured here: nothing of a highly available broker needs
+    to lose its tasks to restart."""
+    name = naming.redis(jobqueue)
+    mine = [pod for pod in pods if str((pod.get("metadata") or {}).get("name") or "").startswith(f"{name}-")]
+    waiting = sorted(str(pod["metadata"]["name"]) for pod in mine if stale(statefulset, pod))
+    if not waiting:
+        return Verdict(
+            True, Reason.BROKER_POD_CURRENT, f"every Redis member runs the current template of StatefulSet {name}"
+        )
+    found = changes(next(pod for pod in mine if pod["metadata"]["name"] == waiting[0]), _template(statefulset))
+    held = f"a change ({'; '.join(found)}) waits for Redis members {', '.join(waiting)} to restart, held: "
+    if master is None:
+        return Verdict(False, Reason.BROKER_RESTART_HELD, f"{held}no working master ({unreadable})", changes=found)
+    unready = sorted(str(pod["metadata"]["name"]) for pod in mine if not _ready(pod))
+    if unready or len(mine) < SENTINEL_MEMBERS or in_sync < SENTINEL_MEMBERS - 1:
+        whole = (
+            f"not ready: {', '.join(unready)}" if unready else f"{in_sync} of {SENTINEL_MEMBERS - 1} replicas in sync"
+        )
+        message = f"{held}one member at a time, each once every member is Ready and in sync ({whole})"
+        return Verdict(False, Reason.BROKER_RESTARTING, message, changes=found)
+    master_pod = master.split(".", 1)[0]
+    replicas = [member for member in waiting if member != master_pod]
+    if replicas:
+        why = f"{replicas[0]} is a replica: the master {master_pod} and the other replica stay in sync"
+        message = f"restarting Redis member {replicas[0]} for: {'; '.join(found)}; {why}"
+        return Verdict(False, Reason.BROKER_RESTARTING, message, True, found, why, pod=replicas[0])
+    message = (
+        f"{held}{master_pod} is the master, which the operator does not delete: hand it over with "
+        f"`SENTINEL FAILOVER {SENTINEL_MASTER_NAME}` on a Sentinel ({naming.sentinel(jobqueue)}-N, logged in "
+        f"with the password of Secret {naming.redis_secret(jobqueue)}); it then restarts as a replica"
+    )
+    return Verdict(False, Reason.BROKER_RESTART_HELD, message, changes=found)
+
+
+def _template(statefulset: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return ((statefulset or {}).get("spec") or {}).get("template") or {}
 
 
 def broker_pod(pods: Sequence[Mapping[str, Any]], jobqueue: str) -> Mapping[str, Any] | None:

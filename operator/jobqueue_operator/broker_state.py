@@ -30,8 +30,14 @@ class ManagedState:
     as_operator: bool
     """Logged in as the operator's own user (False: with the Secret's URL; the user is missing)."""
     accepted: frozenset[str]
-    """SHA-256 (hex) of every password the default user accepts (`ACL GETUSER default`)."""
+    """SHA-256 (hex) of every password the default user accepts (`ACL GETUSER default`); a highly available
+    broker: those every member and Sentinel that was read accepts (ACL is per instance, not replicated)."""
     held: Held | None
     """None: not counted (Redis runs its current template: no restart to decide)."""
     aof: bool
     """Redis runs with the append-only file (`INFO persistence`): a restart keeps its data."""
+    accepted_somewhere: frozenset[str] | None = None
+    """A highly available broker: what at least one member or Sentinel read accepts; None: one Redis
+    (`accepted` says it all)."""
+    unread: tuple[str, ...] = ()
+    """A highly available broker's members and Sentinels whose passwords could not be read, and why."""

@@ -47,6 +47,7 @@ class Reason(StrEnum):
     BROKER_PASSWORD_ROTATING = "BrokerPasswordRotating"
     BROKER_PASSWORD_ROTATED = "BrokerPasswordRotated"
     BROKER_CONFIGURE_FAILED = "BrokerConfigureFailed"
+    BROKER_MODE_SWITCH_REFUSED = "BrokerModeSwitchRefused"
     # The workers
     WORKERS_UNAVAILABLE = "WorkersUnavailable"
     WORKERS_STARTING = "WorkersStarting"

@@ -1,7 +1,8 @@
 """`jobqueue-worker`: start a Celery worker for one queue from the environment the operator sets.
 
 `jobqueue-worker` runs the worker (the container's command); `jobqueue-worker send ...` is the small
-producer of built-in tasks (see `jobqueue_worker.producer`). Configuration errors print one line and
+producer of built-in tasks (see `jobqueue_worker.producer`); `jobqueue-worker beat ...` is Celery beat on the
+JobQueue's broker (`jobqueue_worker.beat`). Configuration errors print one line and
 exit 2. The worker runs in this process (no child `celery` command), so SIGTERM reaches Celery's
 warm-shutdown handler directly.
 """
@@ -121,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobqueue_worker import producer
 
         return producer.main(args[1:])
+    if args[:1] == ["beat"]:
+        from jobqueue_worker import beat
+
+        return beat.main(args[1:])
     if args[:1] in (["deadletter"], ["queue"]):
         from jobqueue_worker import admin
 
@@ -130,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args:
         print(
             f"{PROG}: takes no arguments (configure it with JOBQUEUE_* variables), or one of: "
-            f"{PROG} send --help, {PROG} deadletter --help, {PROG} queue --help"
+            f"{PROG} send --help, {PROG} beat --help, {PROG} deadletter --help, {PROG} queue --help"
         )
         return EXIT_CONFIG
     try:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+import redis.exceptions
 from kombu.transport.redis import SentinelChannel, SentinelTransport
 from kombu.utils.json import dumps
 
@@ -78,7 +79,12 @@ class ConfirmingSentinelChannel(SentinelChannel):
     supports_batch_publish = False  # a batch would skip `_put`: one WAIT per task keeps the promise simple
 
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        """kombu's `Channel._put` (LPUSH, and the queue's PEXPIREs if it has an expiry) plus the WAIT."""
+        """kombu's `Channel._put` (LPUSH, and the queue's PEXPIREs if it has an expiry) plus the WAIT. A channel
+        that a lost connection closed meanwhile has no connection left (kombu would fail with an AttributeError,
+        which its publish retries do not cover): that is raised as the connection error it is, so kombu revives
+        the producer on a new channel and sends again."""
+        if self.connection is None:
+            raise redis.exceptions.ConnectionError("the channel was closed by a lost broker connection")
         priority = self._get_message_priority(message, reverse=False)  # type: ignore[no-untyped-call]
         key = self._q_for_pri(queue, priority)  # type: ignore[no-untyped-call]
         with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:

@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import redis
@@ -42,6 +42,12 @@ KINDS = ("noop", "sleep", "burn_cpu", "allocate", "fail", "flaky", "crash")
 
 PUBLISH_RETRY_POLICY = {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 """About 20 s of retries for each send (kombu's default is under a second): a broker restart goes unnoticed."""
+
+
+CONNECT_RETRIES_SECONDS: Final = 20
+"""How long kombu tries to (re)connect before a send gives up (its transport option `connect_retries_timeout`;
+without it Celery's `broker_connection_timeout`, 4 s: less than a Sentinel failover, so sends made while the
+Sentinels still named the old master failed with "connection refused")."""
 
 
 def publish_retry_policy(broker_url: str) -> dict[str, float]:
@@ -70,7 +76,10 @@ def producer_app(
     app.conf.update(
         broker_url=broker_url,
         result_backend=backend,
-        broker_transport_options=transport_options(timeout, steps, key_prefix, broker_url, master_name),
+        broker_transport_options={
+            **transport_options(timeout, steps, key_prefix, broker_url, master_name),
+            "connect_retries_timeout": CONNECT_RETRIES_SECONDS,
+        },
         result_backend_transport_options=transport_options(timeout, steps, key_prefix, backend, master_name),
         task_serializer="json",
         result_serializer="json",

@@ -96,6 +96,7 @@ class Container:
     oom_killed: bool = False
     readiness: probes.ProbeTracker | None = None
     liveness: probes.ProbeTracker | None = None
+    startup: probes.ProbeTracker | None = None
     last_memory_check: float = 0.0
 
     @property
@@ -310,6 +311,8 @@ class PodWorker(threading.Thread):
         readiness, liveness = container.spec.get("readinessProbe"), container.spec.get("livenessProbe")
         container.readiness = probes.ProbeTracker(probes.ProbeSpec.from_api(readiness), False) if readiness else None
         container.liveness = probes.ProbeTracker(probes.ProbeSpec.from_api(liveness), True) if liveness else None
+        startup = container.spec.get("startupProbe")
+        container.startup = probes.ProbeTracker(probes.ProbeSpec.from_api(startup), False) if startup else None
         container.ready = readiness is None
         assert container.process is not None
         where = f"image {image.reference}" if image is not None else "a host process"
@@ -429,6 +432,14 @@ class PodWorker(threading.Thread):
     def _probe(self, container: Container, now: float) -> int | None:
         assert container.process is not None
         started = container.process.started
+        if container.startup and not container.startup.passing:  # the other probes wait until it passes
+            if container.startup.due(now, started):
+                container.startup.record(self._run_probe(container, "startupProbe"), time.monotonic())
+                if container.startup.given_up:
+                    log.warning("%s: %s failed its startup probe: restarting", self.name, container.name)
+                    return container.process.stop(self._grace())
+            if not container.startup.passing:
+                return None
         if container.liveness and container.liveness.due(now, started):
             alive = container.liveness.record(self._run_probe(container, "livenessProbe"), time.monotonic())
             if not alive:

@@ -1,4 +1,5 @@
-"""Readiness and liveness probes: when to probe and what the results mean (pure), and the probing itself."""
+"""Startup, readiness and liveness probes: when to probe and what the results mean (pure), and the probing
+itself."""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ class ProbeTracker:
     """Consecutive results of one probe of one container run, and the verdict they add up to.
 
     A readiness probe starts as failing (not ready until the first success), a liveness probe as
-    passing (alive until `failure_threshold` failures in a row), as in the kubelet.
+    passing (alive until `failure_threshold` failures in a row), as in the kubelet. A startup probe starts as
+    failing too: until it passes, neither of the others runs (a slow start is not a dead container), and
+    when it has `given_up` the container is restarted.
     """
 
     spec: ProbeSpec
@@ -49,6 +52,11 @@ class ProbeTracker:
         if now - started_at < self.spec.initial_delay:
             return False
         return self.last_run is None or now - self.last_run >= self.spec.period
+
+    @property
+    def given_up(self) -> bool:
+        """`failure_threshold` failures in a row: for a startup probe, the container is restarted."""
+        return self.failures >= self.spec.failure_threshold
 
     def record(self, ok: bool, now: float) -> bool:
         """Add one result; returns the verdict."""

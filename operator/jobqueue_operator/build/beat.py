@@ -1,5 +1,7 @@
 """Celery beat: one singleton scheduler Deployment. Two schedulers would send every task twice, so
-the strategy is Recreate and replicas is 1."""
+the strategy is Recreate and replicas is 1. It runs `jobqueue-worker beat` (the app's image has the worker
+package) rather than `celery beat`: that sets the transport options a sentinel:// broker needs
+(`jobqueue_worker.beat`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from jobqueue_operator.build.common import (
     Manifest,
     broker_url_ref,
     field_env,
+    master_name_env,
     metadata,
     placement,
     restricted_pod,
@@ -22,7 +25,7 @@ from jobqueue_operator.build.common import (
     with_config_hash,
 )
 from jobqueue_operator.models import JobQueue
-from jobqueue_worker.contract import INIT_COMMAND
+from jobqueue_worker.contract import WORKER_COMMAND, Env
 
 SCHEDULE_DIR: Final = "/var/run/beat"
 
@@ -33,22 +36,18 @@ def deployment(jq: JobQueue, config: Config | None = None) -> Manifest:
         "name": "beat",
         "image": jq.spec.image,
         "imagePullPolicy": jq.spec.image_pull_policy,
-        "command": [*INIT_COMMAND, "celery"],
+        "command": [*WORKER_COMMAND, "beat"],
         "args": [
-            "--app",
-            jq.spec.app,
-            "--broker",
-            "$(JOBQUEUE_BROKER_URL)",
-            "beat",
             "--loglevel",
             "INFO",
             "--schedule",
             f"{SCHEDULE_DIR}/celerybeat-schedule",
         ],
         "env": [
-            secret_env("JOBQUEUE_BROKER_URL", secret, key),
-            {"name": "JOBQUEUE_APP", "value": jq.spec.app},
-            {"name": "JOBQUEUE_NAME", "value": jq.name},
+            secret_env(Env.BROKER_URL, secret, key),
+            master_name_env(jq),
+            {"name": Env.APP, "value": jq.spec.app},
+            {"name": Env.NAME, "value": jq.name},
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_NAMESPACE", "metadata.namespace"),
             *user_env(jq),

@@ -29,14 +29,19 @@ from __future__ import annotations
 
 from typing import Final
 
+from jobqueue_operator.build import redis
 from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 
 
 class Env:
     """The variables the scripts read."""
 
-    PASSWORD: Final = "REDIS_PASSWORD"
-    """Redis's `requirepass` and `masterauth`; the Sentinels' `requirepass`, `auth-pass` and `sentinel-pass`."""
+    PASSWORD: Final = redis.PASSWORD_ENV
+    """The password producers and workers log in with: Redis's and the Sentinels' `requirepass`."""
+    OPERATOR_PASSWORD: Final = redis.OPERATOR_PASSWORD_ENV
+    """The password of the operator's own user (`redis.OPERATOR_USER`), which never changes: the scripts ask
+    with it, the replicas replicate with it (`masteruser`), the Sentinels monitor the members (`auth-user`)
+    and talk to each other (`sentinel-user`) with it, so a rotation of `PASSWORD` breaks none of these."""
     MEMBER: Final = "JOBQUEUE_HA_MEMBER"
     """A Redis member's own `host:port`."""
     MEMBERS: Final = "JOBQUEUE_HA_MEMBERS"
@@ -58,11 +63,11 @@ ASK_TIMEOUT_SECONDS: Final = 3
 """The longest one question to a Sentinel or member may take (coreutils `timeout`)."""
 
 _COMMON: Final = f"""
-# ask HOST:PORT COMMAND...: one question, logged in with the broker's password; nothing when it does not answer.
+# ask HOST:PORT COMMAND...: one question, as the operator's user; nothing when it does not answer.
 ask() {{
   address=$1; shift
-  REDISCLI_AUTH="${Env.PASSWORD}" timeout {ASK_TIMEOUT_SECONDS} redis-cli --no-auth-warning \\
-    -h "${{address%:*}}" -p "${{address##*:}}" "$@" 2>/dev/null
+  REDISCLI_AUTH="${Env.OPERATOR_PASSWORD}" timeout {ASK_TIMEOUT_SECONDS} redis-cli --no-auth-warning \\
+    --user {redis.OPERATOR_USER} -h "${{address%:*}}" -p "${{address##*:}}" "$@" 2>/dev/null
 }}
 
 # master_by_sentinels [SELF]: host:port of the master most Sentinels (but SELF) name, or nothing.
@@ -83,6 +88,14 @@ master_by_members() {{
   done
 }}
 
+# replica_by_members [SELF]: host:port of the first member (but SELF) that reports itself a replica, or nothing.
+replica_by_members() {{
+  for member in ${Env.MEMBERS}; do
+    [ "$member" = "${{1:-}}" ] && continue
+    if [ "$(ask "$member" role | head -n 1)" = slave ]; then echo "$member"; return; fi
+  done
+}}
+
 first_member() {{ set -- ${Env.MEMBERS}; echo "$1"; }}
 """
 
@@ -93,6 +106,12 @@ self="${Env.MEMBER}"
 # decide: the master to replicate (host:port), or nothing to start as the master. Logs go to stderr.
 decide() {{
   master=$(master_by_sentinels)
+  if [ "$master" = "$self" ] && [ -z "$(master_by_members "$self")$(replica_by_members "$self")" ]; then
+    # Nothing to promote: no other member runs (a fresh group whose Sentinels came up first: its other members
+    # start only once this one is Ready). Waiting could not help and only delays the start.
+    echo "the Sentinels name this member ($self) the master and no other member runs: nothing to wait for" >&2
+    return
+  fi
   if [ "$master" = "$self" ]; then
     echo "the Sentinels name this member ($self) the master: waiting up to ${Env.NAMED_MASTER_WAIT} s for" \\
       "them to promote a replica, which holds every write this member acknowledged" >&2
@@ -181,7 +200,9 @@ done
 echo "monitoring $master (from $from)"
 config="${Env.DIRECTORY}/sentinel.conf"
 name={SENTINEL_MASTER_NAME}
-password=$(printf '%s' "${Env.PASSWORD}" | sed 's/[\\\\"]/\\\\&/g')  # for the file: \\ and " escaped
+escaped() {{ printf '%s' "$1" | sed 's/[\\\\"]/\\\\&/g'; }}  # for the file: \\ and " escaped
+password=$(escaped "${Env.PASSWORD}")
+operator=$(escaped "${Env.OPERATOR_PASSWORD}")
 umask 077
 printf '%s\\n' \\
   "port ${{self##*:}}" \\
@@ -191,9 +212,12 @@ printf '%s\\n' \\
   "sentinel announce-ip ${{self%:*}}" \\
   "sentinel announce-port ${{self##*:}}" \\
   "requirepass \\"$password\\"" \\
-  "sentinel sentinel-pass \\"$password\\"" \\
+  "user {redis.OPERATOR_USER} on \\">$operator\\" {" ".join(redis.OPERATOR_PERMISSIONS)}" \\
+  "sentinel sentinel-user {redis.OPERATOR_USER}" \\
+  "sentinel sentinel-pass \\"$operator\\"" \\
   "sentinel monitor $name ${{master%:*}} ${{master##*:}} ${Env.QUORUM}" \\
-  "sentinel auth-pass $name \\"$password\\"" \\
+  "sentinel auth-user $name {redis.OPERATOR_USER}" \\
+  "sentinel auth-pass $name \\"$operator\\"" \\
   "sentinel down-after-milliseconds $name ${Env.DOWN_AFTER}" \\
   "sentinel failover-timeout $name ${Env.FAILOVER_TIMEOUT}" \\
   "sentinel parallel-syncs $name 1" > "$config"

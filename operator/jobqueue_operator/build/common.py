@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from jobqueue_operator import models, naming
 from jobqueue_operator.models import JobQueue, Resources
+from jobqueue_worker.contract import Env
 
 Manifest = dict[str, Any]
 ConfigRef = tuple[str, str]
@@ -67,6 +68,15 @@ def broker_url_ref(jq: JobQueue) -> tuple[str, str]:
 
 def secret_env(name: str, secret: str, key: str) -> Manifest:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def master_name_env(jq: JobQueue) -> Manifest:
+    """JOBQUEUE_BROKER_MASTER_NAME from the broker Secret's `masterName` key, if it has one: the Sentinel
+    master name of a sentinel:// broker. The managed broker's Secret always has it; an external broker's may
+    (`optional`: without it the variable is unset and every client uses contract.SENTINEL_MASTER_NAME)."""
+    secret, _ = broker_url_ref(jq)
+    ref = {"name": secret, "key": naming.MASTER_NAME_KEY, "optional": True}
+    return {"name": Env.BROKER_MASTER_NAME, "valueFrom": {"secretKeyRef": ref}}
 
 
 def field_env(name: str, field_path: str) -> Manifest:

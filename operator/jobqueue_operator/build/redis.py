@@ -25,7 +25,7 @@ from jobqueue_operator.build.common import (
     restricted_pod,
     secret_env,
 )
-from jobqueue_operator.models import JobQueue, ManagedBroker, parse_quantity
+from jobqueue_operator.models import SENTINEL_MEMBERS, JobQueue, ManagedBroker, parse_quantity
 from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 
 PORT: Final = 6379
@@ -78,15 +78,29 @@ def high_availability(jq: JobQueue) -> bool:
     return managed is not None and managed.high_availability.enabled
 
 
-def sentinel_host(jq: JobQueue) -> str:
-    """The DNS name of a highly available broker's Sentinel Service."""
-    return f"{naming.sentinel(jq.name)}.{jq.namespace}.svc"
+def pod_domain(jq: JobQueue, service: str) -> str:
+    """The DNS suffix of the Pods of a StatefulSet whose `serviceName` is the headless `service`."""
+    return f"{service}.{jq.namespace}.svc"
 
 
-def sentinel_url(jq: JobQueue, password: str) -> str:
+def sentinel_address(jq: JobQueue, ordinal: int) -> str:
+    """`host:port` of a highly available broker's Sentinel: its Pod's stable DNS name."""
+    name = naming.sentinel(jq.name)
+    return f"{name}-{ordinal}.{pod_domain(jq, naming.sentinel_headless(jq.name))}:{SENTINEL_PORT}"
+
+
+def sentinel_addresses(jq: JobQueue) -> list[str]:
+    return [sentinel_address(jq, ordinal) for ordinal in range(SENTINEL_MEMBERS)]
+
+
+def sentinel_url(jq: JobQueue, password: str, user: str = "") -> str:
     """The URL of a highly available broker (kombu's `sentinel://`; the master name is the transport option
-    `master_name`, `contract.SENTINEL_MASTER_NAME`). The Sentinels ask for the same password as Redis."""
-    return f"sentinel://:{quote(password)}@{sentinel_host(jq)}:{SENTINEL_PORT}/0"
+    `master_name`, `contract.SENTINEL_MASTER_NAME`): every Sentinel by its Pod's name, so a client asks the
+    next one when one is gone (through the Sentinels' Service, a dead node's Sentinel stays an endpoint until
+    the node is declared lost, and a client kept being sent to it). The Sentinels ask for the same password
+    as Redis, or log in the operator's own user."""
+    login = f"{quote(user)}:{quote(password)}"
+    return ";".join(f"sentinel://{login}@{address}/0" for address in sentinel_addresses(jq))
 
 
 def client_url(jq: JobQueue, password: str) -> str:
@@ -95,8 +109,13 @@ def client_url(jq: JobQueue, password: str) -> str:
 
 
 def operator_url(jq: JobQueue, password: str) -> str:
-    """The URL the operator reads and administers a managed broker with: its own user."""
-    return url(jq, password, OPERATOR_USER)
+    """The URL the operator reads and administers a managed broker with: its own user. For a highly
+    available broker every Sentinel by its Pod's name (each is asked, and each is administered in a
+    password rotation), the same user logging in to the Sentinels and to the master they name: the
+    Sentinels and the members all declare it (docs/broker.md, "The operator's own user")."""
+    if not high_availability(jq):
+        return url(jq, password, OPERATOR_USER)
+    return sentinel_url(jq, password, OPERATOR_USER)
 
 
 def secret(jq: JobQueue, password: str) -> Manifest:

@@ -3,11 +3,12 @@ own StatefulSet, a headless Service that names each Pod, and a PodDisruptionBudg
 high availability").
 
 The StatefulSet is the single broker's (`redis.statefulset`: same name, selector, `serviceName`, volume claim
-and `OnDelete` updates) at three replicas, so a running broker switched to high availability keeps its Pod
-`-0`, its volume and its data: the new members replicate `-0`, which stays the master until the Sentinels
-choose another. What changes is the Pod template: the start-up script (`bootstrap.MEMBER_SCRIPT`) that finds
-the master, AOF on every member, `masterauth`, `min-replicas-to-write` / `min-replicas-max-lag`, the
-announced name, and the anti-affinity.
+and `OnDelete` updates) at three replicas, so that a future switch of a running broker to high availability
+can keep its Pod `-0`, its volume and its data (not supported yet: reconcile/broker_mode.py keeps a running
+broker's mode; docs/broker.md, "Switching modes"). What changes is the Pod template: the start-up script
+(`bootstrap.MEMBER_SCRIPT`) that finds the master, AOF on every member, replication as the operator's own user
+(`masteruser`, `masterauth`), `min-replicas-to-write` / `min-replicas-max-lag`, the announced name, and the
+anti-affinity.
 
 The Service `<jq>-redis` becomes headless (no ClusterIP: clients go through the Sentinels) and publishes Pods
 that are not ready yet, so that `<jq>-redis-N.<jq>-redis.<ns>.svc` resolves for each member as soon as it
@@ -22,6 +23,7 @@ from typing import Final
 from jobqueue_operator import naming
 from jobqueue_operator.build import bootstrap, redis
 from jobqueue_operator.build.common import Manifest, field_env, metadata
+from jobqueue_operator.build.redis import pod_domain, sentinel_addresses
 from jobqueue_operator.build.workers import HOSTNAME_KEY
 from jobqueue_operator.models import SENTINEL_MEMBERS, HighAvailability, JobQueue, ManagedBroker
 
@@ -44,11 +46,6 @@ def managed(jq: JobQueue) -> ManagedBroker:
     return found
 
 
-def pod_domain(jq: JobQueue, service: str) -> str:
-    """The DNS suffix of the Pods of a StatefulSet whose `serviceName` is the headless `service`."""
-    return f"{service}.{jq.namespace}.svc"
-
-
 def member_address(jq: JobQueue, ordinal: int) -> str:
     """`host:port` of a Redis member: its Pod's stable DNS name."""
     name = naming.redis(jq.name)
@@ -68,13 +65,16 @@ def named_master_wait_seconds(ha: HighAvailability) -> int:
 
 def args(broker: ManagedBroker) -> list[str]:
     """redis-server's arguments on every member (the start-up script adds the announced name and, on a
-    replica, `--replicaof`): the single broker's with AOF always on, the password for the master too, and
-    the master refusing writes it cannot replicate."""
+    replica, `--replicaof`): the single broker's with AOF always on, the master refusing writes it cannot
+    replicate, and replication logged in as the operator's own user (`masteruser`), whose password never
+    changes: rotating the Secret's password touches neither replication nor the Sentinels' monitoring."""
     ha = broker.high_availability
     return [
         *redis.args(broker, aof=True),
+        "--masteruser",
+        redis.OPERATOR_USER,
         "--masterauth",
-        f"$({redis.PASSWORD_ENV})",
+        f"$({redis.OPERATOR_PASSWORD_ENV})",
         "--min-replicas-to-write",
         str(ha.min_replicas_to_write),
         "--min-replicas-max-lag",
@@ -141,16 +141,6 @@ def statefulset(jq: JobQueue) -> Manifest:
     if affinity is not None:
         pod["affinity"] = affinity
     return manifest
-
-
-def sentinel_address(jq: JobQueue, ordinal: int) -> str:
-    """`host:port` of a Sentinel: its Pod's stable DNS name."""
-    name = naming.sentinel(jq.name)
-    return f"{name}-{ordinal}.{pod_domain(jq, naming.sentinel_headless(jq.name))}:{redis.SENTINEL_PORT}"
-
-
-def sentinel_addresses(jq: JobQueue) -> list[str]:
-    return [sentinel_address(jq, ordinal) for ordinal in range(SENTINEL_MEMBERS)]
 
 
 def headless_service(jq: JobQueue, name: str, component: str, port_name: str, port: int) -> Manifest:

@@ -3,7 +3,8 @@ Pod, the Service clients reach them by (`<jq>-sentinel:26379`, the Secret's `sen
 PodDisruptionBudget that keeps a quorum (docs/broker.md, "Managed high availability").
 
 Sentinel is Redis's own failover (the same image, `redis-server --sentinel`): quorum 2 of 3, the master name
-`contract.SENTINEL_MASTER_NAME`, the Redis password for the Sentinels too. Each Sentinel writes its
+`contract.SENTINEL_MASTER_NAME`, the Redis password for clients of the Sentinels too, and the operator's own
+user for the operator, for the Sentinels' talk to each other and to the members. Each Sentinel writes its
 configuration at start (`bootstrap.SENTINEL_SCRIPT`) into an emptyDir: what it learns (peers, replicas, the
 epoch) its peers and the members tell it again within seconds, so nothing of it needs to outlive the Pod.
 The Pods start in parallel and roll one at a time (`RollingUpdate`): a restarted Sentinel costs no failover.
@@ -35,9 +36,11 @@ STARTUP_SECONDS: Final = 300
 
 
 def readiness_command() -> list[str]:
-    """The Sentinel answers and knows the master (logged in with the password it started with)."""
+    """The Sentinel answers and knows the master (logged in as the operator's user, whose password never
+    changes: never the Secret's, which a rotation drops while this container runs)."""
     script = (
-        f'REDISCLI_AUTH="${redis.PASSWORD_ENV}" redis-cli --no-auth-warning -p {redis.SENTINEL_PORT} '
+        f'REDISCLI_AUTH="${redis.OPERATOR_PASSWORD_ENV}" redis-cli --no-auth-warning --user {redis.OPERATOR_USER} '
+        f"-p {redis.SENTINEL_PORT} "
         f"sentinel get-master-addr-by-name {SENTINEL_MASTER_NAME} | head -n 1 | grep -qE '^[A-Za-z0-9.-]+$'"
     )
     return ["sh", "-c", script]
@@ -47,7 +50,7 @@ def statefulset(jq: JobQueue) -> Manifest:
     broker = redis_ha.managed(jq)
     ha = broker.high_availability
     name = naming.sentinel(jq.name)
-    domain = redis_ha.pod_domain(jq, naming.sentinel_headless(jq.name))
+    domain = redis.pod_domain(jq, naming.sentinel_headless(jq.name))
     container: Manifest = {
         "name": "sentinel",
         "image": broker.image,
@@ -55,9 +58,10 @@ def statefulset(jq: JobQueue) -> Manifest:
         "workingDir": DATA_DIR,
         "env": [
             secret_env(redis.PASSWORD_ENV, naming.redis_secret(jq.name), naming.PASSWORD_KEY),
+            secret_env(redis.OPERATOR_PASSWORD_ENV, naming.redis_operator_secret(jq.name), naming.PASSWORD_KEY),
             field_env(redis_ha.POD_NAME_ENV, "metadata.name"),
             {"name": bootstrap.Env.SENTINEL, "value": f"$({redis_ha.POD_NAME_ENV}).{domain}:{redis.SENTINEL_PORT}"},
-            {"name": bootstrap.Env.SENTINELS, "value": " ".join(redis_ha.sentinel_addresses(jq))},
+            {"name": bootstrap.Env.SENTINELS, "value": " ".join(redis.sentinel_addresses(jq))},
             {"name": bootstrap.Env.MEMBERS, "value": " ".join(redis_ha.member_addresses(jq))},
             {"name": bootstrap.Env.QUORUM, "value": str(SENTINEL_QUORUM)},
             {"name": bootstrap.Env.DOWN_AFTER, "value": str(ha.down_after_milliseconds)},

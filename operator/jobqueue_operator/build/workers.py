@@ -20,6 +20,7 @@ from jobqueue_operator.build.common import (
     Manifest,
     broker_url_ref,
     field_env,
+    master_name_env,
     metadata,
     placement,
     resources,
@@ -152,6 +153,7 @@ def env(jq: JobQueue, queue: Queue) -> list[Manifest]:
     }
     variables = [
         secret_env(Env.BROKER_URL, secret, key),
+        master_name_env(jq),
         *({"name": name, "value": str(value)} for name, value in values.items()),
     ]
     if results.backend_secret_ref is not None:

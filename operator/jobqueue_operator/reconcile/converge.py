@@ -100,7 +100,7 @@ def _restart_broker(client: kube.KubeApi, plan: Plan) -> tuple[list[Event], list
     verdict = plan.broker.restart if plan.broker is not None else None
     if verdict is None or not verdict.restart:
         return [], []
-    pod = f"{naming.redis(plan.name)}-0"
+    pod = verdict.pod or f"{naming.redis(plan.name)}-0"  # a highly available broker's member: the one decided
     try:
         client.delete_pod(plan.namespace, pod)
         if verdict.asked:

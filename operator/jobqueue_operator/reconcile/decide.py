@@ -23,7 +23,7 @@ from jobqueue_operator.build.common import Config, Manifest, broker_url_ref
 from jobqueue_operator.events import Event
 from jobqueue_operator.models import Condition, DrainingQueue, JobQueue, JobQueueStatus, Queue
 from jobqueue_operator.reasons import Reason
-from jobqueue_operator.reconcile import decide_broker
+from jobqueue_operator.reconcile import broker_mode, decide_broker
 from jobqueue_operator.reconcile.decide_broker import BrokerPlan, ManagedBroker
 from jobqueue_worker import contract
 
@@ -281,9 +281,10 @@ def _prune(
 def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
     """What the reconcile should write. `previous`: the conditions last written (default: the body's)."""
     previous = _previous_conditions(world.body) if previous is None else previous
-    jq = world.jq
-    if jq is None:
+    if world.jq is None:
         return invalid(world, previous, now)
+    mode = broker_mode.decide(world.jq, world.children)
+    jq = mode.jq  # a running managed broker keeps its mode (broker_mode): everything below renders that one
 
     take, without = [], set()
     for queue in jq.spec.queues:
@@ -315,7 +316,7 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
         queues,
         [*problems, *reported, *stopping],
         draining,
-        broker.up_to_date if broker else None,
+        broker_mode.up_to_date(mode, broker.up_to_date if broker else None),
         degrading,
     )
     computed = status.compute(observation, previous, now)
@@ -329,6 +330,7 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
         if q.cause
     ]
     events += broker.events if broker else []
+    events += broker_mode.events(mode)
     ready = next((c for c in computed.conditions if c.type == status.READY), None)
     password = (
         jq
@@ -350,6 +352,7 @@ def plan(world: World, previous: Sequence[Condition] | None, now: str) -> Plan:
         converged=ready is not None
         and ready.status == "True"
         and not draining
+        # a refused mode switch is not retried: nothing changes until the spec does
         and (broker is None or broker.up_to_date is None or broker.up_to_date[0] == "True"),
         references=frozenset(world.config),
         pods=world.pods,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobqueue_operator import broker_password, broker_restart, naming, nodes, status
+from jobqueue_operator.broker_replication import DEFAULT_MAX_LAG_SECONDS, Members, replica_state
 from jobqueue_operator.broker_state import ManagedState
 from jobqueue_operator.build import redis
 from jobqueue_operator.build.common import Config, Manifest
@@ -38,6 +39,9 @@ class ManagedBroker:
     auth_failed: bool = False
     missing_secret: bool = False
     """`<jq>-redis-auth` does not exist: this reconcile creates it with `password` and `url`."""
+    members: Members | None = None
+    """A highly available broker with a member on an older template: one look through the Sentinels (which
+    member is master, which replicas are in sync); None otherwise or when it could not be read."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def stale_pods(pods: Sequence[Manifest], desired: Sequence[Manifest]) -> list[st
     for pod in pods:
         metadata = pod.get("metadata") or {}
         labels = metadata.get("labels") or {}
-        if labels.get(naming.COMPONENT_LABEL) == naming.BROKER:
+        if labels.get(naming.COMPONENT_LABEL) in (naming.BROKER, naming.SENTINEL):  # rotated in place
             continue
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
@@ -197,14 +201,18 @@ def plan(
     state = managed.state
     statefulset = children.get(("StatefulSet", naming.redis(jq.name)))
     strategy = (((statefulset or {}).get("spec") or {}).get("updateStrategy") or {}).get("type")
-    restart = broker_restart.decide(
-        jq.name,
-        statefulset,
-        pod,
-        None if state is None else state.held,
-        state is not None and state.aof,
-        managed.error or "Redis is not running",
-        asked,
+    restart = (
+        _roll_members(jq, statefulset, pods, managed.members)
+        if redis.high_availability(jq)
+        else broker_restart.decide(
+            jq.name,
+            statefulset,
+            pod,
+            None if state is None else state.held,
+            state is not None and state.aof,
+            managed.error or "Redis is not running",
+            asked,
+        )
     )
     step = broker_password.Step()
     url = wanted_url(jq, managed)
@@ -217,6 +225,7 @@ def plan(
             state.accepted,
             stale_pods(pods, desired),
             probe_reads_password(pod),
+            state.accepted_somewhere,
         )
     ensure = managed.operator_password if state is not None and not state.as_operator else None
     events: list[Event] = []
@@ -233,6 +242,20 @@ def plan(
         up_to_date=_up_to_date(restart, step),
         events=events,
     )
+
+
+def _roll_members(
+    jq: JobQueue, statefulset: Manifest | None, pods: Sequence[Manifest], members: Members | None
+) -> broker_restart.Verdict:
+    """`broker_restart.roll_members` with what the look through the Sentinels found."""
+    if members is None or members.master is None or members.master_problem:
+        why = "the broker was not read through the Sentinels" if members is None else members.master_problem
+        master, unreadable, in_sync = None, why or "no Sentinel names a master (BrokerAvailable says more)", 0
+    else:
+        master, unreadable = members.master, ""
+        lag = members.max_lag_seconds if members.max_lag_seconds is not None else DEFAULT_MAX_LAG_SECONDS
+        in_sync = sum(1 for replica in members.replicas if replica_state(replica, lag) == "in_sync")
+    return broker_restart.roll_members(jq.name, statefulset, pods, master, in_sync, unreadable)
 
 
 def _up_to_date(restart: broker_restart.Verdict, step: broker_password.Step) -> status.Verdict:

@@ -13,12 +13,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from jobqueue_operator import broker, broker_admin, broker_restart, kube, naming, nodes
+from jobqueue_operator import broker, broker_admin, broker_restart, broker_sentinel, kube, naming, nodes
 from jobqueue_operator.build import children, redis
 from jobqueue_operator.build.common import Config, ConfigRef, Manifest, broker_url_ref, references
 from jobqueue_operator.build.workers import live_priority_steps
 from jobqueue_operator.models import JobQueue
 from jobqueue_operator.node_reads import NodeReads
+from jobqueue_operator.reconcile import broker_mode
 from jobqueue_operator.reconcile.decide import ExternalBroker, World
 from jobqueue_operator.reconcile.decide_broker import ManagedBroker
 
@@ -70,7 +71,9 @@ def _managed(
     client: kube.KubeApi, jq: JobQueue, config: Config, found: Mapping[kube.Key, Manifest], pods: list[Manifest]
 ) -> ManagedBroker:
     """Log in to the running managed Redis (the operator's own user first, else the Secret's URL) and read
-    what the restart and the password decisions need (the tasks it holds only when a restart is pending)."""
+    what the restart and the password decisions need (the tasks it holds only when a restart is pending). A
+    highly available broker is read through its Sentinels (`redis.operator_url`), the passwords on every
+    member and Sentinel."""
     own = kube.secret_value(client, jq.namespace, naming.redis_operator_secret(jq.name), naming.PASSWORD_KEY)
     data = config.get(("Secret", naming.redis_secret(jq.name)))
     if data is None:  # this reconcile creates it: with this password, which the Pods' config hash uses now
@@ -79,9 +82,19 @@ def _managed(
     password, url = kube.decoded(data, naming.PASSWORD_KEY), kube.decoded(data, naming.URL_KEY)
     seen = ManagedBroker(operator_password=own, password=password, url=url)
     pod = broker_restart.broker_pod(pods, jq.name)
-    if not _running(pod):
+    ha = redis.high_availability(jq)
+    component = naming.COMPONENT_LABEL
+    member_pods: list[Mapping[str, Any] | None] = (
+        [p for p in pods if ((p.get("metadata") or {}).get("labels") or {}).get(component) == naming.BROKER]
+        if ha
+        else [pod]
+    )
+    if not any(_running(member) for member in member_pods):
         return seen  # nothing to read: the StatefulSet's state says why
-    pending = broker_restart.stale(found.get(("StatefulSet", naming.redis(jq.name))), pod)
+    statefulset = found.get(("StatefulSet", naming.redis(jq.name)))
+    # A highly available broker's members restart without losing tasks (broker_restart.roll_members): no count.
+    pending = not ha and broker_restart.stale(statefulset, pod)
+    rolling = ha and any(broker_restart.stale(statefulset, member) for member in member_pods)
     candidates = [(redis.operator_url(jq, own), True)] if own else []
     candidates += [(url, False)] if url else []
     try:
@@ -90,7 +103,8 @@ def _managed(
         return replace(seen, error=str(exc), auth_failed=True)
     except broker.BrokerError as exc:
         return replace(seen, error=str(exc))
-    return replace(seen, state=state, admin_url=admin_url)
+    looked = broker_sentinel.read(admin_url) if rolling and broker.is_sentinel(admin_url) else None
+    return replace(seen, state=state, admin_url=admin_url, members=looked)
 
 
 def _leftovers(
@@ -138,7 +152,8 @@ def read(client: kube.KubeApi, body: Mapping[str, Any], node_reads: NodeReads | 
     refs = set().union(*(references(child) for child in children.desired(jq)))
     refs.discard(("Secret", naming.redis_operator_secret(jq.name)))  # only Redis reads it; `_managed` reads it
     config = _config(client, jq.namespace, refs)
-    managed = _managed(client, jq, config, found, pods) if jq.spec.broker.managed is not None else None
+    running = broker_mode.decide(jq, found).jq  # a refused mode switch: read the broker in the mode it runs
+    managed = _managed(client, running, config, found, pods) if jq.spec.broker.managed is not None else None
     return World(
         body,
         jq,

@@ -48,7 +48,10 @@ def _broker_url(client: kube.KubeApi, jq: JobQueue, cache: UrlCache, now: float)
         if jq.spec.broker.managed is not None
         else None
     )
-    if own:
+    # A refused mode switch (reconcile/broker_mode.py): the broker runs in the other mode than the spec asks,
+    # and the Secret's url, kept in the mode that runs, is the way in.
+    refused = url is not None and broker.is_sentinel(url) != redis.high_availability(jq)
+    if own and not refused:
         url, _ = broker_admin.login([(redis.operator_url(jq, own), True), *([(url, False)] if url else [])])
     if url is None:
         raise broker.BrokerError(f"Secret {name} with key {key} does not exist or is not a URL")

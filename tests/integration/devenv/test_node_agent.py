@@ -245,6 +245,35 @@ def test_a_failing_liveness_probe_restarts_the_container(core: client.CoreV1Api,
     assert status.last_state.terminated.exit_code == 143, "stopped with SIGTERM"
 
 
+def test_a_startup_probe_holds_the_liveness_probe_back_until_it_passes(core: client.CoreV1Api, namespace: str) -> None:
+    """As in the kubelet: a container that takes 3 s to start is not killed by a liveness probe that fails
+    until then (the managed HA broker's member waits up to 25 s for a promotion before Redis listens)."""
+    marker = Path(f"/tmp/jq-startup-{namespace}")
+    pod = one_shot_pod("slow", ["sh", "-c", f"sleep 3 && touch {marker} && exec sleep 600"], namespace)
+    pod["spec"]["restartPolicy"] = "Always"
+    pod["spec"]["terminationGracePeriodSeconds"] = 1
+    started = {"exec": {"command": ["test", "-f", str(marker)]}, "periodSeconds": 1}
+    container = pod["spec"]["containers"][0]
+    container.update(
+        startupProbe={**started, "failureThreshold": 30},
+        livenessProbe={**started, "failureThreshold": 1},
+        readinessProbe=started,
+    )
+    try:
+        core.create_namespaced_pod(namespace, pod)
+
+        def ready() -> bool:
+            conditions = core.read_namespaced_pod("slow", namespace).status.conditions or []
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+        wait_until(ready, timeout=60, what="the slow starter Ready")
+        status = container_status(core, namespace, "slow")
+        assert status is not None
+        assert status.restart_count == 0, "the liveness probe ran before the startup probe passed"
+    finally:
+        marker.unlink(missing_ok=True)
+
+
 def test_a_container_over_its_memory_limit_is_oom_killed(core: client.CoreV1Api, namespace: str) -> None:
     core.create_namespaced_pod(
         namespace,

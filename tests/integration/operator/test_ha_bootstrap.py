@@ -26,7 +26,9 @@ import redis
 
 from jobqueue_devenv.processes import free_port, stop_group
 from jobqueue_devenv.waiting import wait_until
+from jobqueue_operator import broker, broker_admin, broker_password
 from jobqueue_operator.build import bootstrap, redis_ha, sentinel
+from jobqueue_operator.build.redis import OPERATOR_USER
 from jobqueue_operator.models import SENTINEL_MEMBERS, JobQueue
 from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 
@@ -94,6 +96,8 @@ class Group:
     members: list[int] = field(default_factory=lambda: [free_port() for _ in range(SENTINEL_MEMBERS)])
     sentinels: list[int] = field(default_factory=lambda: [free_port() for _ in range(SENTINEL_MEMBERS)])
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    password: str = PASSWORD
+    """What this test's clients log in with (a rotation changes it)."""
 
     def _addresses(self, ports: list[int]) -> str:
         return " ".join(f"{HOST}:{port}" for port in ports)
@@ -104,6 +108,7 @@ class Group:
             {
                 bootstrap.Env.MEMBERS: self._addresses(self.members),
                 bootstrap.Env.SENTINELS: self._addresses(self.sentinels),
+                bootstrap.Env.PASSWORD: self.password,  # a Pod (re)started reads the Secret's password now
                 **overrides,
             },
         )
@@ -153,7 +158,7 @@ class Group:
             stop_group(proc, grace=5)
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(HOST, port, password=PASSWORD, socket_timeout=3, decode_responses=True)
+        return redis.Redis(HOST, port, password=self.password, socket_timeout=3, decode_responses=True)
 
     def role(self, port: int) -> str:
         try:
@@ -222,6 +227,35 @@ def test_a_fresh_group_makes_the_first_member_master(group: Group) -> None:
     assert group.role(first) == "master"
     assert [group.role(port) for port in others] == ["slave", "slave"]
     assert all(group.alive(port) for port in group.members)
+
+
+def test_the_first_member_named_master_by_sentinels_that_came_up_first_does_not_wait_for_a_promotion(
+    tmp_path: Path,
+) -> None:
+    """A fresh group whose Sentinels start before the first member: they monitor it before it runs, so it finds
+    itself named master. With no other member running there is nothing to promote: it starts at once (it used
+    to wait `NAMED_MASTER_WAIT` seconds; on the local cluster the waiting member was restarted by its liveness
+    probe again and again, and the StatefulSet never made its other members)."""
+    group = Group(tmp_path)
+    try:
+        for port in group.sentinels:
+            group.start_sentinel(port)
+        first = f"{HOST}:{group.members[0]}"
+        wait_until(
+            lambda: all(group.named_master(port) == first for port in group.sentinels),
+            timeout=60,
+            what="the Sentinels monitor the first member before it runs",
+        )
+        group.start_member(group.members[0])
+        wait_until(lambda: group.role(group.members[0]) == "master", timeout=60, what="the first member serves")
+        log = (tmp_path / str(group.members[0]) / "log").read_text()
+        assert "no other member runs: nothing to wait for" in log
+        assert "waiting up to" not in log
+        for port in group.members[1:]:
+            group.start_member(port)
+        group.wait_healthy(group.members[0])
+    finally:
+        group.stop()
 
 
 def test_a_replica_attached_to_another_replica_fails_its_liveness_probe(group: Group) -> None:
@@ -303,3 +337,68 @@ def test_an_empty_member_never_becomes_the_master_of_replicas_that_hold_data(gro
     group.wait_healthy(promoted)
     assert group.role(first) == "slave"
     assert group.client(first).lrange("tasks", 0, -1) == ["acknowledged"]
+
+
+def _operator_url(group: Group) -> str:
+    """`redis.operator_url` of a highly available broker, with the host's addresses: every Sentinel, the
+    operator's own user."""
+    return ";".join(f"sentinel://{OPERATOR_USER}:{OPERATOR_PASSWORD}@{HOST}:{port}/0" for port in group.sentinels)
+
+
+def _refuses(port: int, password: str) -> bool:
+    try:
+        redis.Redis(HOST, port, password=password, socket_timeout=3).ping()
+    except redis.AuthenticationError:
+        return True
+    return False
+
+
+def test_a_rotated_password_reaches_every_member_and_sentinel_and_replication_and_failover_do_not_use_it(
+    group: Group,
+) -> None:
+    """The rotation's two broker steps (broker_admin.add_password, keep_only_password) through the operator's
+    Sentinel URL: the new password on all six instances, then the old one refused by all six. Replication
+    (`masteruser`) and the Sentinels (`auth-user`, `sentinel-user`) log in as the operator's user, so a
+    failover after the rotation still works: the replicas follow the new master, and the deleted one rejoins.
+    (With `masterauth` the rotated password, the replicas cannot sync from the promoted master.)"""
+    url = _operator_url(group)
+    every = group.members + group.sentinels
+    old, new = PASSWORD, uuid.uuid4().hex
+    _, state = broker_admin.read_managed([(url, True)], count_held=False)
+    assert state.as_operator
+    assert state.unread == ()
+    assert state.accepted == state.accepted_somewhere == {broker_password.digest(old)}
+
+    broker_admin.add_password(url, new)
+    _, state = broker_admin.read_managed([(url, True)], count_held=False)
+    assert state.accepted == {broker_password.digest(old), broker_password.digest(new)}
+    broker_admin.keep_only_password(url, new)
+    _, state = broker_admin.read_managed([(url, True)], count_held=False)
+    assert state.accepted == state.accepted_somewhere == {broker_password.digest(new)}
+    assert all(_refuses(port, old) for port in every)
+    group.password = new
+    assert all(group.client(port).ping() for port in every)
+
+    first, *others = group.members
+    with broker.connected(url) as master:  # through the Sentinels, as the operator
+        master.rpush("tasks", "acknowledged")
+        assert master.wait(SENTINEL_MEMBERS - 1, 5000) == SENTINEL_MEMBERS - 1
+    group.kill(first)
+    wait_until(
+        lambda: group.named_master(group.sentinels[0]) in {f"{HOST}:{port}" for port in others},
+        timeout=60,
+        what="the Sentinels promote a replica after the rotation",
+    )
+    promoted = int(str(group.named_master(group.sentinels[0])).rsplit(":", 1)[1])
+    group.start_member(first)
+    group.wait_healthy(promoted)  # every member in sync with the new master: replication logged in
+    assert group.client(first).lrange("tasks", 0, -1) == ["acknowledged"]
+    with broker.connected(url) as master:
+        assert master.lrange("tasks", 0, -1) == [b"acknowledged"]
+
+
+def test_the_memory_reserve_is_set_on_every_member(group: Group) -> None:
+    """broker.set_maxmemory through the operator's Sentinel URL: every member, so a promoted replica serves
+    with the maxmemory the operator chose."""
+    broker.set_maxmemory(_operator_url(group), 123_456_789)
+    assert [int(group.client(port).config_get("maxmemory")["maxmemory"]) for port in group.members] == [123_456_789] * 3

@@ -44,6 +44,19 @@ def test_readiness_needs_success_threshold_and_fails_after_failure_threshold() -
     assert tracker.record(False, 6) is False
 
 
+def test_a_startup_probe_gives_up_after_failure_threshold_failures_in_a_row_and_passes_on_a_success() -> None:
+    tracker = ProbeTracker(ProbeSpec(failure_threshold=3), passing=False)
+    tracker.record(False, 1)
+    tracker.record(False, 2)
+    assert not tracker.given_up
+    assert tracker.record(True, 3) is True  # started: the liveness and readiness probes take over
+    starting = ProbeTracker(ProbeSpec(failure_threshold=2), passing=False)
+    starting.record(False, 1)
+    starting.record(False, 2)
+    assert starting.given_up
+    assert not starting.passing
+
+
 def test_probe_timing_honours_initial_delay_and_period() -> None:
     tracker = ProbeTracker(ProbeSpec(initial_delay=5, period=2), passing=True)
     assert not tracker.due(now=104, started_at=100)

@@ -131,7 +131,9 @@ def test_the_secret_holds_the_sentinel_url_and_the_master_name() -> None:
     data = redis.secret(_jq(HA), "p@ss:w/rd")["stringData"]
     assert data == {
         "password": "p@ss:w/rd",
-        "url": "sentinel://:p%40ss%3Aw%2Frd@pay-sentinel.apps.svc:26379/0",
+        "url": ";".join(
+            f"sentinel://:p%40ss%3Aw%2Frd@pay-sentinel-{n}.pay-sentinel-headless.apps.svc:26379/0" for n in range(3)
+        ),
         naming.MASTER_NAME_KEY: SENTINEL_MASTER_NAME,
     }
     assert redis.client_url(_jq(HA), "x") == data["url"].replace("p%40ss%3Aw%2Frd", "x")
@@ -161,7 +163,10 @@ def test_every_member_writes_the_aof_and_refuses_writes_it_cannot_replicate(pers
     assert (_arg(args, "--appendonly"), _arg(args, "--appendfsync")) == ("yes", "everysec")
     assert _arg(args, "--maxmemory-policy") == "noeviction"
     assert managed_maxmemory(jq) == int(_arg(args, "--maxmemory")) > 0  # the single broker's memory reserve rules
-    assert _arg(args, "--masterauth") == _arg(args, "--requirepass") == f"$({redis.PASSWORD_ENV})"
+    assert _arg(args, "--requirepass") == f"$({redis.PASSWORD_ENV})"
+    # replication logs in as the operator's own user, whose password a rotation never changes
+    assert _arg(args, "--masteruser") == redis.OPERATOR_USER
+    assert _arg(args, "--masterauth") == f"$({redis.OPERATOR_PASSWORD_ENV})"
     assert (_arg(args, "--min-replicas-to-write"), _arg(args, "--min-replicas-max-lag")) == ("2", "7")
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import replace
 from typing import Any
 
-from jobqueue_operator import broker_password, naming, status
+from jobqueue_operator import broker, broker_password, naming, status
+from jobqueue_operator.broker_replication import Members, Replica
 from jobqueue_operator.broker_state import Held, ManagedState
 from jobqueue_operator.build import redis
 from jobqueue_operator.models import JobQueue
@@ -184,3 +186,90 @@ def test_a_redis_that_stopped_answering_after_it_was_ready_is_unreachable_not_st
     down = _managed(state=None, error="Timeout reading from socket")
     assert decide_broker.broker_state(JQ, down, not_ready, frozen).reason == Reason.BROKER_UNREACHABLE
     assert decide_broker.broker_state(JQ, down, not_ready, starting) is not_ready
+
+
+HA = JobQueue.from_body(
+    {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1},
+        "spec": {
+            "image": "i",
+            "app": "a:app",
+            "queues": [{"name": "q"}],
+            "broker": {"managed": {"highAvailability": {"enabled": True}}},
+        },
+    }
+)
+
+
+def test_the_operator_reads_a_highly_available_broker_through_every_sentinel_as_its_own_user() -> None:
+    url = redis.operator_url(HA, "op:pw")
+    assert url.split(";") == [
+        f"sentinel://jobqueue-operator:op%3Apw@m-sentinel-{n}.m-sentinel-headless.ns.svc:26379/0" for n in range(3)
+    ]
+    parsed = broker.parse_sentinel(url)
+    assert (parsed.username, parsed.password) == ("jobqueue-operator", "op:pw")
+
+
+def test_on_a_highly_available_broker_the_new_password_is_added_until_every_instance_accepts_it() -> None:
+    """`accepted`: what every member and Sentinel accepts; `accepted_somewhere`: what one of them does."""
+    step = _decide(accepted=frozenset({OLD}), accepted_somewhere=frozenset({OLD, NEW}))
+    assert step.add == "new"
+
+
+def test_on_a_highly_available_broker_the_old_password_is_dropped_while_any_instance_accepts_it() -> None:
+    step = _decide(accepted=frozenset({NEW}), accepted_somewhere=frozenset({OLD, NEW}))
+    assert step.keep_only == "new"
+    assert not _decide(accepted=frozenset({NEW}), accepted_somewhere=frozenset({NEW})).writes
+
+
+def test_sentinel_pods_are_rotated_in_place_and_never_wait_for_a_roll() -> None:
+    pods = [_pod("m-sentinel-0", naming.SENTINEL, None), _pod("m-redis-1", naming.BROKER, None)]
+    assert decide_broker.stale_pods(pods, [_deployment(naming.WORKER, "h2", "q")]) == []
+
+
+def test_a_highly_available_broker_is_rolled_only_from_a_look_through_the_sentinels() -> None:
+    """The plan feeds `broker_restart.roll_members` from the look (`ManagedBroker.members`): without one,
+    nothing restarts, whatever the restart annotation says; with a whole broker, a stale replica does."""
+    statefulset = {
+        "metadata": {"name": "m-redis", "generation": 2},
+        "spec": {"template": {"spec": {"containers": [{"name": "redis"}]}}},
+        "status": {"observedGeneration": 2, "updateRevision": "m-redis-new"},
+    }
+    members = [
+        {
+            "metadata": {"name": f"m-redis-{n}", "labels": {"controller-revision-hash": revision}},
+            "status": {
+                "containerStatuses": [{"state": {"running": {}}}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+        for n, revision in enumerate(["m-redis-old", "m-redis-new", "m-redis-old"])
+    ]
+    state = ManagedState(True, frozenset({NEW}), None, True)
+    children = {("StatefulSet", "m-redis"): statefulset}
+    unread = _managed(state=state, url=redis.client_url(HA, "new"))
+    for asked in (False, True):
+        planned = decide_broker.plan(HA, unread, children, members, [], asked)
+        assert planned.restart is not None
+        assert not planned.restart.restart
+        assert "m-redis-0, m-redis-2" in planned.restart.message
+    look = Members(
+        0.0,
+        "jobqueue",
+        3,
+        answering=3,
+        master="m-redis-0.m-redis.ns.svc:6379",
+        replicas=(
+            Replica("m-redis-1.m-redis.ns.svc:6379", "online", 0),  # the master's INFO words, as read
+            Replica("m-redis-2.m-redis.ns.svc:6379", "online", 1),
+        ),
+    )
+    whole = _managed(state=state, url=redis.client_url(HA, "new"), members=look)
+    planned = decide_broker.plan(HA, whole, children, members, [], False)
+    assert planned.restart is not None
+    assert (planned.restart.restart, planned.restart.pod) == (True, "m-redis-2")  # the replica, not the master
+    lagging = replace(look, replicas=(look.replicas[0], Replica("m-redis-2.m-redis.ns.svc:6379", "online", 30)))
+    held = decide_broker.plan(HA, _managed(state=state, url=whole.url, members=lagging), children, members, [], False)
+    assert held.restart is not None
+    assert not held.restart.restart
+    assert "1 of 2 replicas in sync" in held.restart.message

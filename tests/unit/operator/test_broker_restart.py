@@ -118,3 +118,56 @@ def test_the_changes_are_named() -> None:
         "redis-server's settings (arguments, environment or probes)",
     )
     assert broker_restart.changes(pod, {"spec": {"containers": [_container("64Mi")]}}) == ("the Pod template",)
+
+
+def _member(n: int, revision: str, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": f"m-redis-{n}", "labels": {broker_restart.REVISION_LABEL: revision}}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-12-07T16:00:00Z"
+    return {
+        "metadata": metadata,
+        "spec": {"containers": [_container("64Mi")]},
+        "status": {
+            "containerStatuses": [{"name": "redis", "state": {"running": {}}}],
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def _roll(
+    members: list[dict[str, Any]], master: str | None = "m-redis-0.m-redis.ns.svc:6379", in_sync: int = 2
+) -> broker_restart.Verdict:
+    return broker_restart.roll_members("m", _statefulset(), members, master, in_sync, "no Sentinel answers")
+
+
+def test_a_highly_available_broker_rolls_one_stale_replica_while_it_is_whole() -> None:
+    verdict = _roll([_member(0, "m-redis-old"), _member(1, "m-redis-new"), _member(2, "m-redis-old")])
+    assert (verdict.restart, verdict.pod, verdict.reason) == (True, "m-redis-2", Reason.BROKER_RESTARTING)
+    assert "m-redis-2 is a replica" in broker_restart.restarted_message(verdict)
+
+
+def test_no_member_restarts_while_one_is_not_ready_is_being_deleted_or_a_replica_is_out_of_sync() -> None:
+    for members, in_sync in (
+        ([_member(0, "m-redis-old"), _member(1, "m-redis-new", ready=False), _member(2, "m-redis-old")], 2),
+        ([_member(0, "m-redis-old"), _member(1, "m-redis-old", deleting=True), _member(2, "m-redis-old")], 2),
+        ([_member(0, "m-redis-old"), _member(2, "m-redis-old")], 2),  # one member missing
+        ([_member(0, "m-redis-old"), _member(1, "m-redis-new"), _member(2, "m-redis-old")], 1),
+    ):
+        verdict = _roll(members, in_sync=in_sync)
+        assert not verdict.restart
+        assert verdict.reason == Reason.BROKER_RESTARTING
+        assert "one member at a time" in verdict.message
+
+
+def test_the_master_is_never_deleted_and_without_a_working_master_nothing_restarts() -> None:
+    only_master = [_member(0, "m-redis-old"), _member(1, "m-redis-new"), _member(2, "m-redis-new")]
+    verdict = _roll(only_master)
+    assert not verdict.restart
+    assert verdict.reason == Reason.BROKER_RESTART_HELD
+    assert "m-redis-0 is the master" in verdict.message
+    assert "SENTINEL FAILOVER jobqueue" in verdict.message
+    blind = _roll([_member(0, "m-redis-old"), _member(1, "m-redis-new"), _member(2, "m-redis-old")], master=None)
+    assert not blind.restart
+    assert "no Sentinel answers" in blind.message
+    current = _roll([_member(n, "m-redis-new") for n in range(3)])
+    assert current.up_to_date

@@ -94,6 +94,24 @@ def test_a_send_retries_through_each_sentinel_for_as_long_as_through_one_redis()
     assert {**three, "max_retries": 0} == {**one, "max_retries": 0}
 
 
+def test_a_send_keeps_reconnecting_for_longer_than_a_failover_takes() -> None:
+    app = producer.producer_app(URL)
+    try:
+        with app.connection_for_write() as connection:  # built, not connected
+            assert connection._extract_failover_opts()["timeout"] == producer.CONNECT_RETRIES_SECONDS
+    finally:
+        app.close()
+    assert producer.CONNECT_RETRIES_SECONDS > 15  # the bound on a failover's interruption
+
+
+def test_a_send_on_a_channel_a_lost_connection_closed_is_a_connection_error_kombu_retries() -> None:
+    channel = confirm.ConfirmingSentinelChannel.__new__(confirm.ConfirmingSentinelChannel)
+    channel.connection = None  # what kombu's Channel.close leaves
+    with pytest.raises(redis.exceptions.ConnectionError):
+        channel._put("q", {"properties": {}})
+    assert redis.exceptions.ConnectionError in confirm.ConfirmingSentinelTransport.connection_errors
+
+
 def test_the_sentinels_of_a_url() -> None:
     assert failover.sentinel_addresses(URL) == [("s1", 26379), ("s2", 26380), ("s3", 26379)]
 
