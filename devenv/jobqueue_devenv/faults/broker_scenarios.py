@@ -264,6 +264,13 @@ def _failovers(here: Stage, size: Size, rig: Rig, name: str, node_cut: bool) -> 
                             wait_done(target, [*sender.sent, *probes]), "not every task ran with the node off"
                         )
                 pause(max(0.0, size.per_fault() / RATE - (time.time() - t0)))  # the rest of the round's load
+            # Sends block while there is no master, so a failover can eat a round's time: the load runs on
+            # until the scenario's size is sent.
+            wait_until(
+                lambda: len(sender.sent) + len(probes) >= size.tasks,
+                timeout=size.tasks / RATE + HEALTHY_TIMEOUT_S,
+                what=f"{size.tasks} tasks sent",
+            )
         sent = [*sender.sent, *probes]
         settle(outcome, target, sent, may_restart=in_flight)
         outcome.expect(
