@@ -168,8 +168,8 @@ class MasterWatch:
         first cut missed, or one made later through a Sentinel that still named the old master, otherwise
         stays on it. Most likely one such idle pooled connection lost a task: kombu writes a delivered message's
         `HSET unacked` on a pooled connection; on the frozen old master it timed out after the BRPOP had
-        popped the message from the new master, and the message was gone (WIP-21.md, "Frozen-master lost
-        task: findings")."""
+        popped the message from the new master, and the message was gone (docs/broker.md, "A task lost in
+        the worker")."""
         current = self._ask()
         old = moved_from(self.master, current)
         if old is not None:

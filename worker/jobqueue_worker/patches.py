@@ -9,8 +9,8 @@
 - A message kombu has popped from its queue (BRPOP) is held only in the worker's memory until kombu has
   recorded it as delivered and unacknowledged (`QoS.append`: ZADD `unacked_index` + HSET `unacked`, one
   pipeline on a pooled connection). When that write fails, kombu raises and drops the message: lost. After
-  a Sentinel failover the pooled connection can still lead to the old, frozen master (WIP-21.md, "Frozen-master
-  lost task"; kombu has the same window on any connection error). Here the write is tried once more on a
+  a Sentinel failover the pooled connection can still lead to the old, frozen master (docs/broker.md, "A task lost in
+  the worker"; kombu has the same window on any connection error). Here the write is tried once more on a
   fresh connection from the pool (through the Sentinels: to the new master), which is safe because both
   commands are idempotent; if that fails too, the message is given back to the tail of its queue (kombu's own
   restore, next to be taken) before the error goes on. Only when even that fails is it lost, and the log

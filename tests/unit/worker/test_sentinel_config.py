@@ -195,7 +195,7 @@ def test_connections_to_a_replaced_master_are_cut_at_every_ask_not_only_at_the_c
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A connection the first cut missed (or made through a Sentinel that still named the old master) would
-    otherwise stay on the old master: one lost a task (WIP-21.md, "Frozen-master lost task: findings")."""
+    otherwise stay on the old master: one lost a task (docs/broker.md, "A task lost in the worker")."""
     with socket.create_server(("127.0.0.1", 0)) as old, socket.create_server(("127.0.0.1", 0)) as new:
         old_master, new_master = ("127.0.0.1", old.getsockname()[1]), ("127.0.0.1", new.getsockname()[1])
         answers = iter([old_master, new_master, new_master, None, new_master])
