@@ -71,6 +71,16 @@ class Deadline:
         os.kill(os.getpid(), signal.SIGQUIT)
 
 
+def written_to_a_process(request: Any) -> bool:
+    """Whether the prefork pool has written (or started writing) this request's job to a child: the child
+    runs it even though its "accepted" message, which puts it in `state.active_requests`, is read only by the
+    event loop that has stopped. Handing such a request back too would run it twice. (Celery keeps the job
+    as a weak reference; billiard's job marks the child in `_write_to`, or `_scheduled_for` mid-write.)"""
+    reference = getattr(request, "_apply_result", None)
+    job = reference() if callable(reference) else None
+    return job is not None and bool(getattr(job, "_write_to", None) or getattr(job, "_scheduled_for", None))
+
+
 class GiveBackReserved(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
     """A worker step whose `close` (the first thing a warm or cold shutdown does once the event loop has
     stopped, before the pool is joined, with the broker channel still open) rejects, requeued, every request
@@ -79,7 +89,11 @@ class GiveBackReserved(bootsteps.StartStopStep):  # type: ignore[misc]  # celery
     requires = ("celery.worker.components:Pool",)
 
     def close(self, worker: Any) -> None:
-        waiting = [r for r in (*state.reserved_requests, *state.scheduled_requests) if r not in state.active_requests]
+        waiting = [
+            r
+            for r in (*state.reserved_requests, *state.scheduled_requests)
+            if r not in state.active_requests and not written_to_a_process(r)
+        ]
         handed = 0
         for request in waiting:
             if request.acknowledged:

@@ -138,7 +138,8 @@ def _replicates_and_survives_the_loss_of_its_master(
     sentinels = wait_until(lambda: _ready_pods(core, ns, naming.SENTINEL), timeout=120, what="3 ready Sentinels")
     secret = core.read_namespaced_secret(naming.redis_secret(NAME), ns).data
     password = base64.b64decode(secret[naming.PASSWORD_KEY]).decode()
-    assert base64.b64decode(secret[naming.URL_KEY]).decode().startswith(f"sentinel://:{password}@ha-sentinel.{ns}.svc")
+    every_sentinel = [f"sentinel://:{password}@ha-sentinel-{n}.ha-sentinel-headless.{ns}.svc:26379/0" for n in range(3)]
+    assert base64.b64decode(secret[naming.URL_KEY]).decode() == ";".join(every_sentinel)
 
     first = f"{naming.redis(NAME)}-0"
     assert wait_until(lambda: _master(sentinels, password), timeout=60, what="the Sentinels agree") == first

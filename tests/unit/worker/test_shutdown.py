@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -67,3 +69,22 @@ def test_the_entry_point_imports_only_the_standard_library_before_its_sigterm_ha
     probe = "import sys, jobqueue_worker.__main__; print(sorted({'pydantic', 'celery', 'kombu'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_request_whose_job_a_pool_process_already_holds_is_not_handed_back() -> None:
+    """A job written to a prefork child runs there: handing its request back as well ran it twice."""
+
+    class Job:
+        _write_to: object = None
+        _scheduled_for: object = None
+
+    written, mid_write, queued = Job(), Job(), Job()
+    written._write_to = object()
+    mid_write._scheduled_for = object()
+    requests = {
+        name: SimpleNamespace(_apply_result=weakref.ref(job))
+        for name, job in {"written": written, "mid_write": mid_write, "queued": queued}.items()
+    }
+    requests["never_handed"] = SimpleNamespace(_apply_result=None)
+    held = {name: shutdown.written_to_a_process(request) for name, request in requests.items()}
+    assert held == {"written": True, "mid_write": True, "queued": False, "never_handed": False}
