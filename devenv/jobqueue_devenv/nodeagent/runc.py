@@ -105,15 +105,30 @@ class RuncContainer:
         The run is spawned before runc has created the container (the overlay is mounted first), and `runc
         kill` refuses a container it does not know yet: a Pod deleted while it started got no SIGTERM at all
         and ran until its grace period ended. A kubelet's runtime has created the container before it says it
-        started, so the signal is tried again until runc knows it, the run ended, or `patience` seconds passed.
+        started, so the signal is tried again until runc knows it and runs it (`_started`), the run ended, or
+        `patience` seconds passed.
         """
         deadline = time.monotonic() + patience
         while True:
-            if _runc(self.root, "kill", self.id, str(int(sig))).returncode == 0:
+            if (sig == signal.SIGKILL or self._started()) and _runc(
+                self.root, "kill", self.id, str(int(sig))
+            ).returncode == 0:
                 return True
             if self.popen.poll() is not None or time.monotonic() >= deadline:
                 return False
             time.sleep(SIGNAL_RETRY_SECONDS)
+
+    def _started(self) -> bool:
+        """Whether runc reports the container running. Before that ("created"), PID 1 is runc's own init, which
+        has no SIGTERM handler, so the kernel drops the signal (a PID namespace's init) and the image's process
+        never gets it; once it runs, the image's init blocks signals from its first instruction and keeps one."""
+        result = _runc(self.root, "state", self.id)
+        if result.returncode != 0:
+            return False
+        try:
+            return bool(json.loads(result.stdout).get("status") == "running")
+        except ValueError:
+            return False
 
     def kill_group(self) -> None:
         """SIGKILL the container (PID 1 of its PID namespace: the kernel ends every other process with it)."""
