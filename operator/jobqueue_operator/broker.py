@@ -660,10 +660,12 @@ def members(url: str, timeout: float = TIMEOUT_SECONDS, master_name: str = contr
 
 
 @contextlib.contextmanager
-def instance_client(url: str, where: str, timeout: float = TIMEOUT_SECONDS) -> Iterator[redis.Redis]:
-    """A client of one member or Sentinel (`host:port`) of a sentinel:// broker, logged in with the URL's
-    user and password; every socket operation bounded, nothing retried."""
-    parsed = parse_sentinel(url)
+def instance_client(
+    url: str | SentinelUrl, where: str, timeout: float = TIMEOUT_SECONDS, decode_responses: bool = False
+) -> Iterator[redis.Redis]:
+    """A client of one member or Sentinel (`host:port`) of a sentinel:// broker (its URL, or the URL parsed),
+    logged in with the URL's user and password; every socket operation bounded, nothing retried."""
+    parsed = parse_sentinel(url) if isinstance(url, str) else url
     host, _, port = where.rpartition(":")
     client = redis.Redis(
         host,
@@ -674,6 +676,7 @@ def instance_client(url: str, where: str, timeout: float = TIMEOUT_SECONDS) -> I
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), MASTER_RETRIES),
+        decode_responses=decode_responses,
     )
     try:
         yield client

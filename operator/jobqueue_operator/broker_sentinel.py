@@ -13,8 +13,6 @@ import time
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from jobqueue_operator import broker
 from jobqueue_operator.broker_replication import Members, address, master_down, newest, replicas
@@ -44,26 +42,12 @@ def _quorum(client: redis.Redis, master_name: str) -> str | None:
 def _master_info(url: broker.SentinelUrl, where: str, timeout: float) -> tuple[dict[str, Any], int | None, int | None]:
     """The master's INFO replication and its min-replicas-to-write and min-replicas-max-lag (None where
     CONFIG is refused to this user). Raises redis.RedisError when it cannot be read."""
-    host, _, port = where.rpartition(":")
-    client = redis.Redis(
-        host,
-        int(port),
-        db=url.db,
-        username=url.username,
-        password=url.password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), broker.MASTER_RETRIES),
-        decode_responses=True,
-    )
-    try:
+    with broker.instance_client(url, where, timeout, decode_responses=True) as client:
         info = dict(client.info("replication"))
         try:
             config = client.config_get("min-replicas-*")
         except redis.ResponseError:
             config = {}
-    finally:
-        client.close()
     to_write, max_lag = config.get("min-replicas-to-write"), config.get("min-replicas-max-lag")
     return (
         info,
