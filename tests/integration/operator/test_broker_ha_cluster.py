@@ -29,6 +29,7 @@ from jobqueue_operator.models import SENTINEL_MEMBERS
 from jobqueue_worker import producer
 from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in, jobqueue_manifest
+from tests.integration.operator.sentinel_pods import agreed_master, ready_pods
 
 NAME = "ha"
 QUEUE = "work"
@@ -85,32 +86,7 @@ def explained(core: client.CoreV1Api, namespace: str, log: Path) -> Iterator[Non
 
 
 def _ready_pods(core: client.CoreV1Api, namespace: str, component: str, name: str = NAME) -> dict[str, str] | None:
-    """Pod name -> IP of the JobQueue's ready Pods of `component`, when all three are ready."""
-    selector = f"{naming.JOBQUEUE_LABEL}={name},{naming.COMPONENT_LABEL}={component}"
-    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-    ready = {
-        p.metadata.name: p.status.pod_ip
-        for p in pods
-        if p.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-    }
-    return ready if len(ready) == SENTINEL_MEMBERS else None
-
-
-def _master(sentinels: dict[str, str], password: str) -> str | None:
-    """The Pod name the Sentinels name master (their answer is its DNS name), when they all agree."""
-    answers = set()
-    for ip in sentinels.values():
-        try:
-            found = redis.Redis(ip, redis_build.SENTINEL_PORT, password=password, socket_timeout=3).execute_command(  # type: ignore[no-untyped-call]
-                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME
-            )
-        except redis.RedisError:
-            return None
-        if not found:
-            return None
-        answers.add(found[0].decode().split(".")[0])
-    return answers.pop() if len(answers) == 1 else None
+    return ready_pods(core, namespace, component, name)
 
 
 def _replicas_online(ip: str, password: str) -> int:
@@ -142,7 +118,7 @@ def _replicates_and_survives_the_loss_of_its_master(
     assert base64.b64decode(secret[naming.URL_KEY]).decode() == ";".join(every_sentinel)
 
     first = f"{naming.redis(NAME)}-0"
-    assert wait_until(lambda: _master(sentinels, password), timeout=60, what="the Sentinels agree") == first
+    assert wait_until(lambda: agreed_master(sentinels, password), timeout=60, what="the Sentinels agree") == first
     wait_until(
         lambda: _replicas_online(members[first], password) == SENTINEL_MEMBERS - 1,
         timeout=120,
@@ -160,7 +136,7 @@ def _replicates_and_survives_the_loss_of_its_master(
     deleted_at = time.monotonic()
     core.delete_namespaced_pod(first, ns, grace_period_seconds=0)
     promoted = wait_until(
-        lambda: (found := _master(sentinels, password)) not in (None, first) and found,
+        lambda: (found := agreed_master(sentinels, password)) not in (None, first) and found,
         timeout=30,
         what="the Sentinels promote another member",
     )
@@ -218,7 +194,7 @@ def _rotation(custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str) 
     sentinels = wait_until(lambda: _ready_pods(core, ns, naming.SENTINEL, name), timeout=120, what="3 ready Sentinels")
     secret = naming.redis_secret(name)
     old = base64.b64decode(core.read_namespaced_secret(secret, ns).data[naming.PASSWORD_KEY]).decode()
-    master = wait_until(lambda: _master(sentinels, old), timeout=60, what="the Sentinels agree")
+    master = wait_until(lambda: agreed_master(sentinels, old), timeout=60, what="the Sentinels agree")
     wait_until(
         lambda: _replicas_online(members[master], old) == SENTINEL_MEMBERS - 1, timeout=120, what="2 replicas online"
     )
@@ -254,7 +230,7 @@ def _rotation(custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str) 
     ]
     assert [_accepts(ip, port, old) for ip, port in everyone] == [False] * 6
     assert [_accepts(ip, port, new) for ip, port in everyone] == [True] * 6
-    assert _master(sentinels, new) == master  # no failover: the Sentinels never lost sight of the master
+    assert agreed_master(sentinels, new) == master  # no failover: the Sentinels never lost sight of the master
     assert _replicas_online(members[master], new) == SENTINEL_MEMBERS - 1
     consumed(new)  # the workers rolled onto the new URL and consume
     after = {
@@ -297,7 +273,7 @@ def _roll(custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str) -> N
     password = base64.b64decode(core.read_namespaced_secret(naming.redis_secret(name), ns).data[naming.PASSWORD_KEY])
     secret = password.decode()
     first = f"{naming.redis(name)}-0"
-    assert wait_until(lambda: _master(sentinels, secret), timeout=60, what="the Sentinels agree") == first
+    assert wait_until(lambda: agreed_master(sentinels, secret), timeout=60, what="the Sentinels agree") == first
     wait_until(lambda: _replicas_online(members[first], secret) == 2, timeout=120, what="2 replicas online")
     master = redis.Redis(members[first], redis_build.PORT, password=secret, socket_timeout=5)
     master.lpush("canary", "acknowledged")
@@ -334,7 +310,9 @@ def _roll(custom: client.CustomObjectsApi, core: client.CoreV1Api, ns: str) -> N
         "SENTINEL", "FAILOVER", SENTINEL_MASTER_NAME
     )
     promoted = wait_until(
-        lambda: (found := _master(sentinels, secret)) not in (None, first) and found, timeout=60, what="the hand-over"
+        lambda: (found := agreed_master(sentinels, secret)) not in (None, first) and found,
+        timeout=60,
+        what="the hand-over",
     )
     wait_until(
         lambda: (

@@ -23,10 +23,9 @@ from jobqueue_devenv.waiting import wait_until
 from jobqueue_operator import naming
 from jobqueue_operator.build import flower as flower_build
 from jobqueue_operator.build import redis as redis_build
-from jobqueue_operator.models import SENTINEL_MEMBERS
 from jobqueue_worker import records
-from jobqueue_worker.contract import SENTINEL_MASTER_NAME
 from tests.integration.operator.conftest import GROUP, PLURAL, VERSION, hosted_operator_in
+from tests.integration.operator.sentinel_pods import agreed_master, ready_pods
 
 NAME = "ha-clients"
 
@@ -42,34 +41,8 @@ def hosted_operator(
         yield
 
 
-def _ready_pods(core: client.CoreV1Api, namespace: str, component: str) -> dict[str, str] | None:
-    """Pod name -> IP of the JobQueue's ready Pods of `component`, when all three are ready."""
-    selector = f"{naming.JOBQUEUE_LABEL}={NAME},{naming.COMPONENT_LABEL}={component}"
-    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-    ready = {
-        p.metadata.name: p.status.pod_ip
-        for p in pods
-        if p.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-    }
-    return ready if len(ready) == SENTINEL_MEMBERS else None
-
-
-def _master(sentinels: dict[str, str], password: str) -> str | None:
-    """The Pod name the Sentinels name master (their answer is its DNS name), when they all agree."""
-    answers = set()
-    for ip in sentinels.values():
-        sentinel = redis.Redis(ip, redis_build.SENTINEL_PORT, password=password, socket_timeout=3)
-        try:
-            found = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER_NAME)  # type: ignore[no-untyped-call]
-        except redis.RedisError:
-            return None
-        finally:
-            sentinel.close()
-        if not found:
-            return None
-        answers.add(found[0].decode().split(".")[0])
-    return answers.pop() if len(answers) == 1 else None
+def _ready_pods(core: client.CoreV1Api, namespace: str, component: str, name: str = NAME) -> dict[str, str] | None:
+    return ready_pods(core, namespace, component, name)
 
 
 def _pod_ip(core: client.CoreV1Api, namespace: str, component: str) -> str | None:
@@ -106,7 +79,7 @@ def test_beat_and_flower_follow_the_master_of_a_highly_available_broker(
     members = wait_until(lambda: _ready_pods(core, ns, naming.BROKER), timeout=240, what="3 ready Redis members")
     sentinels = wait_until(lambda: _ready_pods(core, ns, naming.SENTINEL), timeout=120, what="3 ready Sentinels")
     password = base64.b64decode(core.read_namespaced_secret(naming.redis_secret(NAME), ns).data["password"]).decode()
-    first = str(wait_until(lambda: _master(sentinels, password), timeout=60, what="the Sentinels agree"))
+    first = str(wait_until(lambda: agreed_master(sentinels, password), timeout=60, what="the Sentinels agree"))
 
     def cleanups(member: str) -> int:
         ip = members[member]
@@ -125,7 +98,7 @@ def test_beat_and_flower_follow_the_master_of_a_highly_available_broker(
 
     core.delete_namespaced_pod(first, ns, grace_period_seconds=0)
     promoted = wait_until(
-        lambda: (found := _master(sentinels, password)) not in (None, first) and found,
+        lambda: (found := agreed_master(sentinels, password)) not in (None, first) and found,
         timeout=60,
         what="the Sentinels promote another member",
     )
